@@ -1,0 +1,153 @@
+"""Data contracts: Great Expectations suites as files, checked on every row inside the pipeline.
+
+GX silently drops expectations it does not know, so loading compares the suite it built with the file.
+A context is built per process (actor), never shared across threads: GX gives wrong counts when it is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from jobs.errors import UsageError
+
+COLUMN_KWARGS = ("column", "column_A", "column_B")
+LIST_KWARGS = ("column_list", "column_set")
+_COMPLETE = {"result_format": "COMPLETE", "partial_unexpected_count": 0, "return_unexpected_index_query": False}
+
+
+@dataclass(frozen=True)
+class Contract:
+    """A suite file as loaded: its document (plain data, picklable to actors) and its hash for lineage."""
+
+    path: str
+    name: str
+    document: dict
+    sha256: str
+
+    @property
+    def expectations(self) -> list[dict]:
+        return self.document.get("expectations", [])
+
+    @property
+    def columns(self) -> list[str]:
+        cols: list[str] = []
+        for exp in self.expectations:
+            kwargs = exp.get("kwargs", {})
+            cols += [kwargs[k] for k in COLUMN_KWARGS if k in kwargs]
+            for k in LIST_KWARGS:
+                if k in kwargs and exp["type"] != "expect_table_columns_to_match_set":
+                    cols += list(kwargs[k])
+        return list(dict.fromkeys(cols))
+
+
+def load_contract(path: str | Path) -> Contract:
+    """Read a suite (JSON or YAML) and build it with GX; refuse unknown types and bad arguments by name."""
+    path = Path(path)
+    raw = path.read_bytes()
+    try:
+        document = yaml.safe_load(raw) if path.suffix in (".yaml", ".yml") else json.loads(raw)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise UsageError(f"contract {path}: not valid {path.suffix.lstrip('.').upper()}: {exc}") from None
+    if not isinstance(document, dict) or not isinstance(document.get("expectations"), list):
+        raise UsageError(f"contract {path}: expected a suite with a list of 'expectations'")
+    document.setdefault("name", path.stem)
+    for i, exp in enumerate(document["expectations"]):
+        if not isinstance(exp, dict) or "type" not in exp:
+            raise UsageError(f"contract {path}: expectations[{i}] has no 'type'")
+    _build_suite(document, str(path))
+    return Contract(str(path), document["name"], document, hashlib.sha256(raw).hexdigest())
+
+
+def _build_suite(document: dict, where: str):
+    import great_expectations as gx
+
+    _quiet_gx()
+    known = [exp["type"] for exp in document["expectations"]]
+    try:
+        suite = gx.ExpectationSuite(**document)
+    except Exception as exc:  # GX raises a zoo of pydantic and its own errors for bad arguments
+        raise UsageError(f"contract {where}: {str(exc).splitlines()[0]}") from None
+    built = [exp.expectation_type for exp in suite.expectations]
+    for i, name in enumerate(known):
+        if i >= len(built) or built[i] != name:
+            raise UsageError(f"contract {where}: expectations[{i}] {name!r} is not a known expectation type")
+    return suite
+
+
+def _quiet_gx() -> None:
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+
+
+@dataclass
+class Validation:
+    """One batch checked: which rows failed and why, plus per-expectation counts."""
+
+    failed: np.ndarray  # bool mask over the batch's rows
+    reasons: dict[int, list[dict[str, str]]]  # row index -> [{expectation, column, value}]
+    per_expectation: list[dict[str, Any]]
+
+
+class ContractValidator:
+    """Validates pandas batches against one suite with its own ephemeral GX context."""
+
+    def __init__(self, contract: Contract) -> None:
+        import great_expectations as gx
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        _quiet_gx()
+        self.context = gx.get_context(mode="ephemeral")
+        self.context.variables.progress_bars = ProgressBarsConfig(globally=False)
+        self.suite = _build_suite(contract.document, contract.path)
+        source = self.context.data_sources.add_pandas("batches")
+        self.batches = source.add_dataframe_asset("batch").add_batch_definition_whole_dataframe("whole")
+
+    def validate(self, frame: pd.DataFrame) -> Validation:
+        frame = frame.reset_index(drop=True)
+        rows = len(frame)
+        batch = self.batches.get_batch(batch_parameters={"dataframe": frame})
+        report = batch.validate(self.suite, result_format=_COMPLETE)
+        failed = np.zeros(rows, dtype=bool)
+        reasons: dict[int, list[dict[str, str]]] = {}
+        per_expectation = []
+        for result in report.results:
+            config = result.expectation_config
+            column = str(config.kwargs.get("column", ""))
+            indexes = result.result.get("unexpected_index_list")
+            error = result.exception_info.get("exception_message") if result.exception_info.get(
+                "raised_exception") else None
+            if result.success:
+                bad = []
+            elif indexes is None or error:
+                bad = list(range(rows))  # a batch-level expectation (or a missing column) fails every row
+            else:
+                bad = [i if isinstance(i, int) else i["index"] for i in indexes]
+            observed = result.result.get("unexpected_list") or [result.result.get("observed_value", error)] * len(bad)
+            for i, value in zip(bad, observed if len(observed) == len(bad) else [None] * len(bad)):
+                reasons.setdefault(i, []).append(
+                    {"expectation": config.type, "column": column, "value": _short(value)}
+                )
+            failed[bad] = True
+            per_expectation.append(
+                {
+                    "expectation": config.type,
+                    "column": column,
+                    "rows_checked": rows,
+                    "rows_failed": len(bad),
+                    "examples": [_short(v) for v in observed[:3]] if bad else [],
+                }
+            )
+        return Validation(failed, reasons, per_expectation)
+
+
+def _short(value: Any) -> str:
+    text = str(value)
+    return text if len(text) <= 80 else text[:77] + "..."

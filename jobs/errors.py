@@ -1,0 +1,42 @@
+"""The failures a user can cause, each mapped to the exit code schedulers act on.
+
+Anything else that escapes a run is a bug or an environment failure and exits 1 with a traceback.
+"""
+
+from __future__ import annotations
+
+
+class ScoreError(Exception):
+    """Base of user-facing failures: the message names what to fix; no traceback is shown."""
+
+    exit_code = 1
+
+
+class RuntimeFailure(ScoreError):
+    """The run started but could not finish (a worker died, storage refused a write)."""
+
+    exit_code = 1
+
+
+class UsageError(ScoreError):
+    """Bad spec, bad flag, missing partition, unusable model: fixable before any data is read."""
+
+    exit_code = 2
+
+
+class SpecError(UsageError):
+    """A job spec that does not load or validate; names the file and the key."""
+
+    def __init__(self, file: str, key: str | None, reason: str) -> None:
+        self.file, self.key, self.reason = file, key, reason
+        where = f"{file}: {key}" if key else file
+        super().__init__(f"{where}: {reason}")
+
+
+class ContractFailure(ScoreError):
+    """The input broke its data contract; nothing was committed."""
+
+    exit_code = 3
+
+
+EXIT_OK = 0

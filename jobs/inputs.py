@@ -1,0 +1,178 @@
+"""Which input partitions and files a run reads, resolved on the driver before any row is read.
+
+A selector is `latest`, `all`, or comma-separated terms `col=value` / `col=low..high` (inclusive). Terms
+on one column are alternatives; terms on different columns must all hold. Reading only file footers here
+gives the exact row count and schema of every file, and a fingerprint of what was read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Iterable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pyarrow import fs as pafs
+
+from jobs.errors import UsageError
+from jobs.storage import filesystem
+
+Partition = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class InputFile:
+    path: str
+    size: int
+    mtime_ns: int
+    partition: Partition
+    num_rows: int = 0
+
+    def record(self) -> dict:
+        return {"path": self.path, "size": self.size, "mtime_ns": self.mtime_ns, "rows": self.num_rows}
+
+
+@dataclass(frozen=True)
+class InputSelection:
+    """The exact files of the selected partitions, with their footers' row counts and schema."""
+
+    base: str
+    partitioning: tuple[str, ...]
+    partitions: tuple[Partition, ...]
+    files: tuple[InputFile, ...]
+    schema: pa.Schema
+
+    @property
+    def num_rows(self) -> int:
+        return sum(f.num_rows for f in self.files)
+
+    @property
+    def labels(self) -> list[str]:
+        return [partition_label(p) for p in self.partitions]
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 over (path, size, modification time) of every file read: changes when any file does."""
+        lines = sorted(f"{f.path}\t{f.size}\t{f.mtime_ns}" for f in self.files)
+        return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+    def manifest(self) -> str:
+        return json.dumps(
+            {"base": self.base, "fingerprint": self.fingerprint, "files": [f.record() for f in self.files]},
+            indent=1,
+        )
+
+
+def partition_label(partition: Partition) -> str:
+    return "/".join(f"{k}={v}" for k, v in partition) or "(unpartitioned)"
+
+
+def select_input(base: str, partitioning: Iterable[str], selector: str | list[str]) -> InputSelection:
+    """Resolve a selector to files. Raises UsageError naming a missing partition or an empty selection."""
+    partitioning = tuple(partitioning)
+    fs, root = filesystem(base)
+    available = _list_files(fs, root, partitioning)
+    if not available:
+        raise UsageError(f"input {base}: no Parquet files found")
+    chosen = _choose(sorted(available), partitioning, selector, base)
+    files = [f for p in chosen for f in available[p]]
+    files, schemas = _read_footers(fs, files)
+    return InputSelection(
+        base=base,
+        partitioning=partitioning,
+        partitions=tuple(chosen),
+        files=tuple(files),
+        schema=schemas[0],
+    )
+
+
+def _list_files(fs: pafs.FileSystem, root: str, partitioning: tuple[str, ...]) -> dict[Partition, list]:
+    infos = fs.get_file_info(pafs.FileSelector(root, recursive=True))
+    found: dict[Partition, list[InputFile]] = {}
+    for info in infos:
+        if info.type != pafs.FileType.File:
+            continue
+        rel = info.path[len(root) + 1 :].split("/")
+        if any(part.startswith(("_", ".")) for part in rel):
+            continue
+        dirs = rel[:-1]
+        if len(dirs) != len(partitioning) or not all("=" in d for d in dirs):
+            continue
+        partition = tuple(tuple(d.split("=", 1)) for d in dirs)
+        if [k for k, _ in partition] != list(partitioning):
+            continue
+        found.setdefault(partition, []).append(
+            InputFile(path=info.path, size=info.size, mtime_ns=info.mtime_ns or 0, partition=partition)
+        )
+    for files in found.values():
+        files.sort(key=lambda f: f.path)
+    return found
+
+
+def _choose(available: list[Partition], partitioning: tuple[str, ...], selector, base: str) -> list[Partition]:
+    terms = [t.strip() for t in (selector if isinstance(selector, list) else str(selector).split(",")) if t.strip()]
+    if terms in (["all"], []) or not partitioning:
+        if terms not in (["all"], ["latest"], []):
+            raise UsageError(f"input {base} is not partitioned: use partitions 'all' or 'latest'")
+        return available
+    if terms == ["latest"]:
+        newest = max(p[0][1] for p in available)
+        return [p for p in available if p[0][1] == newest]
+
+    wanted: dict[str, list[tuple[str, str | None]]] = {}
+    for term in terms:
+        col, sep, value = term.partition("=")
+        if not sep or col not in partitioning:
+            raise UsageError(
+                f"partition selector {term!r}: expected latest, all, or {partitioning[0]}=VALUE, "
+                f"{partitioning[0]}=V1,V2 or {partitioning[0]}=LOW..HIGH"
+            )
+        low, dots, high = value.partition("..")
+        wanted.setdefault(col, []).append((low, high) if dots else (value, None))
+
+    for col, conds in wanted.items():
+        present = {dict(p)[col] for p in available}
+        for low, high in conds:
+            if high is None and low not in present:
+                raise UsageError(
+                    f"partition {col}={low} not found under {base} "
+                    f"(newest is {col}={max(present)}, {len(present)} available)"
+                )
+
+    def matches(p: Partition) -> bool:
+        values = dict(p)
+        return all(any(_within(values[col], lo, hi) for lo, hi in conds) for col, conds in wanted.items())
+
+    chosen = [p for p in available if matches(p)]
+    if not chosen:
+        raise UsageError(f"no partition under {base} matches {','.join(terms)}")
+    return chosen
+
+
+def _within(value: str, low: str, high: str | None) -> bool:
+    if high is None:
+        return value == low
+    try:
+        return int(low) <= int(value) <= int(high)
+    except ValueError:
+        return low <= value <= high
+
+
+def _read_footers(
+    fs: pafs.FileSystem, files: list[InputFile]
+) -> tuple[list[InputFile], list[pa.Schema]]:
+    def read(f: InputFile) -> tuple[InputFile, pa.Schema]:
+        try:
+            with fs.open_input_file(f.path) as handle:
+                meta = pq.read_metadata(handle)
+        except (OSError, pa.ArrowException) as exc:
+            raise UsageError(f"input file {f.path} is not readable Parquet: {exc}") from None
+        schema = meta.schema.to_arrow_schema().remove_metadata()
+        return InputFile(f.path, f.size, f.mtime_ns, f.partition, meta.num_rows), schema
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        read_back = list(pool.map(read, files))
+    return [f for f, _ in read_back], [s for _, s in read_back]

@@ -1,0 +1,72 @@
+"""The plan: everything decided on the driver before Ray starts or any row is read.
+
+Resolves the partitions and files, pins the model to one hashed version, loads the contract, binds the
+model's inputs to the input columns and fixes the output schema. Every user mistake surfaces here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from jobs.contracts import Contract, load_contract
+from jobs.errors import UsageError
+from jobs.inputs import InputSelection, select_input
+from jobs.models import ModelArtifact, ModelBinding, bind_model, resolve_model
+from jobs.spec import LoadedSpec
+
+LINEAGE_FIELDS = [
+    pa.field("run_id", pa.string()),
+    pa.field("model_version", pa.string()),
+    pa.field("scored_at", pa.timestamp("us", tz="UTC")),
+]
+
+
+@dataclass(frozen=True)
+class Plan:
+    job: LoadedSpec
+    selection: InputSelection
+    model: ModelArtifact
+    binding: ModelBinding
+    contract: Contract | None
+    read_columns: list[str]
+    output_schema: pa.Schema
+
+    @property
+    def table_uri(self) -> str:
+        return self.job.spec.table_uri()
+
+    def replaced_partitions(self) -> dict[str, list[str]]:
+        """For overwrite_partitions: output partition column -> the values this run scored."""
+        cols = self.job.spec.output.partition_by
+        return {c: sorted({dict(p)[c] for p in self.selection.partitions}) for c in cols}
+
+
+def make_plan(job: LoadedSpec, partitions: str | list[str] | None = None) -> Plan:
+    spec = job.spec
+    selection = select_input(spec.input.path, spec.input.partitioning, partitions or spec.input.partitions)
+    where = f"input {spec.input.path} ({selection.files[0].path})"
+    schema = selection.schema
+    for key, column in (("input.id_column", spec.input.id_column), ("input.event_time_column", spec.input.event_time_column)):
+        if column and column not in schema.names:
+            raise UsageError(f"{key}: column {column!r} is not in {where}; columns are {schema.names}")
+
+    contract = load_contract(spec.contract) if spec.contract else None
+    model = resolve_model(spec.model, spec.tracking)
+    binding = bind_model(model, spec.model, schema, where)
+
+    wanted = [spec.input.id_column, spec.input.event_time_column, *binding.input_columns]
+    wanted += [c for c in (contract.columns if contract else []) if c in schema.names]
+    read_columns = list(dict.fromkeys(c for c in wanted if c)) + list(spec.input.partitioning)
+
+    id_type = schema.field(spec.input.id_column).type
+    fields = [pa.field(spec.input.id_column, id_type)]
+    fields += [pa.field(c, pa.string()) for c in spec.input.partitioning]
+    fields += binding.output_fields()
+    fields += LINEAGE_FIELDS
+    names = [f.name for f in fields]
+    clashes = sorted({n for n in names if names.count(n) > 1})
+    if clashes:
+        raise UsageError(f"model.outputs: column name(s) {clashes} clash with id, partition or lineage columns")
+    return Plan(job, selection, model, binding, contract, read_columns, pa.schema(fields))

@@ -1,0 +1,281 @@
+"""One scoring run, top to bottom: spec -> plan -> track -> execute -> check -> commit -> record.
+
+This is the only place the stages meet. `run_job` is what the CLI, notebooks and tests call.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import subprocess
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jobs.errors import ContractFailure, RuntimeFailure, ScoreError
+from jobs.plan import Plan, make_plan
+from jobs.spec import LoadedSpec, load_spec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunSummary:
+    """The machine-readable outcome of a run (`score run --json` prints exactly this)."""
+
+    status: str
+    job: str
+    run_id: str | None = None
+    table: str | None = None
+    table_uri: str | None = None
+    table_version: int | None = None
+    partitions: list[str] = field(default_factory=list)
+    rows_in: int = 0
+    rows_scored: int = 0
+    rows_quarantined: int = 0
+    model_uri: str | None = None
+    model_version: str | None = None
+    model_sha256: str | None = None
+    tracking_uri: str | None = None
+    input_fingerprint: str | None = None
+    input_watermark: str | None = None
+    freshness_lag_s: float | None = None
+    contract: dict[str, Any] | None = None
+    duration_s: float = 0.0
+    rows_per_s: float = 0.0
+    exit_code: int = 0
+    error: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+
+def run_job(
+    job: str | Path | LoadedSpec,
+    partitions: str | list[str] | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+) -> RunSummary:
+    """Score the selected partitions of one job and commit one new table version.
+
+    Raises UsageError (bad spec, partition, model: nothing started), ContractFailure (nothing committed)
+    or RuntimeFailure. `ScoreError.summary` carries the partial RunSummary for reporting.
+    """
+    started = time.monotonic()
+    loaded = job if isinstance(job, LoadedSpec) else load_spec(job, overrides)
+    spec = loaded.spec
+    summary = RunSummary(status="failed", job=spec.name, table=spec.output.table, table_uri=spec.table_uri(),
+                         tracking_uri=spec.tracking.uri)
+    try:
+        plan = make_plan(loaded, partitions)
+        summary.partitions = plan.selection.labels
+        summary.rows_in = plan.selection.num_rows
+        summary.model_uri, summary.model_version = plan.model.uri, plan.model.version
+        summary.model_sha256, summary.input_fingerprint = plan.model.sha256, plan.selection.fingerprint
+        _score(plan, summary, started)
+    except ScoreError as exc:
+        summary.exit_code, summary.error = exc.exit_code, str(exc)
+        summary.duration_s = round(time.monotonic() - started, 3)
+        exc.summary = summary
+        raise
+    return summary
+
+
+def _score(plan: Plan, summary: RunSummary, started: float) -> None:
+    import mlflow
+
+    from jobs import engine, tracking
+    from jobs.tables import commit, discard_run_files
+
+    spec = plan.job.spec
+    tracking.connect(spec.tracking)
+    with mlflow.start_run(run_name=f"{spec.name} {plan.selection.labels[0]}") as run:
+        summary.run_id = run_id = run.info.run_id
+        _record_plan(plan)
+        try:
+            from jobs.pipeline import execute
+
+            pool = engine.size_pool(spec.scoring, engine.start(spec.engine))
+            mlflow.log_params({"actors_min": pool.min_actors, "actors_max": pool.max_actors,
+                               "cpus_per_actor": pool.cpus_per_actor, "gpus_per_actor": pool.gpus_per_actor})
+            written = execute(plan, run_id, pool)
+            summary.rows_scored, summary.rows_quarantined = written.rows_scored, 0
+            summary.contract = _contract_summary(plan, written)
+            _check_counts(plan, written)
+            if written.rows_failed:
+                raise ContractFailure(
+                    f"contract {Path(plan.contract.path).name}: {written.rows_failed} of {summary.rows_in} rows "
+                    f"failed ({_top_reasons(written)}); nothing was committed"
+                )
+            commit_time = dt.datetime.now(dt.timezone.utc)
+            summary.input_watermark = _watermark(plan, written)
+            summary.freshness_lag_s = _lag(summary.input_watermark, commit_time)
+            summary.table_version = commit(
+                plan.table_uri,
+                plan.output_schema,
+                list(spec.output.partition_by),
+                written.files,
+                spec.output.mode,
+                plan.replaced_partitions(),
+                {
+                    "score.run_id": run_id,
+                    "score.job": spec.name,
+                    "score.partitions": ",".join(plan.selection.labels),
+                    "score.model_version": plan.model.version,
+                    "score.model_sha256": plan.model.sha256,
+                    "score.spec_hash": plan.job.spec_hash,
+                    "score.rows": written.rows_scored,
+                },
+            )
+        except BaseException as exc:
+            discard_run_files(plan.table_uri, run_id)
+            summary.duration_s = round(time.monotonic() - started, 3)
+            mlflow.set_tags({"error": str(exc)[:5000], "error.type": type(exc).__name__})
+            _record_counts(summary)
+            raise
+        summary.status = "succeeded"
+        summary.duration_s = round(time.monotonic() - started, 3)
+        summary.rows_per_s = round(summary.rows_in / summary.duration_s, 1) if summary.duration_s else 0.0
+        _record_result(summary)
+
+
+def _check_counts(plan: Plan, written) -> None:
+    """Nothing lost: every row counted in the input footers reached the writer, scored or failed."""
+    rows_in = plan.selection.num_rows
+    if written.rows_seen != rows_in or written.rows_scored + written.rows_failed != rows_in:
+        raise RuntimeFailure(
+            f"row count mismatch: the input files hold {rows_in} rows, the pipeline saw {written.rows_seen} "
+            f"({written.rows_scored} scored + {written.rows_failed} failed the contract); nothing was committed"
+        )
+
+
+def _top_reasons(written) -> str:
+    return "; ".join(
+        f"{key}: {count} rows, e.g. {', '.join(written.examples.get(key, []))}"
+        for key, count in written.reasons.most_common(3)
+    )
+
+
+def _contract_summary(plan: Plan, written) -> dict[str, Any] | None:
+    if not plan.contract:
+        return None
+    return {
+        "name": plan.contract.name,
+        "path": plan.contract.path,
+        "sha256": plan.contract.sha256,
+        "expectations": len(plan.contract.expectations),
+        "rows_failed": written.rows_failed,
+        "failures": {k: {"rows": n, "examples": written.examples.get(k, [])} for k, n in written.reasons.items()},
+    }
+
+
+def _watermark(plan: Plan, written) -> str | None:
+    """Max event time of the scored rows, else the newest partition value."""
+    if written.watermarks:
+        return max(written.watermarks.values())
+    if plan.selection.partitions and plan.selection.partitions[-1]:
+        return max(p[0][1] for p in plan.selection.partitions)
+    return None
+
+
+def _lag(watermark: str | None, now: dt.datetime) -> float | None:
+    if not watermark:
+        return None
+    try:
+        mark = dt.datetime.fromisoformat(watermark)
+    except ValueError:
+        return None
+    if mark.tzinfo is None:
+        mark = mark.replace(tzinfo=dt.timezone.utc)
+    return round((now - mark).total_seconds(), 3)
+
+
+def _record_plan(plan: Plan) -> None:
+    import mlflow
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    spec, selection, model = plan.job.spec, plan.selection, plan.model
+    mlflow.log_params({
+        "job": spec.name,
+        "spec_hash": plan.job.spec_hash,
+        "batch_size": spec.scoring.batch_size,
+        "actors": f"{spec.scoring.actors.min}..{spec.scoring.actors.max}",
+        "runtime": model.runtime,
+        "output_mode": spec.output.mode,
+    })
+    mlflow.set_tags({
+        "score.job": spec.name,
+        "score.table": spec.output.table,
+        "score.table_uri": plan.table_uri,
+        "score.partitions": ",".join(selection.labels)[:5000],
+        "score.model_uri": model.uri,
+        "score.model_name": model.registry_name or Path(model.path).name,
+        "score.model_version": model.version,
+        "score.model_sha256": model.sha256,
+        "score.contract": plan.contract.path if plan.contract else "",
+        "score.contract_sha256": plan.contract.sha256 if plan.contract else "",
+        "score.input_fingerprint": selection.fingerprint,
+        "score.code_version": code_version(),
+    })
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        source = resolve_dataset_source(selection.base)
+    dataset = MetaDataset(source=source, name=Path(selection.base).name, digest=selection.fingerprint[:36])
+    mlflow.log_input(dataset, context="scoring", tags={
+        "partitions": ",".join(selection.labels)[:500],
+        "files": str(len(selection.files)),
+        "rows": str(selection.num_rows),
+        "fingerprint": selection.fingerprint,
+    })
+    mlflow.log_text(plan.job.to_yaml(), "spec/resolved.yaml")
+    mlflow.log_text(selection.manifest(), "input/files.json")
+
+
+def _record_counts(summary: RunSummary) -> None:
+    import mlflow
+
+    mlflow.log_metrics({
+        "rows_in": summary.rows_in,
+        "rows_scored": summary.rows_scored,
+        "rows_quarantined": summary.rows_quarantined,
+        "rows_failed_contract": (summary.contract or {}).get("rows_failed", 0),
+        "duration_s": summary.duration_s,
+    })
+
+
+def _record_result(summary: RunSummary) -> None:
+    import mlflow
+
+    _record_counts(summary)
+    metrics = {"rows_per_s": summary.rows_per_s, "table_version": summary.table_version}
+    if summary.freshness_lag_s is not None:
+        metrics["freshness_lag_s"] = summary.freshness_lag_s
+    mlflow.log_metrics(metrics)
+    mlflow.set_tags({
+        "score.table_version": str(summary.table_version),
+        "score.input_watermark": summary.input_watermark or "",
+    })
+    if summary.contract:
+        mlflow.log_dict(summary.contract, "contract/summary.json")
+
+
+def code_version() -> str:
+    """The git commit of the code that ran (with `-dirty` for local changes), else the package version."""
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        if commit.returncode == 0:
+            dirty = subprocess.run(["git", "status", "--porcelain", "--", "."], cwd=here.parent,
+                                   capture_output=True, text=True, timeout=5).stdout.strip()
+            return commit.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return "score-jobs " + version("score-jobs")
+    except PackageNotFoundError:
+        return "unknown"

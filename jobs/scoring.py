@@ -1,0 +1,135 @@
+"""The actor-pool stage: check a batch against the contract, score the rows that pass, add lineage.
+
+Rows that fail the contract are passed on unscored with their reasons, so the writer can count (and later
+quarantine) every one of them: no row leaves this stage unaccounted for.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from jobs.contracts import Contract, ContractValidator
+from jobs.models import InputBinding, ModelBinding, OutputBinding
+from jobs.runtimes import open_runtime
+
+REASONS = "_reasons"
+EVENT_TIME = "_event_time"
+REASON_TYPE = pa.list_(pa.struct([("expectation", pa.string()), ("column", pa.string()), ("value", pa.string())]))
+
+
+@dataclass(frozen=True)
+class ScoringTask:
+    """Everything an actor needs, built once on the driver. The model travels as an object-store ref."""
+
+    model_ref: object
+    model_runtime: str
+    model_suffix: str
+    model_version: str
+    binding: ModelBinding
+    contract: Contract | None
+    run_id: str
+    id_column: str
+    partition_columns: tuple[str, ...]
+    event_time_column: str | None
+    threads: int
+    use_gpu: bool
+
+
+class ScoreBatches:
+    """A Ray Data callable class: one model session and one GX context per actor."""
+
+    def __init__(self, task: ScoringTask) -> None:
+        import ray
+
+        self.task = task
+        self.validator = ContractValidator(task.contract) if task.contract else None
+        self.runtime = open_runtime(
+            task.model_runtime,
+            ray.get(task.model_ref),
+            task.model_suffix,
+            [o.name for o in task.binding.outputs],
+            task.use_gpu,
+            task.threads,
+        )
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        task = self.task
+        rows = batch.num_rows
+        failed = np.zeros(rows, dtype=bool)
+        reasons: list = [None] * rows
+        if self.validator is not None and rows:
+            validation = self.validator.validate(batch.to_pandas())
+            failed = validation.failed
+            for i, found in validation.reasons.items():
+                reasons[i] = found
+        passed = batch.filter(pa.array(~failed)) if failed.any() else batch
+        scores = score_table(self.runtime, task.binding, passed) if passed.num_rows else {}
+
+        columns: dict[str, pa.Array] = {
+            task.id_column: batch.column(task.id_column),
+            **{c: batch.column(c).cast(pa.string()) for c in task.partition_columns},
+        }
+        valid_positions = np.flatnonzero(~failed)
+        for field in task.binding.output_fields():
+            values = scores.get(field.name)
+            columns[field.name] = _spread(values, valid_positions, rows, field.type)
+        now = dt.datetime.now(dt.timezone.utc)
+        columns["run_id"] = pa.array([task.run_id] * rows, pa.string())
+        columns["model_version"] = pa.array([task.model_version] * rows, pa.string())
+        columns["scored_at"] = pa.array([now] * rows, pa.timestamp("us", tz="UTC"))
+        if task.event_time_column:
+            columns[EVENT_TIME] = batch.column(task.event_time_column)
+        columns[REASONS] = pa.array(reasons, REASON_TYPE)
+        return pa.table(columns)
+
+
+def build_feeds(binding: ModelBinding, table: pa.Table) -> dict[str, np.ndarray]:
+    """Columns -> model inputs, cast to the declared element type, stacked in the declared order."""
+    return {b.name: _feed(b, table) for b in binding.inputs}
+
+
+def _feed(binding: InputBinding, table: pa.Table) -> np.ndarray:
+    dtype = object if binding.dtype == "string" else np.dtype(binding.dtype)
+    arrays = [table.column(c).to_numpy(zero_copy_only=False).astype(dtype, copy=False) for c in binding.columns]
+    if binding.rank == 1:
+        return arrays[0]
+    return np.stack(arrays, axis=1)
+
+
+def score_table(runtime, binding: ModelBinding, table: pa.Table) -> dict[str, pa.Array]:
+    """Score one table; returns one Arrow array per output column. Shared by the actors and by tests."""
+    results = runtime.run(build_feeds(binding, table))
+    out: dict[str, pa.Array] = {}
+    for ob in binding.outputs:
+        out.update(_output_columns(ob, np.asarray(results[ob.name]), table.num_rows))
+    return out
+
+
+def _output_columns(binding: OutputBinding, values: np.ndarray, rows: int) -> dict[str, pa.Array]:
+    if values.shape[0] != rows:
+        raise ValueError(f"model output {binding.name!r} has {values.shape[0]} rows for {rows} input rows")
+    if binding.per_index:
+        values = values.reshape(rows, -1)
+        return {c: pa.array(values[:, i]) for i, c in enumerate(binding.columns) if c is not None}
+    if binding.as_list:
+        values = values.reshape(rows, -1)
+        flat = pa.array(values.ravel())
+        return {binding.columns[0]: pa.FixedSizeListArray.from_arrays(flat, values.shape[1]).cast(pa.list_(flat.type))}
+    return {binding.columns[0]: pa.array(values.reshape(rows))}
+
+
+def _spread(values: pa.Array | None, positions: np.ndarray, rows: int, type_: pa.DataType) -> pa.Array:
+    """Place the scores of the passing rows back at their positions; failed rows get nulls."""
+    if values is None:
+        return pa.nulls(rows, type_)
+    values = values.cast(type_)
+    if len(positions) == rows:
+        return values
+    index = np.full(rows, -1, dtype=np.int64)
+    index[positions] = np.arange(len(positions))
+    return pc.take(values, pa.array(index, mask=index < 0))

@@ -1,0 +1,353 @@
+"""The job spec: YAML layered over `conf/defaults.yaml`, `--set` overrides and `${ENV}` references.
+
+Everything is validated before any data is read. Every error names the file the offending key came from
+(the job file, the defaults file or `--set`), the dotted key and the reason.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from jobs.errors import SpecError
+
+SET_ORIGIN = "--set"
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_TABLE_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InputSpec(_Strict):
+    path: str
+    partitioning: list[str] = Field(default_factory=list)
+    partitions: str | list[str] = "latest"
+    id_column: str
+    event_time_column: str | None = None
+
+
+class ModelSpec(_Strict):
+    uri: str
+    runtime: Literal["onnx", "torch"] | None = None
+    # model input -> one column or several (stacked in order into a 2-D tensor). Inputs not listed are
+    # built from the column of the same name.
+    inputs: dict[str, str | list[str]] = Field(default_factory=dict)
+    # Element types for models that do not declare them (TorchScript): model input -> numpy dtype name.
+    input_dtypes: dict[str, str] = Field(default_factory=dict)
+    # model output -> one column, or a list with one column per index of a 2-D output (null skips it).
+    outputs: dict[str, str | list[str | None]]
+
+    @field_validator("outputs")
+    @classmethod
+    def _outputs_not_empty(cls, value: dict) -> dict:
+        if not value:
+            raise ValueError("map at least one model output to a column")
+        return value
+
+    @property
+    def resolved_runtime(self) -> Literal["onnx", "torch"]:
+        if self.runtime:
+            return self.runtime
+        return "onnx" if self.uri.endswith(".onnx") or self.uri.startswith("models:/") else "torch"
+
+
+class ActorsSpec(_Strict):
+    min: int = Field(1, ge=1)
+    max: int = Field(4, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "ActorsSpec":
+        if self.max < self.min:
+            raise ValueError(f"max ({self.max}) is below min ({self.min})")
+        return self
+
+
+class ScoringSpec(_Strict):
+    batch_size: int = Field(65536, gt=0)
+    actors: ActorsSpec = ActorsSpec()
+    cpus_per_actor: float = Field(1.0, gt=0)
+    gpus_per_actor: float = Field(0.0, ge=0)
+
+
+class OutputSpec(_Strict):
+    table: str = Field(pattern=_TABLE_NAME)
+    partition_by: list[str] = Field(default_factory=list)
+    mode: Literal["overwrite_partitions", "append"] = "overwrite_partitions"
+
+
+class EngineSpec(_Strict):
+    ray_address: str | None = None
+    progress_bars: Literal["auto", "on", "off"] = "auto"
+
+
+class TrackingSpec(_Strict):
+    uri: str
+    experiment: str = "scoring"
+    artifact_location: str
+
+
+class WarehouseSpec(_Strict):
+    uri: str
+
+
+class JobSpec(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    input: InputSpec
+    contract: str | None = None
+    model: ModelSpec
+    scoring: ScoringSpec = ScoringSpec()
+    output: OutputSpec
+    engine: EngineSpec = EngineSpec()
+    tracking: TrackingSpec
+    warehouse: WarehouseSpec
+
+    @model_validator(mode="after")
+    def _partition_by_is_input_partitioning(self) -> "JobSpec":
+        unknown = [c for c in self.output.partition_by if c not in self.input.partitioning]
+        if unknown:
+            raise ValueError(
+                f"output.partition_by {unknown} must be among input.partitioning {self.input.partitioning}"
+            )
+        if self.output.mode == "overwrite_partitions" and not self.output.partition_by:
+            raise ValueError(
+                "output.mode overwrite_partitions needs output.partition_by (else it would replace the whole "
+                "table): set partition_by, or use mode append"
+            )
+        return self
+
+    def table_uri(self, table: str | None = None) -> str:
+        return join_uri(self.warehouse.uri, table or self.output.table)
+
+
+class LoadedSpec(BaseModel):
+    """A validated spec plus where it came from, so later errors can still name the file."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, frozen=True)
+
+    spec: JobSpec
+    file: Path
+    defaults_file: Path | None
+    root: Path
+    overrides: tuple[str, ...] = ()
+
+    @property
+    def resolved(self) -> dict[str, Any]:
+        return self.spec.model_dump(mode="json")
+
+    @property
+    def spec_hash(self) -> str:
+        blob = json.dumps(self.resolved, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.resolved, sort_keys=False)
+
+
+def join_uri(base: str, *parts: str) -> str:
+    return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts)])
+
+
+def is_remote(uri: str) -> bool:
+    return "://" in uri and not uri.startswith("file://")
+
+
+def load_spec(
+    job_file: str | Path,
+    overrides: list[str] | tuple[str, ...] = (),
+    environ: dict[str, str] | None = None,
+) -> LoadedSpec:
+    """Load, layer, interpolate and validate one job spec. Raises SpecError naming file and key."""
+    job_path = Path(job_file).resolve()
+    if not job_path.is_file():
+        raise SpecError(str(job_file), None, "job spec file not found")
+    environ = dict(os.environ if environ is None else environ)
+    defaults_path, root = _find_defaults(job_path)
+
+    defaults = _read_yaml(defaults_path) if defaults_path else {}
+    job = _read_yaml(job_path)
+    set_doc: dict[str, Any] = {}
+    for item in overrides:
+        _apply_override(set_doc, item)
+
+    origins = _Origins(job_path, defaults_path, defaults, job, set_doc)
+    merged = _deep_merge(_deep_merge(defaults, job), set_doc)
+    merged = _interpolate(merged, environ, origins, ())
+
+    try:
+        spec = JobSpec.model_validate(merged)
+    except ValidationError as exc:
+        raise _spec_error(exc, origins) from None
+
+    spec = _resolve_paths(spec, root, origins)
+    return LoadedSpec(spec=spec, file=job_path, defaults_file=defaults_path, root=root, overrides=tuple(overrides))
+
+
+class _Origins:
+    """Answers "which file did this key come from" for error messages."""
+
+    def __init__(self, job: Path, defaults: Path | None, defaults_doc: dict, job_doc: dict, set_doc: dict):
+        self.job, self.defaults = job, defaults
+        self.layers = [(SET_ORIGIN, set_doc), (str(job), job_doc)]
+        if defaults:
+            self.layers.append((str(defaults), defaults_doc))
+
+    def of(self, key: tuple) -> str:
+        for name, doc in self.layers:
+            node: Any = doc
+            for part in key:
+                if isinstance(node, dict) and part in node:
+                    node = node[part]
+                elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+                    node = node[part]
+                else:
+                    break
+            else:
+                return name
+        return str(self.job)
+
+
+def _find_defaults(job_path: Path) -> tuple[Path | None, Path]:
+    """`<root>/conf/defaults.yaml` above the job file; the project root is the folder holding `conf/`."""
+    for folder in job_path.parents:
+        candidate = folder / "conf" / "defaults.yaml"
+        if candidate.is_file():
+            return candidate, folder
+    return None, Path.cwd()
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise SpecError(str(path), None, f"not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    except OSError as exc:
+        raise SpecError(str(path), None, f"cannot read: {exc.strerror}") from None
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise SpecError(str(path), None, "must be a YAML mapping at the top level")
+    return doc
+
+
+def _apply_override(doc: dict, item: str) -> None:
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise SpecError(SET_ORIGIN, item, "expected key=value, e.g. --set scoring.batch_size=8192")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    parts = key.strip().split(".")
+    node = doc
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise SpecError(SET_ORIGIN, key, "conflicts with another --set of the same key")
+    node[parts[-1]] = value
+
+
+def _deep_merge(base: dict, top: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _interpolate(node: Any, environ: dict[str, str], origins: _Origins, key: tuple) -> Any:
+    if isinstance(node, dict):
+        return {k: _interpolate(v, environ, origins, (*key, k)) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_interpolate(v, environ, origins, (*key, i)) for i, v in enumerate(node)]
+    if not isinstance(node, str) or "${" not in node:
+        return node
+
+    def substitute(match: re.Match) -> str:
+        name, default = match.group(1), match.group(2)
+        if environ.get(name):
+            return environ[name]
+        if default is not None:
+            return default
+        raise SpecError(origins.of(key), _dotted(key), f"references unset environment variable {name}")
+
+    value = _ENV_REF.sub(substitute, node)
+    return None if value == "" else value
+
+
+def _dotted(key: tuple) -> str:
+    return ".".join(str(p) for p in key)
+
+
+def _spec_error(exc: ValidationError, origins: _Origins) -> SpecError:
+    lines = []
+    first_key: tuple = ()
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        if err["type"] == "extra_forbidden":
+            reason = "unknown key"
+        elif err["type"] == "missing":
+            reason = "required key is missing"
+        else:
+            reason = err["msg"].removeprefix("Value error, ")
+            if "input" in err and not isinstance(err["input"], dict):
+                reason += f" (got {err['input']!r})"
+        if not lines:
+            first_key = loc
+        lines.append(f"{origins.of(loc)}: {_dotted(loc) or '(top level)'}: {reason}")
+    error = SpecError(origins.of(first_key), _dotted(first_key), lines[0].split(": ", 2)[-1])
+    if len(lines) > 1:
+        error.args = ("\n".join(lines),)
+    return error
+
+
+def _resolve_paths(spec: JobSpec, root: Path, origins: _Origins) -> JobSpec:
+    """Make relative paths absolute against the project root and check the files that must exist."""
+
+    def local(value: str) -> str:
+        if is_remote(value) or value.startswith("models:/"):
+            return value
+        path = Path(value.removeprefix("file://"))
+        return str(path if path.is_absolute() else (root / path).resolve())
+
+    def must_exist(value: str, key: tuple, what: str) -> None:
+        if not is_remote(value) and not value.startswith("models:/") and not Path(value).exists():
+            raise SpecError(origins.of(key), _dotted(key), f"{what} not found: {value}")
+
+    input_path = local(spec.input.path)
+    must_exist(input_path, ("input", "path"), "input folder")
+    contract = local(spec.contract) if spec.contract else None
+    if contract:
+        must_exist(contract, ("contract",), "contract file")
+    model_uri = local(spec.model.uri)
+    must_exist(model_uri, ("model", "uri"), "model file")
+
+    tracking_uri = spec.tracking.uri
+    if tracking_uri.startswith("sqlite:///") and not tracking_uri.startswith("sqlite:////"):
+        tracking_uri = "sqlite:///" + local(tracking_uri.removeprefix("sqlite:///"))
+    artifacts = spec.tracking.artifact_location
+    if not is_remote(artifacts):
+        artifacts = Path(local(artifacts)).as_uri()
+
+    return spec.model_copy(
+        update={
+            "input": spec.input.model_copy(update={"path": input_path}),
+            "contract": contract,
+            "model": spec.model.model_copy(update={"uri": model_uri}),
+            "tracking": spec.tracking.model_copy(update={"uri": tracking_uri, "artifact_location": artifacts}),
+            "warehouse": spec.warehouse.model_copy(update={"uri": local(spec.warehouse.uri)}),
+        }
+    )

@@ -1,0 +1,106 @@
+"""Delta tables in the warehouse: one atomic commit per run, and cleaning up after a failed one.
+
+Files written by workers are invisible until the commit names them; a run that fails before committing
+deletes its files (and `vacuum` would remove any left behind), so a failed run leaves no partial version.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+
+from jobs.errors import RuntimeFailure, UsageError
+from jobs.storage import filesystem
+
+
+def commit(
+    table_uri: str,
+    schema: pa.Schema,
+    partition_by: list[str],
+    files: list[dict],
+    mode: str,
+    replace: dict[str, list[str]],
+    metadata: dict[str, Any],
+) -> int:
+    """Commit written files as one new table version and return it.
+
+    `mode` is `append` or `overwrite_partitions`; the latter removes the files of exactly the partitions in
+    `replace` (column -> values) in the same transaction.
+    """
+    from deltalake import CommitProperties, DeltaTable, Schema
+    from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
+    from deltalake.transaction import AddAction, create_table_with_add_actions
+
+    actions = [
+        AddAction(f["path"], f["size"], f["partition_values"], f["modification_time"], True, f["stats"])
+        for f in files
+    ]
+    properties = CommitProperties(custom_metadata={k: str(v) for k, v in metadata.items()})
+    try:
+        try:
+            table = DeltaTable(table_uri)
+        except TableNotFoundError:
+            create_table_with_add_actions(
+                table_uri,
+                Schema.from_arrow(schema),
+                actions,
+                mode="error",
+                partition_by=partition_by or None,
+                commit_properties=properties,
+            )
+            return DeltaTable(table_uri).version()
+        _check_schema(table_uri, table.schema().to_arrow(), schema, partition_by, table.metadata().partition_columns)
+        filters = [(col, "in", values) for col, values in replace.items()] if mode == "overwrite_partitions" else None
+        table.create_write_transaction(
+            actions,
+            mode="overwrite" if filters else "append",
+            schema=schema,
+            partition_by=partition_by or None,
+            partition_filters=filters,
+            commit_properties=properties,
+        )
+        table.update_incremental()
+        return table.version()
+    except CommitFailedError as exc:
+        raise RuntimeFailure(
+            f"table {table_uri}: another run committed to the same partitions first; nothing was written "
+            f"by this run ({exc})"
+        ) from None
+    except DeltaError as exc:
+        raise RuntimeFailure(f"table {table_uri}: commit failed: {exc}") from None
+
+
+def _check_schema(uri: str, existing, wanted: pa.Schema, partition_by: list[str], existing_partitions) -> None:
+    existing = pa.schema(existing)
+    if list(existing_partitions) != list(partition_by):
+        raise UsageError(
+            f"table {uri} is partitioned by {list(existing_partitions)}, the job asks for {partition_by}: "
+            "change output.partition_by or write to a new output.table"
+        )
+    old = {f.name: f.type for f in existing}
+    new = {f.name: f.type for f in wanted}
+    changed = [f"{n} ({old[n]} -> {new[n]})" for n in new if n in old and old[n] != new[n]]
+    missing = [n for n in old if n not in new]
+    if changed or missing or set(new) - set(old):
+        raise UsageError(
+            f"table {uri} has columns {list(old)}; this job writes {list(new)}"
+            + (f"; changed types: {changed}" if changed else "")
+            + ": write to a new output.table or migrate the table"
+        )
+
+
+def discard_run_files(table_uri: str, run_id: str) -> int:
+    """Delete the files a failed run wrote but never committed (they carry the run id in their names)."""
+    from pyarrow import fs as pafs
+
+    fs, root = filesystem(table_uri)
+    marker = f"-{run_id[:12]}-"
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
+    except OSError:
+        return 0
+    doomed = [i.path for i in infos if i.type == pafs.FileType.File and marker in i.base_name]
+    for path in doomed:
+        fs.delete_file(path)
+    return len(doomed)

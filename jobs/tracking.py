@@ -1,0 +1,61 @@
+"""MLflow: where lineage and freshness are recorded. Only the driver talks to it.
+
+The embedded default is a sqlite file in the project's state folder. A fresh sqlite store is created and
+migrated under a file lock, because several processes opening it at once can leave a half-migrated schema.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from jobs.errors import UsageError
+from jobs.spec import TrackingSpec
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
+def connect(tracking: TrackingSpec) -> "MlflowClient":
+    """Point MLflow at the configured store, initialise it safely, and make sure the experiment exists."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri(tracking.uri)
+    mlflow.set_registry_uri(tracking.uri)
+    client = MlflowClient(tracking.uri, registry_uri=tracking.uri)
+    with _init_lock(tracking.uri):
+        try:
+            experiment = client.get_experiment_by_name(tracking.experiment)
+            if experiment is None:
+                client.create_experiment(tracking.experiment, artifact_location=tracking.artifact_location)
+        except Exception as exc:
+            if type(exc).__name__ in ("MlflowException", "RestException", "OperationalError"):
+                raise UsageError(f"tracking store {tracking.uri} is not usable: {exc}") from None
+            raise
+    mlflow.set_experiment(tracking.experiment)
+    return client
+
+
+class _init_lock:
+    """A file lock beside a sqlite store; a no-op for servers, which serialise themselves."""
+
+    def __init__(self, uri: str) -> None:
+        self.lock = None
+        if uri.startswith("sqlite:///"):
+            from filelock import FileLock
+
+            db = Path(uri.removeprefix("sqlite:///"))
+            db.parent.mkdir(parents=True, exist_ok=True)
+            self.lock = FileLock(str(db) + ".lock", timeout=300)
+
+    def __enter__(self) -> None:
+        if self.lock:
+            self.lock.acquire()
+
+    def __exit__(self, *exc) -> None:
+        if self.lock:
+            self.lock.release()
