@@ -10,7 +10,7 @@ import argparse
 import logging
 import sys
 
-from jobs.errors import ScoreError, UsageError
+from jobs.errors import ScoreError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,8 +52,6 @@ def _parser() -> argparse.ArgumentParser:
     register.add_argument("path", help="a .onnx, .pt (TorchScript) or .pt2 (torch.export) file")
     register.add_argument("--name", required=True)
     register.add_argument("--alias", help="e.g. champion")
-    register.add_argument("--job", default="conf/jobs/churn_daily.yaml",
-                          help="a job spec whose tracking settings to use (default: %(default)s)")
     register.set_defaults(handler=_register)
     return parser
 
@@ -76,12 +74,9 @@ def _run(args: argparse.Namespace) -> int:
 
 def _register(args: argparse.Namespace) -> int:
     from jobs.models import register_model
-    from jobs.spec import load_spec
+    from jobs.spec import load_tracking
 
-    try:
-        tracking = load_spec(args.job).spec.tracking
-    except ScoreError as exc:
-        raise UsageError(f"--job {args.job}: {exc}") from None
+    tracking = load_tracking()
     version = register_model(args.path, args.name, args.alias, tracking)
     alias = f" as @{args.alias}" if args.alias else ""
     print(f"registered {args.path} as models:/{args.name}/{version}{alias} in {tracking.uri}", file=sys.stderr)

@@ -235,7 +235,10 @@ def _from_registry(name: str, alias: str | None, version: str | None, tracking: 
 
 
 def register_model(path: str | Path, name: str, alias: str | None, tracking: TrackingSpec) -> str:
-    """Log a model file as a run artifact and register it as a new version; returns the version."""
+    """Register a model file as a new version of `name` (logged as a run artifact) and point `alias` at it.
+
+    Idempotent: a file whose sha256 is already a version of `name` reuses that version.
+    """
     import mlflow
 
     from jobs.tracking import connect
@@ -243,16 +246,23 @@ def register_model(path: str | Path, name: str, alias: str | None, tracking: Tra
     path = Path(path)
     if path.suffix not in MODEL_SUFFIXES or not path.is_file():
         raise UsageError(f"{path}: expected an existing model file ending in one of {MODEL_SUFFIXES}")
+    digest = _sha256(path)
     client = connect(tracking)
-    with mlflow.start_run(run_name=f"register {name}") as run:
-        mlflow.log_artifact(str(path), artifact_path="model")
-        mlflow.set_tags({"score.kind": "model-registration", "model.sha256": _sha256(path)})
     if not client.search_registered_models(filter_string=f"name = '{name}'"):
         client.create_registered_model(name)
-    version = client.create_model_version(name, source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id)
+    same = [v for v in client.search_model_versions(f"name = '{name}'") if v.tags.get("sha256") == digest]
+    if same:
+        version = same[0].version
+    else:
+        with mlflow.start_run(run_name=f"register {name}") as run:
+            mlflow.log_artifact(str(path), artifact_path="model")
+            mlflow.set_tags({"score.kind": "model-registration", "model.sha256": digest})
+        version = client.create_model_version(
+            name, source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id, tags={"sha256": digest}
+        ).version
     if alias:
-        client.set_registered_model_alias(name, alias, version.version)
-    return str(version.version)
+        client.set_registered_model_alias(name, alias, version)
+    return str(version)
 
 
 def _signature(path: Path, runtime: str, spec: ModelSpec) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:

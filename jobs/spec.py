@@ -216,6 +216,21 @@ class _Origins:
         return str(self.job)
 
 
+def load_tracking(start: str | Path = ".", environ: dict[str, str] | None = None) -> TrackingSpec:
+    """The `tracking:` settings of the project around `start`, for commands that run no job."""
+    defaults_path, root = _find_defaults(Path(start).resolve() / "_")
+    if defaults_path is None:
+        raise SpecError(str(Path(start).resolve()), None, "no conf/defaults.yaml in this folder or above it")
+    doc = _read_yaml(defaults_path)
+    origins = _Origins(defaults_path, defaults_path, doc, doc, {})
+    doc = _interpolate(doc, dict(os.environ if environ is None else environ), origins, ())
+    try:
+        tracking = TrackingSpec.model_validate(doc.get("tracking") or {})
+    except ValidationError as exc:
+        raise SpecError(str(defaults_path), "tracking", str(exc.errors()[0]["msg"])) from None
+    return _resolve_tracking(tracking, root)
+
+
 def _find_defaults(job_path: Path) -> tuple[Path | None, Path]:
     """`<root>/conf/defaults.yaml` above the job file; the project root is the folder holding `conf/`."""
     for folder in job_path.parents:
@@ -318,10 +333,7 @@ def _resolve_paths(spec: JobSpec, root: Path, origins: _Origins) -> JobSpec:
     """Make relative paths absolute against the project root and check the files that must exist."""
 
     def local(value: str) -> str:
-        if is_remote(value) or value.startswith("models:/"):
-            return value
-        path = Path(value.removeprefix("file://"))
-        return str(path if path.is_absolute() else (root / path).resolve())
+        return _local_path(value, root)
 
     def must_exist(value: str, key: tuple, what: str) -> None:
         if not is_remote(value) and not value.startswith("models:/") and not Path(value).exists():
@@ -335,19 +347,30 @@ def _resolve_paths(spec: JobSpec, root: Path, origins: _Origins) -> JobSpec:
     model_uri = local(spec.model.uri)
     must_exist(model_uri, ("model", "uri"), "model file")
 
-    tracking_uri = spec.tracking.uri
-    if tracking_uri.startswith("sqlite:///") and not tracking_uri.startswith("sqlite:////"):
-        tracking_uri = "sqlite:///" + local(tracking_uri.removeprefix("sqlite:///"))
-    artifacts = spec.tracking.artifact_location
-    if not is_remote(artifacts):
-        artifacts = Path(local(artifacts)).as_uri()
-
     return spec.model_copy(
         update={
             "input": spec.input.model_copy(update={"path": input_path}),
             "contract": contract,
             "model": spec.model.model_copy(update={"uri": model_uri}),
-            "tracking": spec.tracking.model_copy(update={"uri": tracking_uri, "artifact_location": artifacts}),
-            "warehouse": spec.warehouse.model_copy(update={"uri": local(spec.warehouse.uri)}),
+            "tracking": _resolve_tracking(spec.tracking, root),
+            "warehouse": spec.warehouse.model_copy(update={"uri": _local_path(spec.warehouse.uri, root)}),
         }
     )
+
+
+def _local_path(value: str, root: Path) -> str:
+    """Relative local paths become absolute under the project root; URIs and registry names stay."""
+    if is_remote(value) or value.startswith("models:/"):
+        return value
+    path = Path(value.removeprefix("file://"))
+    return str(path if path.is_absolute() else (root / path).resolve())
+
+
+def _resolve_tracking(tracking: TrackingSpec, root: Path) -> TrackingSpec:
+    uri = tracking.uri
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        uri = "sqlite:///" + _local_path(uri.removeprefix("sqlite:///"), root)
+    artifacts = tracking.artifact_location
+    if not is_remote(artifacts):
+        artifacts = Path(_local_path(artifacts, root)).as_uri()
+    return tracking.model_copy(update={"uri": uri, "artifact_location": artifacts})

@@ -1,0 +1,40 @@
+# The two set-up commands: `make demo` and `make test`. Both create .venv and install the project first.
+#
+# CPU or GPU is an explicit choice:
+#   make demo                      CPU: onnxruntime + torch $(TORCH_VERSION) (the CPU build on these machines)
+#   make demo ACCEL=gpu            GPU: onnxruntime-gpu (CUDA 13) + the CUDA build of torch
+# Never install onnxruntime and onnxruntime-gpu into one environment: both provide the `onnxruntime` module.
+
+PYTHON ?= python3
+VENV ?= .venv
+ACCEL ?= cpu
+TORCH_VERSION ?= 2.13.0
+# Extra pip arguments for torch, e.g. TORCH_PIP_ARGS="--index-url <your CPU or CUDA wheel index>".
+TORCH_PIP_ARGS ?=
+PIP := $(VENV)/bin/python -m pip
+STAMP := $(VENV)/.installed-$(ACCEL)
+
+.PHONY: install demo test test-slow clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --disable-pip-version-check "torch==$(TORCH_VERSION)" $(TORCH_PIP_ARGS)
+	$(PIP) install -q --disable-pip-version-check -e ".[$(ACCEL),dev]"
+	$(VENV)/bin/python -c "import onnxruntime, torch, ray, great_expectations, mlflow, deltalake; \
+	  print('installed: torch', torch.__version__, '| onnxruntime', onnxruntime.__version__, onnxruntime.get_device())"
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+demo: install
+	$(VENV)/bin/python -m jobs.demo
+
+test: install
+	$(VENV)/bin/python -m pytest
+
+test-slow: install
+	$(VENV)/bin/python -m pytest -m slow
+
+clean:
+	rm -rf data warehouse .score models/churn/*.onnx models/churn/*.pt

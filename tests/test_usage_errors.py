@@ -1,0 +1,111 @@
+"""Every mistake a user can make before data is read ends with exit code 2 and one message naming it.
+
+These runs point RAY_ADDRESS at a port where nothing listens: had a run reached Ray, it would fail with a
+connection error instead of the message asserted here, so each test also proves Ray was never contacted.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import DAYS
+
+NO_RAY = {"RAY_ADDRESS": "127.0.0.1:9"}
+
+
+def run_fails(project, job, *args):
+    proc = project.score("run", str(job), *args, env=NO_RAY)
+    assert proc.returncode == 2, f"rc={proc.returncode}\n{proc.stderr[-3000:]}"
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("score: error:")]
+    assert len(errors) == 1, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    assert not (project.root / "warehouse").exists() or not any((project.root / "warehouse").iterdir())
+    return proc.stderr
+
+
+def test_unknown_key_names_file_and_key(project):
+    job = project.job("bad_key", scoring__batchsize=10)
+    err = run_fails(project, job)
+    assert f"{job}: scoring.batchsize: unknown key" in err
+
+
+def test_wrong_type_names_file_and_key(project):
+    job = project.job("bad_type", scoring__batch_size="lots")
+    err = run_fails(project, job)
+    assert f"{job}: scoring.batch_size:" in err and "integer" in err
+
+
+def test_bad_override_names_set(project):
+    err = run_fails(project, project.job("bad_set"), "--set", "scoring.actors.max=zero")
+    assert "--set: scoring.actors.max:" in err
+
+
+def test_missing_contract_file(project):
+    job = project.job("no_contract", contract="data_contracts/nope.json")
+    err = run_fails(project, job)
+    assert f"{job}: contract: contract file not found:" in err and "nope.json" in err
+
+
+def test_unset_environment_reference(project):
+    job = project.job("env_ref", output__table="${SCORE_TABLE_FOR_TEST}")
+    err = run_fails(project, job)
+    assert "output.table: references unset environment variable SCORE_TABLE_FOR_TEST" in err
+
+
+def test_missing_partition(project):
+    err = run_fails(project, project.job("no_partition"), "--partitions", "ds=2026-12-25")
+    assert "partition ds=2026-12-25 not found under" in err
+    assert f"newest is ds={DAYS[-1].isoformat()}" in err
+
+
+def test_empty_range(project):
+    err = run_fails(project, project.job("no_range"), "--partitions", "ds=2027-01-01..2027-01-31")
+    assert "no partition under" in err and "ds=2027-01-01..2027-01-31" in err
+
+
+def test_missing_model_file(project):
+    job = project.job("no_model", model__uri="models/churn/missing.onnx")
+    err = run_fails(project, job)
+    assert f"{job}: model.uri: model file not found:" in err and "missing.onnx" in err
+
+
+def test_unreadable_model_file(project, tmp_path):
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"this is not a model")
+    err = run_fails(project, project.job("garbage_model", model__uri=str(garbage)))
+    assert f"{garbage} is not a loadable ONNX model" in err
+
+
+def test_model_input_with_no_column(project):
+    job = project.job("renamed_input", model__inputs={"tenure_months": "tenure"})
+    err = run_fails(project, job)
+    assert "model input 'tenure_months' needs column 'tenure'" in err
+
+
+def test_model_input_of_wrong_type(project):
+    job = project.job("text_into_float", model__inputs={"tenure_months": "region"})
+    err = run_fails(project, job)
+    assert "model input 'tenure_months' (float32) from column 'region'" in err and "text" in err
+
+
+def test_unknown_model_output(project):
+    job = project.job("bad_output", model__outputs={"scores": "churn_probability"})
+    err = run_fails(project, job)
+    assert "model.outputs names 'scores', which the model does not produce" in err
+
+
+def test_registry_alias_that_does_not_exist(project):
+    err = run_fails(project, project.job("no_alias", model__uri="models:/churn@nobody"))
+    assert "model.uri models:/churn@nobody: not found in the registry" in err
+
+
+@pytest.mark.parametrize("argv", [["run"], ["run", "x.yaml", "--bogus"], ["frobnicate"]])
+def test_bad_usage_exits_2(project, argv):
+    assert project.score(*argv).returncode == 2
+
+
+def test_missing_job_file(project):
+    proc = project.score("run", "conf/jobs/nope.yaml", "--json")
+    assert proc.returncode == 2
+    assert "conf/jobs/nope.yaml: job spec file not found" in proc.stderr
+    assert '"exit_code": 2' in proc.stdout
