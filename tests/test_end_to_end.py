@@ -102,23 +102,46 @@ def test_run_scores_every_row_like_the_model_and_records_lineage(fresh_project):
 def test_rerun_overwrites_its_partitions_and_keeps_time_travel(fresh_project):
     project = fresh_project
     job = project.job("churn_rerun")
-    first_proc, first = project.score_json("run", str(job), "--partitions", "all")
-    assert first_proc.returncode == 0, first_proc.stderr[-3000:]
-    proc, second = project.score_json("run", str(job), "--partitions", f"ds={DAYS[-1].isoformat()}")
+    runs = []
+    for partitions in ("all", "all", f"ds={DAYS[-1].isoformat()}"):
+        proc, summary = project.score_json("run", str(job), "--partitions", partitions)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs.append(summary)
+    first, second, third = runs
+    assert [r["table_version"] for r in runs] == [0, 1, 2]
+    assert third["rows_scored"] == ROWS_PER_DAY
+
+    for version, expected_runs in ((1, {second["run_id"]: 3 * ROWS_PER_DAY}),
+                                   (2, {second["run_id"]: 2 * ROWS_PER_DAY, third["run_id"]: ROWS_PER_DAY}),
+                                   (0, {first["run_id"]: 3 * ROWS_PER_DAY})):
+        table = DeltaTable(first["table_uri"], version=version).to_pyarrow_table()
+        assert table.num_rows == 3 * ROWS_PER_DAY
+        assert pc.count_distinct(table.column("customer_id")).as_py() == table.num_rows
+        by_run = table.group_by("run_id").aggregate([("customer_id", "count")]).to_pydict()
+        assert dict(zip(by_run["run_id"], by_run["customer_id_count"])) == expected_runs
+        assert table.sort_by("customer_id").column("customer_id").equals(
+            DeltaTable(first["table_uri"], version=0).to_pyarrow_table().sort_by("customer_id").column("customer_id"))
+
+
+def test_registry_alias_is_pinned_to_a_concrete_version(fresh_project):
+    import hashlib
+
+    from jobs.models import register_model
+    from jobs.spec import load_tracking
+
+    project = fresh_project
+    model = project.models / "model.onnx"
+    assert register_model(model, "churn_e2e", "champion", load_tracking(project.root)) == "1"
+    job = project.job("churn_registry", model__uri="models:/churn_e2e@champion")
+    proc, summary = project.score_json("run", str(job))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert second["table_version"] == 1
-    assert second["rows_scored"] == ROWS_PER_DAY
-
-    now = DeltaTable(second["table_uri"]).to_pyarrow_table()
-    assert now.num_rows == 3 * ROWS_PER_DAY
-    assert pc.count_distinct(now.column("customer_id")).as_py() == now.num_rows
-    by_run = now.group_by("run_id").aggregate([("customer_id", "count")]).to_pydict()
-    assert dict(zip(by_run["run_id"], by_run["customer_id_count"])) == {
-        first["run_id"]: 2 * ROWS_PER_DAY, second["run_id"]: ROWS_PER_DAY}
-
-    before = DeltaTable(second["table_uri"], version=0).to_pyarrow_table()
-    assert before.num_rows == 3 * ROWS_PER_DAY
-    assert set(before.column("run_id").to_pylist()) == {first["run_id"]}
+    assert summary["model_uri"] == "models:/churn_e2e@champion"
+    assert summary["model_version"] == "1"
+    assert summary["model_sha256"] == hashlib.sha256(model.read_bytes()).hexdigest()
+    table = DeltaTable(summary["table_uri"]).to_pyarrow_table()
+    assert set(table.column("model_version").to_pylist()) == {"1"}
+    tags = MlflowClient(project.tracking_uri).get_run(summary["run_id"]).data.tags
+    assert (tags["score.model_name"], tags["score.model_version"]) == ("churn_e2e", "1")
 
 
 def test_append_adds_rows(fresh_project):
@@ -186,6 +209,34 @@ def test_torchscript_model_with_stacked_features(fresh_project):
         expected = module(torch.from_numpy(x)).numpy()[:, 0]
     got = DeltaTable(summary["table_uri"]).to_pyarrow_table().sort_by("customer_id")
     np.testing.assert_array_equal(got.column("churn_probability").to_numpy(), expected)
+
+
+def test_torch_export_program(fresh_project, tmp_path):
+    import torch
+
+    class Risk(torch.nn.Module):
+        def forward(self, usage: torch.Tensor, tickets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            score = torch.sigmoid(usage[:, 0] * 0.01 - usage[:, 1] * 0.02 + tickets * 0.3)
+            return score, torch.stack([score, 1 - score], dim=1)
+
+    batch = torch.export.Dim("batch")
+    program = torch.export.export(Risk(), (torch.zeros(4, 2), torch.zeros(4)), dynamic_shapes=({0: batch}, {0: batch}))
+    path = tmp_path / "risk.pt2"
+    torch.export.save(program, str(path))
+
+    project = fresh_project
+    job = project.job("churn_export", model={
+        "uri": str(path), "inputs": {"usage": ["data_usage_gb", "tenure_months"], "tickets": "support_tickets_90d"},
+        "outputs": {"score": "risk", "both": ["risk_again", None]}})
+    proc, summary = project.score_json("run", str(job))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = DeltaTable(summary["table_uri"]).to_pyarrow_table().sort_by("customer_id")
+    source = read_input(project, DAYS[-1]).sort_by("customer_id")
+    usage = np.stack([source.column(c).to_numpy().astype(np.float32) for c in ("data_usage_gb", "tenure_months")], 1)
+    tickets = source.column("support_tickets_90d").to_numpy().astype(np.float32)
+    expected, _ = program.module()(torch.from_numpy(usage), torch.from_numpy(tickets))
+    np.testing.assert_array_equal(got.column("risk").to_numpy(), expected.detach().numpy())
+    np.testing.assert_array_equal(got.column("risk_again").to_numpy(), expected.detach().numpy())
 
 
 def test_skl2onnx_model_with_string_and_float_inputs(fresh_project, tmp_path):
