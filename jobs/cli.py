@@ -31,6 +31,10 @@ def main(argv: list[str] | None = None) -> int:
             summary = summary or RunSummary(status="failed", job=str(getattr(args, "job", "")))
             summary.exit_code, summary.error = exc.exit_code, str(exc)
             print(summary.to_json(), flush=True)
+        if args.verbose and exc.__cause__ is not None:
+            import traceback
+
+            traceback.print_exception(exc.__cause__, file=sys.stderr)
         print(f"score: error: {exc}", file=sys.stderr)
         return exc.exit_code
 

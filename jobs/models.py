@@ -31,6 +31,7 @@ _ONNX_TYPES = {
     "tensor(bool)": "bool",
     "tensor(string)": "string",
 }
+_NUMPY_OK = {"float32", "float64", "float16", "int64", "int32", "int8", "uint8", "bool"}
 
 
 @dataclass(frozen=True)
@@ -177,9 +178,6 @@ def bind_model(artifact: ModelArtifact, spec: ModelSpec, schema: pa.Schema, wher
             as_list = tensor.shape is not None and len(tensor.shape) > 1 and width != 1
             outputs.append(OutputBinding(name, (target,), tensor.dtype, as_list=as_list))
     return ModelBinding(tuple(inputs), tuple(outputs))
-
-
-_NUMPY_OK = {"float32", "float64", "float16", "int64", "int32", "int8", "uint8", "bool"}
 
 
 def _cast_problem(column: pa.DataType, dtype: str) -> str | None:

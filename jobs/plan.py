@@ -15,6 +15,7 @@ from jobs.errors import UsageError
 from jobs.inputs import InputSelection, select_input
 from jobs.models import ModelArtifact, ModelBinding, bind_model, resolve_model
 from jobs.spec import LoadedSpec
+from jobs.tables import check_compatible
 
 LINEAGE_FIELDS = [
     pa.field("run_id", pa.string()),
@@ -69,4 +70,6 @@ def make_plan(job: LoadedSpec, partitions: str | list[str] | None = None) -> Pla
     clashes = sorted({n for n in names if names.count(n) > 1})
     if clashes:
         raise UsageError(f"model.outputs: column name(s) {clashes} clash with id, partition or lineage columns")
-    return Plan(job, selection, model, binding, contract, read_columns, pa.schema(fields))
+    output_schema = pa.schema(fields)
+    check_compatible(spec.table_uri(), output_schema, list(spec.output.partition_by))
+    return Plan(job, selection, model, binding, contract, read_columns, output_schema)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import re
 import subprocess
 import time
 import warnings
@@ -20,6 +21,7 @@ from jobs.plan import Plan, make_plan
 from jobs.spec import LoadedSpec, load_spec
 
 log = logging.getLogger(__name__)
+_ERROR_LINE = re.compile(r"^([\w.]+(?:Error|Exception)): (.+)$", re.MULTILINE)
 
 
 @dataclass
@@ -100,7 +102,10 @@ def _score(plan: Plan, summary: RunSummary, started: float) -> None:
             pool = engine.size_pool(spec.scoring, engine.start(spec.engine))
             mlflow.log_params({"actors_min": pool.min_actors, "actors_max": pool.max_actors,
                                "cpus_per_actor": pool.cpus_per_actor, "gpus_per_actor": pool.gpus_per_actor})
-            written = execute(plan, run_id, pool)
+            try:
+                written = execute(plan, run_id, pool)
+            except Exception as exc:  # Ray wraps worker failures in its own errors: surface the cause
+                raise RuntimeFailure(f"the scoring pipeline failed: {root_cause(exc)}") from exc
             summary.rows_scored, summary.rows_quarantined = written.rows_scored, 0
             summary.contract = _contract_summary(plan, written)
             _check_counts(plan, written)
@@ -139,6 +144,21 @@ def _score(plan: Plan, summary: RunSummary, started: float) -> None:
         summary.duration_s = round(time.monotonic() - started, 3)
         summary.rows_per_s = round(summary.rows_in / summary.duration_s, 1) if summary.duration_s else 0.0
         _record_result(summary)
+
+
+def root_cause(exc: BaseException) -> str:
+    """What went wrong in a worker, without Ray's layers of wrapping.
+
+    Ray carries the worker's traceback as text; the last error line not raised by Ray itself is the
+    innermost cause (TorchScript, for one, wraps the model's own error in a generic one).
+    """
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    causes = [f"{name}: {message}" for name, message in _ERROR_LINE.findall(str(exc)) if not name.startswith("ray.")]
+    if causes:
+        return causes[-1]
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[-1] if lines else ''}"
 
 
 def _check_counts(plan: Plan, written) -> None:

@@ -308,8 +308,8 @@ def _dotted(key: tuple) -> str:
 
 
 def _spec_error(exc: ValidationError, origins: _Origins) -> SpecError:
-    lines = []
-    first_key: tuple = ()
+    """One SpecError for the first problem; its message lists every problem, one per line."""
+    problems = []
     for err in exc.errors():
         loc = tuple(err["loc"])
         if err["type"] == "extra_forbidden":
@@ -320,12 +320,10 @@ def _spec_error(exc: ValidationError, origins: _Origins) -> SpecError:
             reason = err["msg"].removeprefix("Value error, ")
             if "input" in err and not isinstance(err["input"], dict):
                 reason += f" (got {err['input']!r})"
-        if not lines:
-            first_key = loc
-        lines.append(f"{origins.of(loc)}: {_dotted(loc) or '(top level)'}: {reason}")
-    error = SpecError(origins.of(first_key), _dotted(first_key), lines[0].split(": ", 2)[-1])
-    if len(lines) > 1:
-        error.args = ("\n".join(lines),)
+        problems.append(SpecError(origins.of(loc), _dotted(loc) or None, reason))
+    error = problems[0]
+    if len(problems) > 1:
+        error.args = ("\n".join(str(p) for p in problems),)
     return error
 
 

@@ -6,6 +6,7 @@ deletes its files (and `vacuum` would remove any left behind), so a failed run l
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pyarrow as pa
@@ -50,7 +51,6 @@ def commit(
                 commit_properties=properties,
             )
             return DeltaTable(table_uri).version()
-        _check_schema(table_uri, table.schema().to_arrow(), schema, partition_by, table.metadata().partition_columns)
         filters = [(col, "in", values) for col, values in replace.items()] if mode == "overwrite_partitions" else None
         table.create_write_transaction(
             actions,
@@ -71,20 +71,29 @@ def commit(
         raise RuntimeFailure(f"table {table_uri}: commit failed: {exc}") from None
 
 
-def _check_schema(uri: str, existing, wanted: pa.Schema, partition_by: list[str], existing_partitions) -> None:
-    existing = pa.schema(existing)
-    if list(existing_partitions) != list(partition_by):
+def check_compatible(table_uri: str, schema: pa.Schema, partition_by: list[str]) -> None:
+    """Refuse, before any data is read, to write a schema or partitioning an existing table does not have."""
+    from deltalake import DeltaTable, Schema
+    from deltalake.exceptions import TableNotFoundError
+
+    try:
+        table = DeltaTable(table_uri)
+    except TableNotFoundError:
+        return
+    existing_partitions = list(table.metadata().partition_columns)
+    if existing_partitions != list(partition_by):
         raise UsageError(
-            f"table {uri} is partitioned by {list(existing_partitions)}, the job asks for {partition_by}: "
+            f"table {table_uri} is partitioned by {existing_partitions}, the job asks for {partition_by}: "
             "change output.partition_by or write to a new output.table"
         )
-    old = {f.name: f.type for f in existing}
-    new = {f.name: f.type for f in wanted}
+    def types(delta_schema) -> dict[str, str]:
+        return {f["name"]: json.dumps(f["type"]) for f in json.loads(delta_schema.to_json())["fields"]}
+
+    old, new = types(table.schema()), types(Schema.from_arrow(schema))
     changed = [f"{n} ({old[n]} -> {new[n]})" for n in new if n in old and old[n] != new[n]]
-    missing = [n for n in old if n not in new]
-    if changed or missing or set(new) - set(old):
+    if changed or set(old) != set(new):
         raise UsageError(
-            f"table {uri} has columns {list(old)}; this job writes {list(new)}"
+            f"table {table_uri} has columns {list(old)}; this job writes {list(new)}"
             + (f"; changed types: {changed}" if changed else "")
             + ": write to a new output.table or migrate the table"
         )

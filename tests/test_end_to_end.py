@@ -280,3 +280,29 @@ def test_skl2onnx_model_with_string_and_float_inputs(fresh_project, tmp_path):
     np.testing.assert_allclose(np.stack(got.column("probabilities").to_numpy(zero_copy_only=False)), expected,
                                rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(got.column("label").to_numpy(), pipeline.predict(feed_x))
+
+
+def test_model_failing_at_run_time_exits_1_and_leaves_nothing(fresh_project, tmp_path):
+    import torch
+
+    class Fragile(torch.nn.Module):
+        def forward(self, features: torch.Tensor) -> torch.Tensor:
+            if features.shape[0] > 2:
+                raise RuntimeError("fragile model cannot take more than 2 rows")
+            return features.sum(dim=1)
+
+    path = tmp_path / "fragile.pt"
+    torch.jit.script(Fragile()).save(str(path))
+    project = fresh_project
+    job = project.job("churn_fragile", model={"uri": str(path), "runtime": "torch",
+                                              "inputs": {"features": ["age", "tenure_months"]},
+                                              "outputs": {"out": "total"}})
+    proc, summary = project.score_json("run", str(job))
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert summary["status"] == "failed" and summary["exit_code"] == 1
+    assert "the scoring pipeline failed:" in summary["error"]
+    assert "fragile model cannot take more than 2 rows" in summary["error"]
+    table_dir = project.warehouse / "churn_fragile"
+    assert not table_dir.exists() or not list(table_dir.rglob("*.parquet"))
+    assert not (table_dir / "_delta_log").exists()
+    assert MlflowClient(project.tracking_uri).get_run(summary["run_id"]).info.status == "FAILED"

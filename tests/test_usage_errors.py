@@ -109,3 +109,20 @@ def test_missing_job_file(project):
     assert proc.returncode == 2
     assert "conf/jobs/nope.yaml: job spec file not found" in proc.stderr
     assert '"exit_code": 2' in proc.stdout
+
+
+def test_output_that_does_not_match_the_existing_table(project):
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    write_deltalake(str(project.root / "warehouse" / "clash"),
+                    pa.table({"customer_id": [1], "ds": ["2026-11-27"], "score": [0.5]}), partition_by=["ds"])
+    try:
+        proc = project.score("run", str(project.job("clash")), env=NO_RAY)
+        assert proc.returncode == 2, proc.stderr[-3000:]
+        assert "has columns ['customer_id', 'ds', 'score']" in proc.stderr
+        assert "write to a new output.table or migrate the table" in proc.stderr
+    finally:
+        import shutil
+
+        shutil.rmtree(project.root / "warehouse")
