@@ -12,7 +12,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Iterable
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -20,33 +20,54 @@ import pyarrow.parquet as pq
 from ray.data import Datasink
 from ray.data.datasource.datasink import WriteResult
 
+from jobs.inputs import partition_label
 from jobs.scoring import EVENT_TIME, REASONS
 from jobs.storage import filesystem
 
 
 @dataclass
 class WrittenFiles:
-    """What the workers wrote and counted, gathered on the driver."""
+    """What write tasks wrote and counted: each task returns one, the driver merges them."""
 
     files: list[dict] = field(default_factory=list)
     rows_seen: int = 0
     rows_scored: int = 0
     rows_failed: int = 0
-    reasons: Counter = field(default_factory=Counter)
-    examples: dict[str, list[str]] = field(default_factory=dict)
+    reasons: Counter = field(default_factory=Counter)  # "expectation(column)" -> rows
+    examples: dict[str, list[str]] = field(default_factory=dict)  # same key -> up to 3 observed values
     watermarks: dict[str, str] = field(default_factory=dict)  # partition label -> max event time (ISO)
 
-    def merge(self, part: dict[str, Any]) -> None:
-        self.files += part["files"]
-        self.rows_seen += part["rows_seen"]
-        self.rows_scored += part["rows_scored"]
-        self.rows_failed += part["rows_failed"]
-        self.reasons.update(part["reasons"])
-        for key, values in part["examples"].items():
-            kept = self.examples.setdefault(key, [])
-            kept += [v for v in values if v not in kept][: 3 - len(kept)]
-        for label, mark in part["watermarks"].items():
-            self.watermarks[label] = max(mark, self.watermarks.get(label, mark))
+    def merge(self, other: "WrittenFiles") -> None:
+        self.files += other.files
+        self.rows_seen += other.rows_seen
+        self.rows_scored += other.rows_scored
+        self.rows_failed += other.rows_failed
+        self.reasons.update(other.reasons)
+        for key, values in other.examples.items():
+            self._example(key, values)
+        for label, mark in other.watermarks.items():
+            self._watermark(label, mark)
+
+    def count_failed(self, failed: pa.Table) -> None:
+        self.rows_failed += failed.num_rows
+        for row_reasons in failed.column(REASONS).to_pylist():
+            for reason in row_reasons:
+                key = f"{reason['expectation']}({reason['column']})" if reason["column"] else reason["expectation"]
+                self.reasons[key] += 1
+                self._example(key, [reason["value"]])
+
+    def note_event_time(self, label: str, group: pa.Table) -> None:
+        if EVENT_TIME in group.column_names and group.num_rows:
+            mark = pc.max(group.column(EVENT_TIME)).as_py()
+            if mark is not None:
+                self._watermark(label, mark.isoformat())
+
+    def _example(self, key: str, values: list[str]) -> None:
+        kept = self.examples.setdefault(key, [])
+        kept += [v for v in dict.fromkeys(values) if v not in kept][: 3 - len(kept)]
+
+    def _watermark(self, label: str, mark: str) -> None:
+        self.watermarks[label] = max(mark, self.watermarks.get(label, mark))
 
 
 class DeltaFilesSink(Datasink):
@@ -57,32 +78,21 @@ class DeltaFilesSink(Datasink):
         self.run_id = run_id
         self.written = WrittenFiles()
 
-    def write(self, blocks: Iterable[pa.Table], ctx) -> dict[str, Any]:
+    def write(self, blocks: Iterable[pa.Table], ctx) -> WrittenFiles:
         fs, root = filesystem(self.table_uri)
-        part: dict[str, Any] = {
-            "files": [], "rows_seen": 0, "rows_scored": 0, "rows_failed": 0,
-            "reasons": Counter(), "examples": {}, "watermarks": {},
-        }
+        written = WrittenFiles()
         for block in blocks:
             if block.num_rows == 0:
                 continue
-            part["rows_seen"] += block.num_rows
+            written.rows_seen += block.num_rows
             failed_mask = pc.is_valid(block.column(REASONS))
-            failed = block.filter(failed_mask)
+            written.count_failed(block.filter(failed_mask))
             passed = block.filter(pc.invert(failed_mask))
-            part["rows_failed"] += failed.num_rows
-            _count_reasons(failed, part)
-            part["rows_scored"] += passed.num_rows
+            written.rows_scored += passed.num_rows
             for values, group in _groups(passed, self.partition_by):
-                part["files"].append(self._write_file(fs, root, values, group, ctx.task_idx))
-                if EVENT_TIME in group.column_names and group.num_rows:
-                    label = "/".join(f"{k}={v}" for k, v in values.items()) or "(unpartitioned)"
-                    mark = pc.max(group.column(EVENT_TIME)).as_py()
-                    if mark is not None:
-                        iso = mark.isoformat()
-                        part["watermarks"][label] = max(iso, part["watermarks"].get(label, iso))
-        part["reasons"] = dict(part["reasons"])
-        return part
+                written.files.append(self._write_file(fs, root, values, group, ctx.task_idx))
+                written.note_event_time(partition_label(tuple(values.items())), group)
+        return written
 
     def _write_file(self, fs, root: str, values: dict[str, str], group: pa.Table, task: int) -> dict:
         data_schema = pa.schema([f for f in self.schema if f.name not in self.partition_by])
@@ -113,18 +123,6 @@ class DeltaFilesSink(Datasink):
 
     def get_name(self) -> str:
         return "WriteDeltaFiles"
-
-
-def _count_reasons(failed: pa.Table, part: dict) -> None:
-    if not failed.num_rows:
-        return
-    for row_reasons in failed.column(REASONS).to_pylist():
-        for reason in row_reasons:
-            key = f"{reason['expectation']}({reason['column']})" if reason["column"] else reason["expectation"]
-            part["reasons"][key] += 1
-            kept = part["examples"].setdefault(key, [])
-            if len(kept) < 3 and reason["value"] not in kept:
-                kept.append(reason["value"])
 
 
 def _groups(table: pa.Table, partition_by: list[str]):
