@@ -14,15 +14,9 @@ from jobs.contracts import Contract, load_contract
 from jobs.errors import UsageError
 from jobs.inputs import InputSelection, select_input
 from jobs.models import ModelArtifact, ModelBinding, bind_model, resolve_model
+from jobs.scoring import LINEAGE_FIELDS
 from jobs.spec import LoadedSpec
 from jobs.tables import check_compatible
-
-LINEAGE_FIELDS = [
-    pa.field("run_id", pa.string()),
-    pa.field("model_version", pa.string()),
-    pa.field("scored_at", pa.timestamp("us", tz="UTC")),
-]
-
 
 @dataclass(frozen=True)
 class Plan:

@@ -19,6 +19,11 @@ from jobs.runtimes import open_runtime
 
 REASONS = "_reasons"
 EVENT_TIME = "_event_time"
+LINEAGE_FIELDS = [
+    pa.field("run_id", pa.string()),
+    pa.field("model_version", pa.string()),
+    pa.field("scored_at", pa.timestamp("us", tz="UTC")),
+]
 REASON_TYPE = pa.list_(pa.struct([("expectation", pa.string()), ("column", pa.string()), ("value", pa.string())]))
 
 
@@ -78,10 +83,9 @@ class ScoreBatches:
         for field in task.binding.output_fields():
             values = scores.get(field.name)
             columns[field.name] = _spread(values, valid_positions, rows, field.type)
-        now = dt.datetime.now(dt.timezone.utc)
-        columns["run_id"] = pa.array([task.run_id] * rows, pa.string())
-        columns["model_version"] = pa.array([task.model_version] * rows, pa.string())
-        columns["scored_at"] = pa.array([now] * rows, pa.timestamp("us", tz="UTC"))
+        lineage = (task.run_id, task.model_version, dt.datetime.now(dt.timezone.utc))
+        for field, value in zip(LINEAGE_FIELDS, lineage):
+            columns[field.name] = pa.array([value] * rows, field.type)
         if task.event_time_column:
             columns[EVENT_TIME] = batch.column(task.event_time_column)
         columns[REASONS] = pa.array(reasons, REASON_TYPE)

@@ -9,7 +9,8 @@ import sys
 from tests.conftest import REPO
 
 
-def test_adhoc_notebook_runs(project):
+def test_adhoc_notebook_runs(fresh_project):
+    project = fresh_project
     notebook = json.loads((REPO / "notebooks" / "adhoc_run.ipynb").read_text())
     code = "\n\n".join("".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "code")
     job = project.job("notebook_source")
