@@ -68,7 +68,7 @@ class ScoreBatches:
         failed = np.zeros(rows, dtype=bool)
         reasons: list = [None] * rows
         if self.validator is not None and rows:
-            validation = self.validator.validate(batch.to_pandas())
+            validation = self.validator.validate(batch)
             failed = validation.failed
             for i, found in validation.reasons.items():
                 reasons[i] = found
