@@ -67,41 +67,45 @@ def _bound(value: Any, type_: pa.DataType) -> pa.Scalar:
     return pa.scalar(value)
 
 
-def _mask(result: pa.ChunkedArray | pa.Array) -> np.ndarray:
+def _mask(result: pa.ChunkedArray | pa.Array | None, rows: int) -> np.ndarray:
     """True where a row fails; nulls (ignored by GX for these checks) count as passing."""
-    return pc.fill_null(result, False).to_numpy(zero_copy_only=False).astype(bool)
+    if result is None:
+        return np.zeros(rows, dtype=bool)
+    return pc.fill_null(result, False).to_numpy(zero_copy_only=False).astype(bool, copy=False)
+
+
+def _either(a, b):
+    return b if a is None else pc.or_kleene(a, b)
 
 
 def _between(table: pa.Table, kw: dict) -> np.ndarray:
     values = table.column(kw["column"])
     low, high = kw.get("min_value"), kw.get("max_value")
-    bad = pa.array([False] * table.num_rows)
+    bad = None
     if low is not None:
-        below = (pc.less_equal if kw.get("strict_min") else pc.less)(values, _bound(low, values.type))
-        bad = pc.or_(bad, pc.fill_null(below, False))
+        bad = (pc.less_equal if kw.get("strict_min") else pc.less)(values, _bound(low, values.type))
     if high is not None:
-        above = (pc.greater_equal if kw.get("strict_max") else pc.greater)(values, _bound(high, values.type))
-        bad = pc.or_(bad, pc.fill_null(above, False))
-    return _mask(bad)
+        bad = _either(bad, (pc.greater_equal if kw.get("strict_max") else pc.greater)(values, _bound(high, values.type)))
+    return _mask(bad, table.num_rows)
 
 
 def _in_set(table: pa.Table, kw: dict) -> np.ndarray:
     values = table.column(kw["column"])
     allowed = pa.array(kw["value_set"]).cast(values.type) if len(kw["value_set"]) else pa.array([], values.type)
-    return _mask(pc.and_(pc.is_valid(values), pc.invert(pc.is_in(values, value_set=allowed))))
+    return _mask(pc.and_(pc.is_valid(values), pc.invert(pc.is_in(values, value_set=allowed))), table.num_rows)
 
 
 def _not_in_set(table: pa.Table, kw: dict) -> np.ndarray:
     values = table.column(kw["column"])
-    return _mask(pc.is_in(values, value_set=pa.array(kw["value_set"]).cast(values.type)))
+    return _mask(pc.is_in(values, value_set=pa.array(kw["value_set"]).cast(values.type)), table.num_rows)
 
 
 def _not_null(table: pa.Table, kw: dict) -> np.ndarray:
-    return _mask(pc.is_null(table.column(kw["column"]), nan_is_null=True))
+    return _mask(pc.is_null(table.column(kw["column"]), nan_is_null=True), table.num_rows)
 
 
 def _null(table: pa.Table, kw: dict) -> np.ndarray:
-    return _mask(pc.invert(pc.is_null(table.column(kw["column"]), nan_is_null=True)))
+    return _mask(pc.invert(pc.is_null(table.column(kw["column"]), nan_is_null=True)), table.num_rows)
 
 
 def _unique(table: pa.Table, kw: dict) -> np.ndarray:
@@ -111,26 +115,26 @@ def _unique(table: pa.Table, kw: dict) -> np.ndarray:
     repeated = counts.filter(pc.greater(counts.field("counts"), 1)).field("values")
     if not len(repeated):
         return np.zeros(table.num_rows, dtype=bool)
-    return _mask(pc.is_in(values, value_set=repeated))
+    return _mask(pc.is_in(values, value_set=repeated), table.num_rows)
 
 
 def _regex(table: pa.Table, kw: dict) -> np.ndarray:
     values = table.column(kw["column"])
-    return _mask(pc.invert(pc.match_substring_regex(values, kw["regex"])))
+    return _mask(pc.invert(pc.match_substring_regex(values, kw["regex"])), table.num_rows)
 
 
 def _not_regex(table: pa.Table, kw: dict) -> np.ndarray:
-    return _mask(pc.match_substring_regex(table.column(kw["column"]), kw["regex"]))
+    return _mask(pc.match_substring_regex(table.column(kw["column"]), kw["regex"]), table.num_rows)
 
 
 def _lengths_between(table: pa.Table, kw: dict) -> np.ndarray:
     lengths = pc.utf8_length(table.column(kw["column"]))
-    bad = pa.array([False] * table.num_rows)
+    bad = None
     if kw.get("min_value") is not None:
-        bad = pc.or_(bad, pc.fill_null(pc.less(lengths, kw["min_value"]), False))
+        bad = pc.less(lengths, kw["min_value"])
     if kw.get("max_value") is not None:
-        bad = pc.or_(bad, pc.fill_null(pc.greater(lengths, kw["max_value"]), False))
-    return _mask(bad)
+        bad = _either(bad, pc.greater(lengths, kw["max_value"]))
+    return _mask(bad, table.num_rows)
 
 
 _CHECKS: dict[str, Check] = {
