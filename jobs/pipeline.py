@@ -26,6 +26,8 @@ def execute(plan: Plan, run_id: str, pool: PoolSize) -> WrittenFiles:
         model_version=plan.model.version,
         binding=plan.binding,
         contract=plan.contract,
+        on_failure=spec.contract.on_failure if spec.contract else "fail",
+        contract_engine=spec.contract.engine if spec.contract else "auto",
         run_id=run_id,
         id_column=spec.input.id_column,
         partition_columns=tuple(spec.input.partitioning),
@@ -46,6 +48,6 @@ def execute(plan: Plan, run_id: str, pool: PoolSize) -> WrittenFiles:
         num_cpus=pool.cpus_per_actor,
         num_gpus=pool.gpus_per_actor,
     )
-    sink = DeltaFilesSink(plan.table_uri, plan.output_schema, list(spec.output.partition_by), run_id)
+    sink = DeltaFilesSink(plan.output, plan.quarantine, task.on_failure, run_id)
     scored.write_datasink(sink)
     return sink.written

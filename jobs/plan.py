@@ -14,9 +14,9 @@ from jobs.contracts import Contract, load_contract
 from jobs.errors import UsageError
 from jobs.inputs import InputSelection, select_input
 from jobs.models import ModelArtifact, ModelBinding, bind_model, resolve_model
-from jobs.scoring import LINEAGE_FIELDS
+from jobs.scoring import LINEAGE_FIELDS, REASON_TYPE, REASONS
 from jobs.spec import LoadedSpec
-from jobs.tables import check_compatible
+from jobs.tables import TableTarget, check_compatible
 
 @dataclass(frozen=True)
 class Plan:
@@ -26,11 +26,12 @@ class Plan:
     binding: ModelBinding
     contract: Contract | None
     read_columns: list[str]
-    output_schema: pa.Schema
+    output: TableTarget
+    quarantine: TableTarget | None
 
     @property
     def table_uri(self) -> str:
-        return self.job.spec.table_uri()
+        return self.output.uri
 
     def replaced_partitions(self) -> dict[str, list[str]]:
         """For overwrite_partitions: output partition column -> the values this run scored."""
@@ -47,7 +48,7 @@ def make_plan(job: LoadedSpec, partitions: str | list[str] | None = None) -> Pla
         if column and column not in schema.names:
             raise UsageError(f"{key}: column {column!r} is not in {where}; columns are {schema.names}")
 
-    contract = load_contract(spec.contract) if spec.contract else None
+    contract = load_contract(spec.contract.suite) if spec.contract else None
     model = resolve_model(spec.model, spec.tracking)
     binding = bind_model(model, spec.model, schema, where)
 
@@ -64,6 +65,25 @@ def make_plan(job: LoadedSpec, partitions: str | list[str] | None = None) -> Pla
     clashes = sorted({n for n in names if names.count(n) > 1})
     if clashes:
         raise UsageError(f"model.outputs: column name(s) {clashes} clash with id, partition or lineage columns")
-    output_schema = pa.schema(fields)
-    check_compatible(spec.table_uri(), output_schema, list(spec.output.partition_by))
-    return Plan(job, selection, model, binding, contract, read_columns, output_schema)
+    partition_by = tuple(spec.output.partition_by)
+    output = TableTarget(spec.table_uri(), pa.schema(fields), partition_by)
+    check_compatible(output)
+    quarantine = None
+    if spec.contract and spec.contract.on_failure == "quarantine":
+        quarantine = TableTarget(spec.table_uri(quarantine_table(spec.output.table)),
+                                 _quarantine_schema(schema, read_columns, spec.input.partitioning), partition_by)
+        check_compatible(quarantine)
+    return Plan(job, selection, model, binding, contract, read_columns, output, quarantine)
+
+
+def quarantine_table(table: str) -> str:
+    return f"{table}__quarantine"
+
+
+def _quarantine_schema(schema: pa.Schema, read_columns: list[str], partitioning: list[str]) -> pa.Schema:
+    """The failing rows as read (original columns and types), their reasons, the run and when."""
+    fields = [schema.field(c) for c in read_columns if c not in partitioning]
+    fields += [pa.field(c, pa.string()) for c in partitioning]
+    fields += [pa.field(REASONS, REASON_TYPE), pa.field("run_id", pa.string()),
+               pa.field("quarantined_at", pa.timestamp("us", tz="UTC"))]
+    return pa.schema(fields)

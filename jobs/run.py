@@ -38,6 +38,7 @@ class RunSummary:
     rows_in: int = 0
     rows_scored: int = 0
     rows_quarantined: int = 0
+    quarantine_version: int | None = None
     model_uri: str | None = None
     model_version: str | None = None
     model_sha256: str | None = None
@@ -89,7 +90,7 @@ def _score(plan: Plan, summary: RunSummary, started: float) -> None:
     import mlflow
 
     from jobs import engine, tracking
-    from jobs.tables import commit, discard_run_files
+    from jobs.tables import discard_run_files
 
     spec = plan.job.spec
     tracking.connect(spec.tracking)
@@ -106,36 +107,24 @@ def _score(plan: Plan, summary: RunSummary, started: float) -> None:
                 written = execute(plan, run_id, pool)
             except Exception as exc:  # Ray wraps worker failures in its own errors: surface the cause
                 raise RuntimeFailure(f"the scoring pipeline failed: {root_cause(exc)}") from exc
-            summary.rows_scored, summary.rows_quarantined = written.rows_scored, 0
+            summary.rows_scored, summary.rows_quarantined = written.rows_scored, written.rows_quarantined
             summary.contract = _contract_summary(plan, written)
             _check_counts(plan, written)
-            if written.rows_failed:
+            policy = spec.contract
+            why = policy.exceeded(written.rows_failed, summary.rows_in) if policy else None
+            if why:
                 raise ContractFailure(
                     f"contract {Path(plan.contract.path).name}: {written.rows_failed} of {summary.rows_in} rows "
-                    f"failed ({_top_reasons(written)}); nothing was committed"
+                    f"failed, {why} ({_top_reasons(written)}); nothing was committed"
                 )
             commit_time = dt.datetime.now(dt.timezone.utc)
             summary.input_watermark = _watermark(plan, written)
             summary.freshness_lag_s = _lag(summary.input_watermark, commit_time)
-            summary.table_version = commit(
-                plan.table_uri,
-                plan.output_schema,
-                list(spec.output.partition_by),
-                written.files,
-                spec.output.mode,
-                plan.replaced_partitions(),
-                {
-                    "score.run_id": run_id,
-                    "score.job": spec.name,
-                    "score.partitions": ",".join(plan.selection.labels),
-                    "score.model_version": plan.model.version,
-                    "score.model_sha256": plan.model.sha256,
-                    "score.spec_hash": plan.job.spec_hash,
-                    "score.rows": written.rows_scored,
-                },
-            )
+            summary.table_version, summary.quarantine_version = _commit(plan, written, run_id)
         except BaseException as exc:
-            discard_run_files(plan.table_uri, run_id)
+            for target in (plan.output, plan.quarantine):
+                if target is not None:
+                    discard_run_files(target.uri, run_id)
             summary.duration_s = round(time.monotonic() - started, 3)
             mlflow.set_tags({"error": str(exc)[:5000], "error.type": type(exc).__name__})
             _record_counts(summary)
@@ -144,6 +133,40 @@ def _score(plan: Plan, summary: RunSummary, started: float) -> None:
         summary.duration_s = round(time.monotonic() - started, 3)
         summary.rows_per_s = round(summary.rows_in / summary.duration_s, 1) if summary.duration_s else 0.0
         _record_result(summary)
+
+
+def _commit(plan: Plan, written, run_id: str) -> tuple[int, int | None]:
+    """Commit the quarantine table (when on), then the output table, both under the run id.
+
+    Two tables cannot share one Delta transaction: if the output commit fails after the quarantine one,
+    the quarantine table is restored to its previous version so that neither keeps this run.
+    """
+    from jobs.tables import commit, current_version, restore
+
+    spec = plan.job.spec
+    metadata = {
+        "score.run_id": run_id,
+        "score.job": spec.name,
+        "score.partitions": ",".join(plan.selection.labels),
+        "score.model_version": plan.model.version,
+        "score.model_sha256": plan.model.sha256,
+        "score.spec_hash": plan.job.spec_hash,
+    }
+    replace = plan.replaced_partitions()
+    quarantine_version = previous = None
+    if plan.quarantine is not None:
+        previous = current_version(plan.quarantine.uri)
+        quarantine_version = commit(plan.quarantine, written.quarantine_files, spec.output.mode, replace,
+                                    {**metadata, "score.rows": written.rows_quarantined, "score.role": "quarantine"})
+    try:
+        version = commit(plan.output, written.files, spec.output.mode, replace,
+                         {**metadata, "score.rows": written.rows_scored,
+                          "score.quarantine_version": quarantine_version})
+    except BaseException:
+        if plan.quarantine is not None:
+            restore(plan.quarantine.uri, previous, run_id)
+        raise
+    return version, quarantine_version
 
 
 def root_cause(exc: BaseException) -> str:
@@ -164,10 +187,15 @@ def root_cause(exc: BaseException) -> str:
 def _check_counts(plan: Plan, written) -> None:
     """Nothing lost: every row counted in the input footers reached the writer, scored or failed."""
     rows_in = plan.selection.num_rows
-    if written.rows_seen != rows_in or written.rows_scored + written.rows_failed != rows_in:
+    on_failure = plan.job.spec.contract.on_failure if plan.job.spec.contract else "fail"
+    unscored = {"warn": 0, "quarantine": written.rows_quarantined, "fail": written.rows_failed}[on_failure]
+    if written.rows_seen != rows_in or written.rows_scored + unscored != rows_in or (
+        on_failure == "quarantine" and written.rows_quarantined != written.rows_failed
+    ):
         raise RuntimeFailure(
             f"row count mismatch: the input files hold {rows_in} rows, the pipeline saw {written.rows_seen} "
-            f"({written.rows_scored} scored + {written.rows_failed} failed the contract); nothing was committed"
+            f"({written.rows_scored} scored, {written.rows_quarantined} quarantined, {written.rows_failed} failed "
+            "the contract); nothing was committed"
         )
 
 
@@ -230,6 +258,7 @@ def _record_plan(plan: Plan) -> None:
         "score.job": spec.name,
         "score.table": spec.output.table,
         "score.table_uri": plan.table_uri,
+        "score.quarantine_table_uri": plan.quarantine.uri if plan.quarantine else "",
         "score.partitions": ",".join(selection.labels)[:5000],
         "score.model_uri": model.uri,
         "score.model_name": model.registry_name or Path(model.path).name,
@@ -276,6 +305,7 @@ def _record_result(summary: RunSummary) -> None:
     mlflow.log_metrics(metrics)
     mlflow.set_tags({
         "score.table_version": str(summary.table_version),
+        "score.quarantine_version": "" if summary.quarantine_version is None else str(summary.quarantine_version),
         "score.input_watermark": summary.input_watermark or "",
     })
     if summary.contract:

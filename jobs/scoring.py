@@ -1,7 +1,8 @@
 """The actor-pool stage: check a batch against the contract, score the rows that pass, add lineage.
 
-Rows that fail the contract are passed on unscored with their reasons, so the writer can count (and later
-quarantine) every one of them: no row leaves this stage unaccounted for.
+Rows that fail the contract leave with their reasons, so the writer can count and quarantine every one
+of them: no row leaves this stage unaccounted for. Under `on_failure: warn` they are scored too.
+With quarantine on, the failing rows' original columns travel as one Arrow IPC payload per batch.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from jobs.runtimes import open_runtime
 
 REASONS = "_reasons"
 EVENT_TIME = "_event_time"
+QUARANTINED = "_quarantined_rows"  # on the first row of a batch: its failing rows, as an Arrow IPC stream
 LINEAGE_FIELDS = [
     pa.field("run_id", pa.string()),
     pa.field("model_version", pa.string()),
@@ -37,6 +39,8 @@ class ScoringTask:
     model_version: str
     binding: ModelBinding
     contract: Contract | None
+    on_failure: str
+    contract_engine: str
     run_id: str
     id_column: str
     partition_columns: tuple[str, ...]
@@ -52,7 +56,7 @@ class ScoreBatches:
         import ray
 
         self.task = task
-        self.validator = ContractValidator(task.contract) if task.contract else None
+        self.validator = ContractValidator(task.contract, task.contract_engine) if task.contract else None
         self.runtime = open_runtime(
             task.model_runtime,
             ray.get(task.model_ref),
@@ -72,14 +76,18 @@ class ScoreBatches:
             failed = validation.failed
             for i, found in validation.reasons.items():
                 reasons[i] = found
-        passed = batch.filter(pa.array(~failed)) if failed.any() else batch
+        if task.on_failure == "warn":
+            failed_to_score = np.zeros(rows, dtype=bool)
+        else:
+            failed_to_score = failed
+        passed = batch.filter(pa.array(~failed_to_score)) if failed_to_score.any() else batch
         scores = score_table(self.runtime, task.binding, passed) if passed.num_rows else {}
 
         columns: dict[str, pa.Array] = {
             task.id_column: batch.column(task.id_column),
             **{c: batch.column(c).cast(pa.string()) for c in task.partition_columns},
         }
-        valid_positions = np.flatnonzero(~failed)
+        valid_positions = np.flatnonzero(~failed_to_score)
         for field in task.binding.output_fields():
             values = scores.get(field.name)
             columns[field.name] = _spread(values, valid_positions, rows, field.type)
@@ -89,7 +97,22 @@ class ScoreBatches:
         if task.event_time_column:
             columns[EVENT_TIME] = batch.column(task.event_time_column)
         columns[REASONS] = pa.array(reasons, REASON_TYPE)
+        if task.on_failure == "quarantine":
+            columns[QUARANTINED] = _quarantine_payload(batch, failed, columns[REASONS])
         return pa.table(columns)
+
+
+def _quarantine_payload(batch: pa.Table, failed: np.ndarray, reasons: pa.Array) -> pa.Array:
+    """The failing rows with all their original columns and reasons, serialised on the batch's first row."""
+    payload: list[bytes | None] = [None] * batch.num_rows
+    if failed.any():
+        mask = pa.array(failed)
+        rows = batch.filter(mask).append_column(REASONS, reasons.filter(mask))
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, rows.schema) as writer:
+            writer.write_table(rows)
+        payload[0] = sink.getvalue().to_pybytes()
+    return pa.array(payload, pa.binary())
 
 
 def build_feeds(binding: ModelBinding, table: pa.Table) -> dict[str, np.ndarray]:

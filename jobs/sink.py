@@ -7,6 +7,7 @@ reasons, event-time watermark); the driver's copy of the sink collects them in `
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 import uuid
@@ -21,8 +22,12 @@ from ray.data import Datasink
 from ray.data.datasource.datasink import WriteResult
 
 from jobs.inputs import partition_label
-from jobs.scoring import EVENT_TIME, REASONS
+from jobs.scoring import EVENT_TIME, QUARANTINED, REASONS
 from jobs.storage import filesystem
+from jobs.tables import TableTarget
+
+
+QUARANTINED_AT = pa.timestamp("us", tz="UTC")
 
 
 @dataclass
@@ -30,18 +35,22 @@ class WrittenFiles:
     """What write tasks wrote and counted: each task returns one, the driver merges them."""
 
     files: list[dict] = field(default_factory=list)
+    quarantine_files: list[dict] = field(default_factory=list)
     rows_seen: int = 0
     rows_scored: int = 0
     rows_failed: int = 0
+    rows_quarantined: int = 0
     reasons: Counter = field(default_factory=Counter)  # "expectation(column)" -> rows
     examples: dict[str, list[str]] = field(default_factory=dict)  # same key -> up to 3 observed values
     watermarks: dict[str, str] = field(default_factory=dict)  # partition label -> max event time (ISO)
 
     def merge(self, other: "WrittenFiles") -> None:
         self.files += other.files
+        self.quarantine_files += other.quarantine_files
         self.rows_seen += other.rows_seen
         self.rows_scored += other.rows_scored
         self.rows_failed += other.rows_failed
+        self.rows_quarantined += other.rows_quarantined
         self.reasons.update(other.reasons)
         for key, values in other.examples.items():
             self._example(key, values)
@@ -71,15 +80,16 @@ class WrittenFiles:
 
 
 class DeltaFilesSink(Datasink):
-    def __init__(self, table_uri: str, schema: pa.Schema, partition_by: list[str], run_id: str) -> None:
-        self.table_uri = table_uri.rstrip("/")
-        self.schema = schema
-        self.partition_by = partition_by
+    """Splits each scored block: output rows to the output table, failing rows to the quarantine table."""
+
+    def __init__(self, output: TableTarget, quarantine: TableTarget | None, on_failure: str, run_id: str) -> None:
+        self.output = output
+        self.quarantine = quarantine
+        self.on_failure = on_failure
         self.run_id = run_id
         self.written = WrittenFiles()
 
     def write(self, blocks: Iterable[pa.Table], ctx) -> WrittenFiles:
-        fs, root = filesystem(self.table_uri)
         written = WrittenFiles()
         for block in blocks:
             if block.num_rows == 0:
@@ -87,15 +97,24 @@ class DeltaFilesSink(Datasink):
             written.rows_seen += block.num_rows
             failed_mask = pc.is_valid(block.column(REASONS))
             written.count_failed(block.filter(failed_mask))
-            passed = block.filter(pc.invert(failed_mask))
-            written.rows_scored += passed.num_rows
-            for values, group in _groups(passed, self.partition_by):
-                written.files.append(self._write_file(fs, root, values, group, ctx.task_idx))
+            scored = block if self.on_failure == "warn" else block.filter(pc.invert(failed_mask))
+            written.rows_scored += scored.num_rows
+            for values, group in _groups(scored, self.output.partition_by):
+                written.files.append(self._write_file(self.output, values, group, ctx.task_idx))
                 written.note_event_time(partition_label(tuple(values.items())), group)
+            if self.quarantine is not None:
+                for rows in _quarantined(block):
+                    written.rows_quarantined += rows.num_rows
+                    rows = rows.append_column("run_id", pa.array([self.run_id] * rows.num_rows, pa.string()))
+                    now = dt.datetime.now(dt.timezone.utc)
+                    rows = rows.append_column("quarantined_at", pa.array([now] * rows.num_rows, QUARANTINED_AT))
+                    for values, group in _groups(rows, self.quarantine.partition_by):
+                        written.quarantine_files.append(self._write_file(self.quarantine, values, group, ctx.task_idx))
         return written
 
-    def _write_file(self, fs, root: str, values: dict[str, str], group: pa.Table, task: int) -> dict:
-        data_schema = pa.schema([f for f in self.schema if f.name not in self.partition_by])
+    def _write_file(self, target: TableTarget, values: dict[str, str], group: pa.Table, task: int) -> dict:
+        fs, root = filesystem(target.uri)
+        data_schema = pa.schema([f for f in target.schema if f.name not in target.partition_by])
         data = group.select(data_schema.names).cast(data_schema)
         folder = "/".join(f"{k}={v}" for k, v in values.items())
         rel = f"{folder}/" if folder else ""
@@ -125,11 +144,19 @@ class DeltaFilesSink(Datasink):
         return "WriteDeltaFiles"
 
 
-def _groups(table: pa.Table, partition_by: list[str]):
+def _quarantined(block: pa.Table):
+    """The failing rows each batch carried in its quarantine payload."""
+    if QUARANTINED not in block.column_names:
+        return
+    for payload in block.column(QUARANTINED).drop_null().to_pylist():
+        yield pa.ipc.open_stream(payload).read_all()
+
+
+def _groups(table: pa.Table, partition_by: tuple[str, ...]):
     if not partition_by:
         yield {}, table
         return
-    keys = table.select(partition_by).group_by(partition_by).aggregate([]).to_pylist()
+    keys = table.select(list(partition_by)).group_by(list(partition_by)).aggregate([]).to_pylist()
     for key in keys:
         mask = None
         for col, value in key.items():

@@ -36,6 +36,31 @@ class InputSpec(_Strict):
     event_time_column: str | None = None
 
 
+class ContractSpec(_Strict):
+    """The data contract and what to do with rows that break it. A plain string is the suite path."""
+
+    suite: str
+    on_failure: Literal["fail", "quarantine", "warn"] = "fail"
+    max_bad_fraction: float | None = Field(None, ge=0, le=1)
+    max_bad_rows: int | None = Field(None, ge=0)
+    engine: Literal["auto", "gx"] = "auto"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_path(cls, value: Any) -> Any:
+        return {"suite": value} if isinstance(value, str) else value
+
+    def exceeded(self, bad: int, rows: int) -> str | None:
+        """Why `bad` failing rows out of `rows` fail the run under this policy, or None."""
+        if self.on_failure == "fail" and bad:
+            return "on_failure is fail"
+        if self.max_bad_rows is not None and bad > self.max_bad_rows:
+            return f"over max_bad_rows {self.max_bad_rows}"
+        if self.max_bad_fraction is not None and rows and bad / rows > self.max_bad_fraction:
+            return f"{bad / rows:.2%} is over max_bad_fraction {self.max_bad_fraction:.2%}"
+        return None
+
+
 class ModelSpec(_Strict):
     uri: str
     runtime: Literal["onnx", "torch"] | None = None
@@ -103,7 +128,7 @@ class WarehouseSpec(_Strict):
 class JobSpec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     input: InputSpec
-    contract: str | None = None
+    contract: ContractSpec | None = None
     model: ModelSpec
     scoring: ScoringSpec = ScoringSpec()
     output: OutputSpec
@@ -180,7 +205,7 @@ def load_spec(
         _apply_override(set_doc, item)
 
     origins = _Origins(job_path, defaults_path, defaults, job, set_doc)
-    merged = _deep_merge(_deep_merge(defaults, job), set_doc)
+    merged = _deep_merge(_deep_merge(_shorthand(defaults), _shorthand(job)), set_doc)
     merged = _interpolate(merged, environ, origins, ())
 
     try:
@@ -202,6 +227,13 @@ class _Origins:
             self.layers.append((str(defaults), defaults_doc))
 
     def of(self, key: tuple) -> str:
+        return self._find(key)[0]
+
+    def value(self, key: tuple) -> Any:
+        """The raw value of `key` in the top-most layer that sets it."""
+        return self._find(key)[1]
+
+    def _find(self, key: tuple) -> tuple[str, Any]:
         for name, doc in self.layers:
             node: Any = doc
             for part in key:
@@ -212,8 +244,8 @@ class _Origins:
                 else:
                     break
             else:
-                return name
-        return str(self.job)
+                return name, node
+        return str(self.job), None
 
 
 def load_tracking(start: str | Path = ".", environ: dict[str, str] | None = None) -> TrackingSpec:
@@ -271,6 +303,13 @@ def _apply_override(doc: dict, item: str) -> None:
         if not isinstance(node, dict):
             raise SpecError(SET_ORIGIN, key, "conflicts with another --set of the same key")
     node[parts[-1]] = value
+
+
+def _shorthand(doc: dict) -> dict:
+    """`contract: path` is short for `contract: {suite: path}`; expand it so later layers can add keys."""
+    if isinstance(doc.get("contract"), str):
+        return {**doc, "contract": {"suite": doc["contract"]}}
+    return doc
 
 
 def _deep_merge(base: dict, top: dict) -> dict:
@@ -339,9 +378,11 @@ def _resolve_paths(spec: JobSpec, root: Path, origins: _Origins) -> JobSpec:
 
     input_path = local(spec.input.path)
     must_exist(input_path, ("input", "path"), "input folder")
-    contract = local(spec.contract) if spec.contract else None
+    contract = spec.contract
     if contract:
-        must_exist(contract, ("contract",), "contract file")
+        contract = contract.model_copy(update={"suite": local(contract.suite)})
+        key = ("contract",) if isinstance(origins.value(("contract",)), str) else ("contract", "suite")
+        must_exist(contract.suite, key, "contract file")
     model_uri = local(spec.model.uri)
     must_exist(model_uri, ("model", "uri"), "model file")
 

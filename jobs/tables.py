@@ -7,6 +7,7 @@ deletes its files (and `vacuum` would remove any left behind), so a failed run l
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
@@ -15,10 +16,17 @@ from jobs.errors import RuntimeFailure, UsageError
 from jobs.storage import filesystem
 
 
+@dataclass(frozen=True)
+class TableTarget:
+    """One Delta table a run writes: defined by the plan, used by the writers and the commit."""
+
+    uri: str
+    schema: pa.Schema
+    partition_by: tuple[str, ...]
+
+
 def commit(
-    table_uri: str,
-    schema: pa.Schema,
-    partition_by: list[str],
+    target: TableTarget,
     files: list[dict],
     mode: str,
     replace: dict[str, list[str]],
@@ -37,6 +45,7 @@ def commit(
         AddAction(f["path"], f["size"], f["partition_values"], f["modification_time"], True, f["stats"])
         for f in files
     ]
+    table_uri, schema, partition_by = target.uri, target.schema, list(target.partition_by)
     properties = CommitProperties(custom_metadata={k: str(v) for k, v in metadata.items()})
     try:
         try:
@@ -71,8 +80,31 @@ def commit(
         raise RuntimeFailure(f"table {table_uri}: commit failed: {exc}") from None
 
 
-def check_compatible(table_uri: str, schema: pa.Schema, partition_by: list[str]) -> None:
+def current_version(table_uri: str) -> int | None:
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    try:
+        return DeltaTable(table_uri).version()
+    except TableNotFoundError:
+        return None
+
+
+def restore(table_uri: str, version: int | None, run_id: str) -> None:
+    """Undo this run's commit to a table: restore the previous version (or empty a table it created)."""
+    from deltalake import CommitProperties, DeltaTable
+
+    table = DeltaTable(table_uri)
+    properties = CommitProperties(custom_metadata={"score.run_id": run_id, "score.role": "undo"})
+    if version is None:
+        table.delete(commit_properties=properties)
+    else:
+        table.restore(version, commit_properties=properties)
+
+
+def check_compatible(target: TableTarget) -> None:
     """Refuse, before any data is read, to write a schema or partitioning an existing table does not have."""
+    table_uri, schema, partition_by = target.uri, target.schema, list(target.partition_by)
     from deltalake import DeltaTable, Schema
     from deltalake.exceptions import TableNotFoundError
 
