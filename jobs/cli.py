@@ -7,8 +7,10 @@ Human output goes to stderr; `--json` prints one JSON object on stdout and nothi
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
+from pathlib import Path
 
 from jobs.errors import ScoreError
 
@@ -52,6 +54,14 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
     run.set_defaults(handler=_run)
 
+    validate = commands.add_parser("validate", help="check input partitions against the job's contract only")
+    validate.add_argument("job")
+    validate.add_argument("--partitions", "-p", help="as for run")
+    validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    validate.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout")
+    validate.add_argument("--report", metavar="PATH.html", help="also write the report as an HTML page")
+    validate.set_defaults(handler=_validate)
+
     register = commands.add_parser("register-model", help="register a model file in the MLflow registry")
     register.add_argument("path", help="a .onnx, .pt (TorchScript) or .pt2 (torch.export) file")
     register.add_argument("--name", required=True)
@@ -73,6 +83,33 @@ def _run(args: argparse.Namespace) -> int:
         f"[model {summary.model_version}, MLflow run {summary.run_id}]",
         file=sys.stderr,
     )
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from jobs.errors import ContractFailure
+    from jobs.validate import validate_job
+
+    try:
+        report = validate_job(args.job, partitions=args.partitions, overrides=args.overrides)
+        error = None
+    except ContractFailure as exc:
+        report, error = exc.report, exc
+    if args.report:
+        from jobs.reports import to_html
+
+        Path(args.report).write_text(to_html(report))
+    if args.json:
+        print(json.dumps(report), flush=True)
+    for entry in report["expectations"]:
+        if entry["rows_failed"]:
+            print(f"  FAIL {entry['expectation']}({entry['column']}): {entry['rows_failed']} of "
+                  f"{entry['rows_checked']} rows, e.g. {', '.join(entry['examples'])}", file=sys.stderr)
+    print(f"score: {report['job']}: {report['rows_checked'] - report['rows_failed']} of {report['rows_checked']} "
+          f"rows pass contract {report['contract']} in {report['partitions']}", file=sys.stderr)
+    if error:
+        print(f"score: error: {error}", file=sys.stderr)
+        return error.exit_code
     return 0
 
 

@@ -8,13 +8,36 @@ from __future__ import annotations
 from pathlib import Path
 
 import ray
+import ray.data
 from ray.data import ActorPoolStrategy
 from ray.data.datasource import Partitioning
 
 from jobs.engine import PoolSize
-from jobs.plan import Plan
-from jobs.scoring import ScoreBatches, ScoringTask
+from jobs.plan import Plan, ValidationPlan
+from jobs.scoring import CheckBatches, ScoreBatches, ScoringTask
 from jobs.sink import DeltaFilesSink, WrittenFiles
+
+
+def read(files: list[str], base: str, partitioning: list[str], columns: list[str]) -> ray.data.Dataset:
+    """Exactly these files, hive partition columns from their paths, only the columns needed."""
+    return ray.data.read_parquet(
+        files, partitioning=Partitioning("hive", base_dir=base) if partitioning else None
+    ).select_columns(columns)
+
+
+def check(plan: ValidationPlan, pool: PoolSize) -> list[dict]:
+    """The contract check alone, on the same actor pool shape; returns one summary per batch."""
+    spec = plan.job.spec
+    dataset = read([f.path for f in plan.selection.files], plan.selection.base, spec.input.partitioning,
+                   plan.read_columns)
+    return dataset.map_batches(
+        CheckBatches,
+        fn_constructor_args=(plan.contract, spec.contract.engine),
+        batch_size=spec.scoring.batch_size,
+        batch_format="pyarrow",
+        compute=ActorPoolStrategy(min_size=pool.min_actors, max_size=pool.max_actors),
+        num_cpus=pool.cpus_per_actor,
+    ).take_all()
 
 
 def execute(plan: Plan, run_id: str, pool: PoolSize) -> WrittenFiles:
@@ -35,10 +58,8 @@ def execute(plan: Plan, run_id: str, pool: PoolSize) -> WrittenFiles:
         threads=pool.threads,
         use_gpu=pool.gpus_per_actor > 0,
     )
-    dataset = ray.data.read_parquet(
-        [f.path for f in plan.selection.files],
-        partitioning=Partitioning("hive", base_dir=plan.selection.base) if spec.input.partitioning else None,
-    ).select_columns(plan.read_columns)
+    dataset = read([f.path for f in plan.selection.files], plan.selection.base, spec.input.partitioning,
+                   plan.read_columns)
     scored = dataset.map_batches(
         ScoreBatches,
         fn_constructor_args=(task,),

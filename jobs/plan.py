@@ -76,6 +76,27 @@ def make_plan(job: LoadedSpec, partitions: str | list[str] | None = None) -> Pla
     return Plan(job, selection, model, binding, contract, read_columns, output, quarantine)
 
 
+@dataclass(frozen=True)
+class ValidationPlan:
+    """What `score validate` needs: the files and the contract; no model, no output."""
+
+    job: LoadedSpec
+    selection: InputSelection
+    contract: Contract
+    read_columns: list[str]
+
+
+def make_validation_plan(job: LoadedSpec, partitions: str | list[str] | None = None) -> ValidationPlan:
+    spec = job.spec
+    if not spec.contract:
+        raise UsageError(f"{job.file}: contract: the job has no contract to validate against")
+    selection = select_input(spec.input.path, spec.input.partitioning, partitions or spec.input.partitions)
+    contract = load_contract(spec.contract.suite)
+    wanted = [spec.input.id_column, *contract.columns]
+    read_columns = [c for c in dict.fromkeys(wanted) if c in selection.schema.names] + list(spec.input.partitioning)
+    return ValidationPlan(job, selection, contract, read_columns)
+
+
 def quarantine_table(table: str) -> str:
     return f"{table}__quarantine"
 

@@ -109,6 +109,7 @@ def _score(plan: Plan, summary: RunSummary, started: float) -> None:
                 raise RuntimeFailure(f"the scoring pipeline failed: {root_cause(exc)}") from exc
             summary.rows_scored, summary.rows_quarantined = written.rows_scored, written.rows_quarantined
             summary.contract = _contract_summary(plan, written)
+            _record_contract(plan, written, run_id)
             _check_counts(plan, written)
             policy = spec.contract
             why = policy.exceeded(written.rows_failed, summary.rows_in) if policy else None
@@ -207,16 +208,35 @@ def _top_reasons(written) -> str:
 
 
 def _contract_summary(plan: Plan, written) -> dict[str, Any] | None:
+    """The short contract summary of `--json`; the full report goes to MLflow."""
     if not plan.contract:
         return None
     return {
         "name": plan.contract.name,
         "path": plan.contract.path,
         "sha256": plan.contract.sha256,
+        "on_failure": plan.job.spec.contract.on_failure,
         "expectations": len(plan.contract.expectations),
         "rows_failed": written.rows_failed,
         "failures": {k: {"rows": n, "examples": written.examples.get(k, [])} for k, n in written.reasons.items()},
     }
+
+
+def _record_contract(plan: Plan, written, run_id: str) -> None:
+    import mlflow
+
+    from jobs import reports
+
+    if not plan.contract:
+        return
+    report = reports.contract_report(
+        plan.contract, plan.selection.num_rows, dict(written.reasons), written.examples, written.rows_failed,
+        job=plan.job.spec.name, run_id=run_id, partitions=",".join(plan.selection.labels),
+        on_failure=plan.job.spec.contract.on_failure,
+    )
+    mlflow.log_dict(report, "contract/report.json")
+    mlflow.log_text(reports.to_html(report), "contract/report.html")
+    mlflow.log_metrics(reports.metrics(report))
 
 
 def _watermark(plan: Plan, written) -> str | None:
@@ -308,8 +328,6 @@ def _record_result(summary: RunSummary) -> None:
         "score.quarantine_version": "" if summary.quarantine_version is None else str(summary.quarantine_version),
         "score.input_watermark": summary.input_watermark or "",
     })
-    if summary.contract:
-        mlflow.log_dict(summary.contract, "contract/summary.json")
 
 
 def code_version() -> str:

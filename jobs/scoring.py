@@ -8,6 +8,7 @@ With quarantine on, the failing rows' original columns travel as one Arrow IPC p
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -100,6 +101,24 @@ class ScoreBatches:
         if task.on_failure == "quarantine":
             columns[QUARANTINED] = _quarantine_payload(batch, failed, columns[REASONS])
         return pa.table(columns)
+
+
+class CheckBatches:
+    """`score validate`: the contract check alone; one summary row per batch (rows, failures, examples)."""
+
+    def __init__(self, contract: Contract, engine: str) -> None:
+        self.validator = ContractValidator(contract, engine)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        from jobs.reports import expectation_key
+
+        validation = self.validator.validate(batch)
+        failures = {expectation_key(e["expectation"], e["column"]): e["rows_failed"]
+                    for e in validation.per_expectation if e["rows_failed"]}
+        examples = {expectation_key(e["expectation"], e["column"]): e["examples"]
+                    for e in validation.per_expectation if e["rows_failed"]}
+        return pa.table({"rows": [batch.num_rows], "rows_failed": [int(validation.failed.sum())],
+                         "failures": [json.dumps(failures)], "examples": [json.dumps(examples)]})
 
 
 def _quarantine_payload(batch: pa.Table, failed: np.ndarray, reasons: pa.Array) -> pa.Array:

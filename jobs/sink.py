@@ -22,6 +22,7 @@ from ray.data import Datasink
 from ray.data.datasource.datasink import WriteResult
 
 from jobs.inputs import partition_label
+from jobs.reports import expectation_key
 from jobs.scoring import EVENT_TIME, QUARANTINED, REASONS
 from jobs.storage import filesystem
 from jobs.tables import TableTarget
@@ -61,7 +62,7 @@ class WrittenFiles:
         self.rows_failed += failed.num_rows
         for row_reasons in failed.column(REASONS).to_pylist():
             for reason in row_reasons:
-                key = f"{reason['expectation']}({reason['column']})" if reason["column"] else reason["expectation"]
+                key = expectation_key(reason["expectation"], reason["column"])
                 self.reasons[key] += 1
                 self._example(key, [reason["value"]])
 

@@ -99,3 +99,49 @@ def test_warn_scores_every_row_and_reports_the_failures(fresh_project):
     assert summary["contract"]["rows_failed"] == 3
     assert DeltaTable(summary["table_uri"]).to_pyarrow_table().num_rows == ROWS_PER_DAY
     assert not (project.warehouse / "churn_warn__quarantine").exists()
+
+
+def test_run_logs_the_contract_report(fresh_project):
+    import json
+
+    project = fresh_project
+    break_rows(project)
+    job = project.job("churn_report", contract={"suite": "data_contracts/customers.json", "on_failure": "quarantine"})
+    proc, summary = project.score_json("run", str(job))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client = MlflowClient(project.tracking_uri)
+    folder = client.download_artifacts(summary["run_id"], "contract", str(project.root / "report"))
+    report = json.loads(open(f"{folder}/report.json").read())
+    assert report["rows_checked"] == ROWS_PER_DAY and report["rows_failed"] == 3
+    by_key = {(e["expectation"], e["column"]): e for e in report["expectations"]}
+    age = by_key[("expect_column_values_to_be_between", "age")]
+    assert (age["rows_checked"], age["rows_failed"], sorted(age["examples"])) == (ROWS_PER_DAY, 2, ["150", "7"])
+    assert by_key[("expect_column_values_to_be_in_set", "region")]["rows_failed"] == 1
+    assert sum(e["rows_failed"] for e in report["expectations"]) == 3
+    page = open(f"{folder}/report.html").read()
+    assert "3 rows failed; 2 of 33" in page and "atlantis" in page
+    metrics = client.get_run(summary["run_id"]).data.metrics
+    assert metrics["contract_rows_failed"] == 3
+    assert metrics["contract_failed/04_column_values_to_be_between/tenure_months"] == 0
+    assert sum(v for k, v in metrics.items() if k.startswith("contract_failed/")) == 3
+
+
+def test_validate_reports_without_scoring(fresh_project, tmp_path):
+    import json
+
+    project = fresh_project
+    job = project.job("churn_validate")
+    proc = project.score("validate", str(job), "--partitions", "all", "--json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout)
+    assert (report["rows_checked"], report["rows_failed"]) == (3 * ROWS_PER_DAY, 0)
+
+    break_rows(project)
+    page = tmp_path / "report.html"
+    proc = project.score("validate", str(job), "--json", "--report", str(page))
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    report = json.loads(proc.stdout)
+    assert (report["rows_checked"], report["rows_failed"]) == (ROWS_PER_DAY, 3)
+    assert "FAIL expect_column_values_to_be_in_set(region): 1 of 6000 rows, e.g. atlantis" in proc.stderr
+    assert "atlantis" in page.read_text()
+    assert not project.warehouse.exists()
