@@ -28,6 +28,11 @@ def contract_report(contract: Contract, rows_checked: int, failures: dict[str, i
             "rows_failed": failures.get(key, 0),
             "examples": examples.get(key, []),
         })
+    listed = {expectation_key(e["expectation"], e["column"]) for e in entries}
+    for key in sorted(set(failures) - listed):  # checks the pipeline adds itself, e.g. null model inputs
+        expectation, _, column = key.partition("(")
+        entries.append({"expectation": expectation, "column": column.rstrip(")"), "kwargs": {},
+                        "rows_checked": rows_checked, "rows_failed": failures[key], "examples": examples.get(key, [])})
     return {
         **context,
         "contract": contract.name,

@@ -112,11 +112,15 @@ def _score(plan: Plan, summary: RunSummary, started: float) -> None:
             _record_contract(plan, written, run_id)
             _check_counts(plan, written)
             policy = spec.contract
-            why = policy.exceeded(written.rows_failed, summary.rows_in) if policy else None
+            if policy:
+                why = policy.exceeded(written.rows_failed, summary.rows_in)
+            else:
+                why = "the job has no contract to quarantine them" if written.rows_failed else None
             if why:
+                name = f"contract {Path(plan.contract.path).name}" if plan.contract else "input"
                 raise ContractFailure(
-                    f"contract {Path(plan.contract.path).name}: {written.rows_failed} of {summary.rows_in} rows "
-                    f"failed, {why} ({_top_reasons(written)}); nothing was committed"
+                    f"{name}: {written.rows_failed} of {summary.rows_in} rows failed, {why} "
+                    f"({_top_reasons(written)}); nothing was committed"
                 )
             commit_time = dt.datetime.now(dt.timezone.utc)
             summary.input_watermark = _watermark(plan, written)
@@ -209,8 +213,9 @@ def _top_reasons(written) -> str:
 
 def _contract_summary(plan: Plan, written) -> dict[str, Any] | None:
     """The short contract summary of `--json`; the full report goes to MLflow."""
+    failures = {k: {"rows": n, "examples": written.examples.get(k, [])} for k, n in written.reasons.items()}
     if not plan.contract:
-        return None
+        return {"rows_failed": written.rows_failed, "failures": failures} if written.rows_failed else None
     return {
         "name": plan.contract.name,
         "path": plan.contract.path,
@@ -218,7 +223,7 @@ def _contract_summary(plan: Plan, written) -> dict[str, Any] | None:
         "on_failure": plan.job.spec.contract.on_failure,
         "expectations": len(plan.contract.expectations),
         "rows_failed": written.rows_failed,
-        "failures": {k: {"rows": n, "examples": written.examples.get(k, [])} for k, n in written.reasons.items()},
+        "failures": failures,
     }
 
 

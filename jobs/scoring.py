@@ -77,10 +77,9 @@ class ScoreBatches:
             failed = validation.failed
             for i, found in validation.reasons.items():
                 reasons[i] = found
-        if task.on_failure == "warn":
-            failed_to_score = np.zeros(rows, dtype=bool)
-        else:
-            failed_to_score = failed
+        unscorable = _null_inputs(batch, task.binding.input_columns, reasons)
+        failed_to_score = unscorable if task.on_failure == "warn" else failed | unscorable
+        failed = failed | unscorable
         passed = batch.filter(pa.array(~failed_to_score)) if failed_to_score.any() else batch
         scores = score_table(self.runtime, task.binding, passed) if passed.num_rows else {}
 
@@ -119,6 +118,22 @@ class CheckBatches:
                     for e in validation.per_expectation if e["rows_failed"]}
         return pa.table({"rows": [batch.num_rows], "rows_failed": [int(validation.failed.sum())],
                          "failures": [json.dumps(failures)], "examples": [json.dumps(examples)]})
+
+
+NULL_INPUT = "model_input_not_null"
+
+
+def _null_inputs(batch: pa.Table, columns: list[str], reasons: list) -> np.ndarray:
+    """Rows whose model inputs are null or NaN cannot be scored, contract or not: flag them with a reason."""
+    unscorable = np.zeros(batch.num_rows, dtype=bool)
+    for column in columns:
+        mask = pc.is_null(batch.column(column), nan_is_null=True)
+        if not pc.any(mask).as_py():
+            continue
+        for i in np.flatnonzero(mask.to_numpy(zero_copy_only=False)).tolist():
+            reasons[i] = (reasons[i] or []) + [{"expectation": NULL_INPUT, "column": column, "value": "null"}]
+        unscorable |= mask.to_numpy(zero_copy_only=False)
+    return unscorable
 
 
 def _quarantine_payload(batch: pa.Table, failed: np.ndarray, reasons: pa.Array) -> pa.Array:

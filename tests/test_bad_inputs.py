@@ -1,0 +1,79 @@
+"""The bad-input catalogue: each kind of broken input ends in a clear outcome, with exact row counts."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from deltalake import DeltaTable
+
+from tests.conftest import DAYS, ROWS_PER_DAY
+from tests.test_quarantine import reasons_by_id
+
+DAY = DAYS[-1].isoformat()
+QUARANTINE = {"suite": "data_contracts/customers.json", "on_failure": "quarantine"}
+
+
+def rewrite(project, name: str, change) -> pa.Table:
+    path = project.data / f"ds={DAY}" / name
+    table = change(pq.read_table(path))
+    pq.write_table(table, path)
+    return table
+
+
+def set_values(table: pa.Table, column: str, changes: dict[int, object], type_=None) -> pa.Table:
+    values = table.column(column).to_pylist()
+    for i, v in changes.items():
+        values[i] = v
+    return table.set_column(table.schema.get_field_index(column), column,
+                            pa.array(values, type_ or table.schema.field(column).type))
+
+
+def test_null_model_inputs_are_quarantined_even_where_the_contract_allows_them(fresh_project):
+    project = fresh_project
+    table = rewrite(project, "part-0.parquet", lambda t: set_values(
+        set_values(t, "age", {1: None}), "monthly_charges", {2: float("nan"), 3: None}))
+    ids = table.column("customer_id").to_pylist()
+    proc, summary = project.score_json("run", str(project.job("nulls", contract=QUARANTINE)))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (summary["rows_scored"], summary["rows_quarantined"]) == (ROWS_PER_DAY - 3, 3)
+    quarantine = DeltaTable(str(project.warehouse / "nulls__quarantine")).to_pyarrow_table()
+    assert reasons_by_id(quarantine) == {
+        ids[1]: "model_input_not_null(age)=null",
+        ids[2]: "model_input_not_null(monthly_charges)=null",
+        ids[3]: "model_input_not_null(monthly_charges)=null",
+    }
+    scores = DeltaTable(summary["table_uri"]).to_pyarrow_table().column("churn_probability")
+    assert scores.null_count == 0
+
+
+def test_null_model_inputs_without_a_contract_fail_the_run(fresh_project):
+    project = fresh_project
+    rewrite(project, "part-1.parquet", lambda t: set_values(t, "region", {0: None}))
+    job = project.job("nulls_no_contract", contract=None)
+    proc, summary = project.score_json("run", str(job))
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    assert "input: 1 of 6000 rows failed, the job has no contract to quarantine them" in summary["error"]
+    assert "model_input_not_null(region)" in summary["error"]
+    assert not (project.warehouse / "nulls_no_contract" / "_delta_log").exists()
+
+
+def test_empty_file_and_partition_without_files(fresh_project):
+    project = fresh_project
+    rewrite(project, "part-1.parquet", lambda t: t.slice(0, 0))
+    (project.data / "ds=2026-11-28").mkdir()
+    job = project.job("empty")
+    proc, summary = project.score_json("run", str(job), "--partitions", f"ds={DAY}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert summary["rows_in"] == summary["rows_scored"] == ROWS_PER_DAY // 2
+    proc = project.score("run", str(job), "--partitions", "ds=2026-11-28", env={"RAY_ADDRESS": "127.0.0.1:9"})
+    assert proc.returncode == 2
+    assert "partition ds=2026-11-28 not found under" in proc.stderr
+
+
+def test_corrupt_parquet_file_is_named(fresh_project):
+    project = fresh_project
+    broken = project.data / f"ds={DAY}" / "part-1.parquet"
+    broken.write_bytes(b"PAR1 definitely not parquet")
+    proc = project.score("run", str(project.job("corrupt")), env={"RAY_ADDRESS": "127.0.0.1:9"})
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert f"input file {broken} is not readable Parquet" in proc.stderr
