@@ -77,8 +77,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.json:
         print(summary.to_json(), flush=True)
     print(
-        f"score: {summary.job}: {summary.status}: {summary.rows_scored}/{summary.rows_in} rows scored "
-        f"from {len(summary.partitions)} partition(s) in {summary.duration_s:.1f}s "
+        f"score: {summary.job}: {summary.status}: {summary.rows_scored}/{summary.rows_in} rows scored"
+        + (f", {summary.rows_quarantined} quarantined" if summary.rows_quarantined else "")
+        + f" from {len(summary.partitions)} partition(s) in {summary.duration_s:.1f}s "
         f"({summary.rows_per_s:,.0f} rows/s) -> {summary.table} v{summary.table_version} "
         f"[model {summary.model_version}, MLflow run {summary.run_id}]",
         file=sys.stderr,

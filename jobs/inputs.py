@@ -10,7 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Iterable
 
 import pyarrow as pa
@@ -30,6 +31,7 @@ class InputFile:
     mtime_ns: int
     partition: Partition
     num_rows: int = 0
+    schema: pa.Schema | None = field(default=None, compare=False)
 
     def record(self) -> dict:
         return {"path": self.path, "size": self.size, "mtime_ns": self.mtime_ns, "rows": self.num_rows}
@@ -59,6 +61,24 @@ class InputSelection:
         lines = sorted(f"{f.path}\t{f.size}\t{f.mtime_ns}" for f in self.files)
         return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
+    def drift(self, columns: Iterable[str]) -> dict[str, list[dict[str, str]]]:
+        """Files whose `columns` differ from the reference schema: path -> one reason per column."""
+        drifted = {}
+        for f in self.files:
+            reasons = []
+            for column in columns:
+                if column not in self.schema.names or column in self.partitioning:
+                    continue
+                wanted = self.schema.field(column).type
+                if column not in f.schema.names:
+                    reasons.append({"expectation": "schema", "column": column, "value": "missing"})
+                elif f.schema.field(column).type != wanted:
+                    got = f.schema.field(column).type
+                    reasons.append({"expectation": "schema", "column": column, "value": f"{got} (expected {wanted})"})
+            if reasons:
+                drifted[f.path] = reasons
+        return drifted
+
     def manifest(self) -> str:
         return json.dumps(
             {"base": self.base, "fingerprint": self.fingerprint, "files": [f.record() for f in self.files]},
@@ -79,14 +99,21 @@ def select_input(base: str, partitioning: Iterable[str], selector: str | list[st
         raise UsageError(f"input {base}: no Parquet files found")
     chosen = _choose(sorted(available), partitioning, selector, base)
     files = [f for p in chosen for f in available[p]]
-    files, schemas = _read_footers(fs, files)
+    files = _read_footers(fs, files)
     return InputSelection(
         base=base,
         partitioning=partitioning,
         partitions=tuple(chosen),
         files=tuple(files),
-        schema=schemas[0],
+        schema=_reference_schema(files),
     )
+
+
+def _reference_schema(files: list[InputFile]) -> pa.Schema:
+    """The schema most files share: a file that differs from it has drifted."""
+    counts = Counter(f.schema.to_string() for f in files)
+    common = counts.most_common(1)[0][0]
+    return next(f.schema for f in files if f.schema.to_string() == common)
 
 
 def _list_files(fs: pafs.FileSystem, root: str, partitioning: tuple[str, ...]) -> dict[Partition, list]:
@@ -161,18 +188,15 @@ def _within(value: str, low: str, high: str | None) -> bool:
         return low <= value <= high
 
 
-def _read_footers(
-    fs: pafs.FileSystem, files: list[InputFile]
-) -> tuple[list[InputFile], list[pa.Schema]]:
-    def read(f: InputFile) -> tuple[InputFile, pa.Schema]:
+def _read_footers(fs: pafs.FileSystem, files: list[InputFile]) -> list[InputFile]:
+    def read(f: InputFile) -> InputFile:
         try:
             with fs.open_input_file(f.path) as handle:
                 meta = pq.read_metadata(handle)
         except (OSError, pa.ArrowException) as exc:
             raise UsageError(f"input file {f.path} is not readable Parquet: {exc}") from None
         schema = meta.schema.to_arrow_schema().remove_metadata()
-        return InputFile(f.path, f.size, f.mtime_ns, f.partition, meta.num_rows), schema
+        return InputFile(f.path, f.size, f.mtime_ns, f.partition, meta.num_rows, schema)
 
     with ThreadPoolExecutor(max_workers=8) as pool:
-        read_back = list(pool.map(read, files))
-    return [f for f, _ in read_back], [s for _, s in read_back]
+        return list(pool.map(read, files))

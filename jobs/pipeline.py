@@ -28,8 +28,9 @@ def read(files: list[str], base: str, partitioning: list[str], columns: list[str
 def check(plan: ValidationPlan, pool: PoolSize) -> list[dict]:
     """The contract check alone, on the same actor pool shape; returns one summary per batch."""
     spec = plan.job.spec
-    dataset = read([f.path for f in plan.selection.files], plan.selection.base, spec.input.partitioning,
-                   plan.read_columns)
+    if not plan.clean_files:
+        return []
+    dataset = read(plan.clean_files, plan.selection.base, spec.input.partitioning, plan.read_columns)
     return dataset.map_batches(
         CheckBatches,
         fn_constructor_args=(plan.contract, spec.contract.engine),
@@ -58,8 +59,10 @@ def execute(plan: Plan, run_id: str, pool: PoolSize) -> WrittenFiles:
         threads=pool.threads,
         use_gpu=pool.gpus_per_actor > 0,
     )
-    dataset = read([f.path for f in plan.selection.files], plan.selection.base, spec.input.partitioning,
-                   plan.read_columns)
+    sink = DeltaFilesSink(plan.output, plan.quarantine, task.on_failure, run_id)
+    if not plan.clean_files:
+        return sink.written
+    dataset = read(plan.clean_files, plan.selection.base, spec.input.partitioning, plan.read_columns)
     scored = dataset.map_batches(
         ScoreBatches,
         fn_constructor_args=(task,),
@@ -69,6 +72,5 @@ def execute(plan: Plan, run_id: str, pool: PoolSize) -> WrittenFiles:
         num_cpus=pool.cpus_per_actor,
         num_gpus=pool.gpus_per_actor,
     )
-    sink = DeltaFilesSink(plan.output, plan.quarantine, task.on_failure, run_id)
     scored.write_datasink(sink)
     return sink.written

@@ -28,10 +28,15 @@ class Plan:
     read_columns: list[str]
     output: TableTarget
     quarantine: TableTarget | None
+    drifted: dict[str, list[dict[str, str]]]  # file -> schema reasons: these files skip the pipeline
 
     @property
     def table_uri(self) -> str:
         return self.output.uri
+
+    @property
+    def clean_files(self) -> list[str]:
+        return [f.path for f in self.selection.files if f.path not in self.drifted]
 
     def replaced_partitions(self) -> dict[str, list[str]]:
         """For overwrite_partitions: output partition column -> the values this run scored."""
@@ -73,7 +78,8 @@ def make_plan(job: LoadedSpec, partitions: str | list[str] | None = None) -> Pla
         quarantine = TableTarget(spec.table_uri(quarantine_table(spec.output.table)),
                                  _quarantine_schema(schema, read_columns, spec.input.partitioning), partition_by)
         check_compatible(quarantine)
-    return Plan(job, selection, model, binding, contract, read_columns, output, quarantine)
+    return Plan(job, selection, model, binding, contract, read_columns, output, quarantine,
+                selection.drift(read_columns))
 
 
 @dataclass(frozen=True)
@@ -84,6 +90,11 @@ class ValidationPlan:
     selection: InputSelection
     contract: Contract
     read_columns: list[str]
+    drifted: dict[str, list[dict[str, str]]]
+
+    @property
+    def clean_files(self) -> list[str]:
+        return [f.path for f in self.selection.files if f.path not in self.drifted]
 
 
 def make_validation_plan(job: LoadedSpec, partitions: str | list[str] | None = None) -> ValidationPlan:
@@ -94,7 +105,7 @@ def make_validation_plan(job: LoadedSpec, partitions: str | list[str] | None = N
     contract = load_contract(spec.contract.suite)
     wanted = [spec.input.id_column, *contract.columns]
     read_columns = [c for c in dict.fromkeys(wanted) if c in selection.schema.names] + list(spec.input.partitioning)
-    return ValidationPlan(job, selection, contract, read_columns)
+    return ValidationPlan(job, selection, contract, read_columns, selection.drift(read_columns))
 
 
 def quarantine_table(table: str) -> str:

@@ -90,6 +90,7 @@ def _score(plan: Plan, summary: RunSummary, started: float) -> None:
     import mlflow
 
     from jobs import engine, tracking
+    from jobs.drift import fail_drifted
     from jobs.tables import discard_run_files
 
     spec = plan.job.spec
@@ -107,6 +108,7 @@ def _score(plan: Plan, summary: RunSummary, started: float) -> None:
                 written = execute(plan, run_id, pool)
             except Exception as exc:  # Ray wraps worker failures in its own errors: surface the cause
                 raise RuntimeFailure(f"the scoring pipeline failed: {root_cause(exc)}") from exc
+            written.merge(fail_drifted(list(plan.selection.files), plan.drifted, plan.quarantine, run_id))
             summary.rows_scored, summary.rows_quarantined = written.rows_scored, written.rows_quarantined
             summary.contract = _contract_summary(plan, written)
             _record_contract(plan, written, run_id)

@@ -101,41 +101,12 @@ class DeltaFilesSink(Datasink):
             scored = block if self.on_failure == "warn" else block.filter(pc.invert(failed_mask))
             written.rows_scored += scored.num_rows
             for values, group in _groups(scored, self.output.partition_by):
-                written.files.append(self._write_file(self.output, values, group, ctx.task_idx))
+                written.files.append(write_file(self.output, values, group, self.run_id, ctx.task_idx))
                 written.note_event_time(partition_label(tuple(values.items())), group)
             if self.quarantine is not None:
                 for rows in _quarantined(block):
-                    written.rows_quarantined += rows.num_rows
-                    rows = rows.append_column("run_id", pa.array([self.run_id] * rows.num_rows, pa.string()))
-                    now = dt.datetime.now(dt.timezone.utc)
-                    rows = rows.append_column("quarantined_at", pa.array([now] * rows.num_rows, QUARANTINED_AT))
-                    for values, group in _groups(rows, self.quarantine.partition_by):
-                        written.quarantine_files.append(self._write_file(self.quarantine, values, group, ctx.task_idx))
+                    quarantine(written, self.quarantine, rows, self.run_id, ctx.task_idx)
         return written
-
-    def _write_file(self, target: TableTarget, values: dict[str, str], group: pa.Table, task: int) -> dict:
-        fs, root = filesystem(target.uri)
-        data_schema = pa.schema([f for f in target.schema if f.name not in target.partition_by])
-        data = group.select(data_schema.names).cast(data_schema)
-        folder = "/".join(f"{k}={v}" for k, v in values.items())
-        rel = f"{folder}/" if folder else ""
-        rel += f"part-{task:05d}-{self.run_id[:12]}-{uuid.uuid4().hex[:12]}.parquet"
-        path = f"{root}/{rel}"
-        if folder:
-            fs.create_dir(f"{root}/{folder}", recursive=True)
-        with fs.open_output_stream(path) as out:
-            pq.write_table(data, out, compression="zstd")
-        size = fs.get_file_info(path).size
-        stats = {"numRecords": data.num_rows, "nullCount": {c: data.column(c).null_count for c in data.column_names
-                                                            if not pa.types.is_nested(data.schema.field(c).type)}}
-        return {
-            "path": rel,
-            "size": size,
-            "partition_values": values,
-            "modification_time": int(time.time() * 1000),
-            "stats": json.dumps(stats),
-            "rows": data.num_rows,
-        }
 
     def on_write_complete(self, write_result: WriteResult) -> None:
         for part in write_result.write_returns:
@@ -143,6 +114,42 @@ class DeltaFilesSink(Datasink):
 
     def get_name(self) -> str:
         return "WriteDeltaFiles"
+
+
+def write_file(target: TableTarget, values: dict[str, str], group: pa.Table, run_id: str, task: int) -> dict:
+    """Write one Parquet file of `target` (partition columns live in the path) and describe it for the commit."""
+    fs, root = filesystem(target.uri)
+    data_schema = pa.schema([f for f in target.schema if f.name not in target.partition_by])
+    data = group.select(data_schema.names).cast(data_schema)
+    folder = "/".join(f"{k}={v}" for k, v in values.items())
+    rel = f"{folder}/" if folder else ""
+    rel += f"part-{task:05d}-{run_id[:12]}-{uuid.uuid4().hex[:12]}.parquet"
+    path = f"{root}/{rel}"
+    if folder:
+        fs.create_dir(f"{root}/{folder}", recursive=True)
+    with fs.open_output_stream(path) as out:
+        pq.write_table(data, out, compression="zstd")
+    size = fs.get_file_info(path).size
+    stats = {"numRecords": data.num_rows, "nullCount": {c: data.column(c).null_count for c in data.column_names
+                                                        if not pa.types.is_nested(data.schema.field(c).type)}}
+    return {
+        "path": rel,
+        "size": size,
+        "partition_values": values,
+        "modification_time": int(time.time() * 1000),
+        "stats": json.dumps(stats),
+        "rows": data.num_rows,
+    }
+
+
+def quarantine(written: WrittenFiles, target: TableTarget, rows: pa.Table, run_id: str, task: int) -> None:
+    """Write failing rows (original columns and `_reasons`) to the quarantine table and count them."""
+    written.rows_quarantined += rows.num_rows
+    rows = rows.append_column("run_id", pa.array([run_id] * rows.num_rows, pa.string()))
+    now = dt.datetime.now(dt.timezone.utc)
+    rows = rows.append_column("quarantined_at", pa.array([now] * rows.num_rows, QUARANTINED_AT))
+    for values, group in _groups(rows, target.partition_by):
+        written.quarantine_files.append(write_file(target, values, group, run_id, task))
 
 
 def _quarantined(block: pa.Table):

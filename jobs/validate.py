@@ -23,6 +23,7 @@ def validate_job(
 ) -> dict[str, Any]:
     """The contract report of the selected partitions. Raises ContractFailure (with `.report`) if a row fails."""
     from jobs import engine, reports
+    from jobs.drift import fail_drifted
     from jobs.pipeline import check
     from jobs.plan import make_validation_plan
 
@@ -32,15 +33,16 @@ def validate_job(
     pool = engine.size_pool(loaded.spec.scoring, engine.start(loaded.spec.engine))
     batches = check(plan, pool)
 
-    rows = sum(b["rows"] for b in batches)
-    failures: Counter = Counter()
-    examples: dict[str, list[str]] = {}
+    drifted = fail_drifted(list(plan.selection.files), plan.drifted, None, "validate")
+    rows = sum(b["rows"] for b in batches) + drifted.rows_seen
+    failures: Counter = Counter(drifted.reasons)
+    examples: dict[str, list[str]] = dict(drifted.examples)
     for batch in batches:
         failures.update(json.loads(batch["failures"]))
         for key, values in json.loads(batch["examples"]).items():
             kept = examples.setdefault(key, [])
             kept += [v for v in values if v not in kept][: 3 - len(kept)]
-    rows_failed = sum(b["rows_failed"] for b in batches)
+    rows_failed = sum(b["rows_failed"] for b in batches) + drifted.rows_failed
     report = reports.contract_report(
         plan.contract, rows, dict(failures), examples, rows_failed,
         job=loaded.spec.name, partitions=",".join(plan.selection.labels),

@@ -77,3 +77,41 @@ def test_corrupt_parquet_file_is_named(fresh_project):
     proc = project.score("run", str(project.job("corrupt")), env={"RAY_ADDRESS": "127.0.0.1:9"})
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert f"input file {broken} is not readable Parquet" in proc.stderr
+
+
+def test_mixed_schemas_in_a_partition_quarantine_the_drifted_file(fresh_project):
+    project = fresh_project
+
+    def drift(t: pa.Table) -> pa.Table:
+        ages = [str(v) for v in t.column("age").to_pylist()]
+        ages[0] = "forty"
+        t = t.set_column(t.schema.get_field_index("age"), "age", pa.array(ages))
+        return t.drop_columns(["plan_tier"])
+
+    drifted = rewrite(project, "part-1.parquet", drift)
+    proc, summary = project.score_json("run", str(project.job("mixed", contract=QUARANTINE)))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    half = ROWS_PER_DAY // 2
+    assert (summary["rows_scored"], summary["rows_quarantined"]) == (half, half)
+    quarantine = DeltaTable(str(project.warehouse / "mixed__quarantine")).to_pyarrow_table().sort_by("customer_id")
+    assert set(reasons_by_id(quarantine).values()) == {
+        "schema(age)=string (expected int64);schema(plan_tier)=missing"}
+    assert quarantine.column("customer_id").to_pylist() == sorted(drifted.column("customer_id").to_pylist())
+    ages = dict(zip(quarantine.column("customer_id").to_pylist(), quarantine.column("age").to_pylist()))
+    original = dict(zip(drifted.column("customer_id").to_pylist(), drifted.column("age").to_pylist()))
+    assert ages[drifted.column("customer_id")[0].as_py()] is None          # "forty" cannot be cast back
+    assert all(str(ages[k]) == v for k, v in original.items() if v != "forty")
+    assert summary["contract"]["failures"]["schema(age)"]["rows"] == half
+
+
+def test_int_where_float_is_expected_is_drift_and_extra_columns_are_ignored(fresh_project):
+    project = fresh_project
+    rewrite(project, "part-0.parquet", lambda t: t.append_column("note", pa.array(["x"] * t.num_rows)))
+    rewrite(project, "part-1.parquet", lambda t: t.set_column(
+        t.schema.get_field_index("monthly_charges"), "monthly_charges",
+        pa.array([int(v) for v in t.column("monthly_charges").to_pylist()], pa.int64())))
+    proc, summary = project.score_json("run", str(project.job("dtypes")))
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    assert summary["contract"]["failures"] == {
+        "schema(monthly_charges)": {"rows": ROWS_PER_DAY // 2, "examples": ["int64 (expected double)"]}}
+    assert summary["rows_scored"] == ROWS_PER_DAY // 2      # the file with an extra column scored fine
