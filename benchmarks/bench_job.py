@@ -4,6 +4,9 @@ The bare loop is one process reading each file with pyarrow and calling ONNX Run
 hand-written script would do, with no contract, no lineage, no table). The job runs as `score run`
 would, once with its contract and once without. Figures are printed as rows/s and as ratios to the loop.
 
+Each variant runs `--repeat` times, interleaved (so warm-up and cache effects fall on all of them), and
+the median is reported.
+
 Usage (after `make demo`): python benchmarks/bench_job.py [--job conf/jobs/churn_daily.yaml] [--partitions all]
 """
 
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 
 import pyarrow.parquet as pq
@@ -46,22 +50,36 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--job", default="conf/jobs/churn_daily.yaml")
     parser.add_argument("--partitions", default="all")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--gx", action="store_true", help="also run the contract entirely in Great Expectations")
     args = parser.parse_args()
 
-    results = {}
-    rows, seconds = bare_loop(args.job, args.partitions)
-    results["bare_loop"] = (rows, seconds)
-    results["job_without_contract"] = job_run(args.job, args.partitions,
-                                              ["contract=null", "output.table=bench_no_contract"])
-    results["job_with_contract"] = job_run(args.job, args.partitions, ["output.table=bench_with_contract"])
+    variants = {
+        "bare_loop": lambda: bare_loop(args.job, args.partitions),
+        "job_without_contract": lambda: job_run(args.job, args.partitions,
+                                                ["contract=null", "output.table=bench_no_contract"]),
+        "job_with_contract": lambda: job_run(args.job, args.partitions, ["output.table=bench_with_contract"]),
+    }
+    if args.gx:
+        variants["job_with_contract_gx"] = lambda: job_run(
+            args.job, args.partitions, ["output.table=bench_with_contract_gx", "contract.engine=gx"])
+    timings: dict[str, list[float]] = {name: [] for name in variants}
+    rows: dict[str, int] = {}
+    for _ in range(args.repeat):
+        for name, variant in variants.items():
+            rows[name], seconds = variant()
+            timings[name].append(seconds)
 
-    loop_rate = results["bare_loop"][0] / results["bare_loop"][1]
+    median = {name: statistics.median(t) for name, t in timings.items()}
+    loop_rate = rows["bare_loop"] / median["bare_loop"]
     report = {}
-    for name, (rows, seconds) in results.items():
-        rate = rows / seconds
-        report[name] = {"rows": rows, "seconds": round(seconds, 2), "rows_per_s": round(rate),
-                        "ratio_to_loop": round(rate / loop_rate, 3)}
-    report["contract_overhead"] = round(results["job_with_contract"][1] / results["job_without_contract"][1], 3)
+    for name, seconds in median.items():
+        rate = rows[name] / seconds
+        report[name] = {"rows": rows[name], "median_s": round(seconds, 2), "runs_s": [round(t, 2) for t in timings[name]],
+                        "rows_per_s": round(rate), "ratio_to_loop": round(rate / loop_rate, 3)}
+    for name in median:
+        if name.startswith("job_with_contract"):
+            report[f"overhead_{name.removeprefix('job_with_')}"] = round(median[name] / median["job_without_contract"], 3)
     print(json.dumps(report, indent=2))
 
 

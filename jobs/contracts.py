@@ -68,19 +68,31 @@ def load_contract(path: str | Path) -> Contract:
 
 
 def _build_suite(document: dict, where: str):
+    """Build the suite with GX, one expectation at a time first, so that a problem names its expectation.
+
+    GX logs and drops an unknown type instead of raising, so a dropped expectation is an error here.
+    """
     import great_expectations as gx
 
     _quiet_gx()
-    known = [exp["type"] for exp in document["expectations"]]
-    try:
-        suite = gx.ExpectationSuite(**document)
-    except Exception as exc:  # GX raises a zoo of pydantic and its own errors for bad arguments
-        raise UsageError(f"contract {where}: {str(exc).splitlines()[0]}") from None
-    built = [exp.expectation_type for exp in suite.expectations]
-    for i, name in enumerate(known):
-        if i >= len(built) or built[i] != name:
+    for i, exp in enumerate(document["expectations"]):
+        name = exp["type"]
+        try:
+            built = gx.ExpectationSuite(name="check", expectations=[exp]).expectations
+        except Exception as exc:  # GX raises a zoo of pydantic and its own errors for bad arguments
+            raise UsageError(f"contract {where}: expectations[{i}] {name!r}: {_gx_reason(exc)}") from None
+        if len(built) != 1:
             raise UsageError(f"contract {where}: expectations[{i}] {name!r} is not a known expectation type")
-    return suite
+    return gx.ExpectationSuite(**document)
+
+
+def _gx_reason(exc: Exception) -> str:
+    """pydantic's 'N validation errors for X / field / message' as 'field: message; ...'."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if lines and "validation error" in lines[0]:
+        pairs = [f"{lines[i]}: {lines[i + 1].split(' [')[0]}" for i in range(1, len(lines) - 1, 2)]
+        return "; ".join(pairs[:3])
+    return lines[-1] if lines else type(exc).__name__
 
 
 def _quiet_gx() -> None:

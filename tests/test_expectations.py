@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 
 import numpy as np
 import pyarrow as pa
@@ -103,3 +104,26 @@ def test_every_contract_in_the_repo_loads(path):
 def test_demo_contract_runs_entirely_vectorised():
     validator = ContractValidator(load_contract(REPO / "data_contracts" / "customers.json"))
     assert validator.gx_suite is None and all(validator.fast)
+
+
+@pytest.mark.parametrize("expectation, message", [
+    ({"type": "expect_column_values_to_be_betwen", "kwargs": {"column": "age"}},
+     "expectations[1] 'expect_column_values_to_be_betwen' is not a known expectation type"),
+    ({"type": "expect_column_values_to_be_in_set", "kwargs": {"column": "region", "value_set": 5}},
+     "expectations[1] 'expect_column_values_to_be_in_set': value_set"),
+    ({"kwargs": {"column": "age"}}, "expectations[1] has no 'type'"),
+])
+def test_contract_loading_refuses_bad_expectations(tmp_path, expectation, message):
+    from jobs.errors import UsageError
+
+    path = tmp_path / "region.json"
+    good = {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "age"}}
+    path.write_text(json.dumps({"name": "bad", "expectations": [good, expectation]}))
+    with pytest.raises(UsageError, match=re.escape(message)):
+        load_contract(path)
+
+
+def test_contract_as_yaml(tmp_path):
+    path = tmp_path / "suite.yaml"
+    path.write_text("name: y\nexpectations:\n  - type: expect_column_values_to_not_be_null\n    kwargs: {column: age}\n")
+    assert load_contract(path).columns == ["age"]
