@@ -115,8 +115,11 @@ class ContractValidator:
     the rest, or all of them with engine "gx", run in this validator's own ephemeral GX context.
     """
 
-    def __init__(self, contract: Contract, engine: str = "auto") -> None:
+    def __init__(self, contract: Contract, engine: str = "auto", batch_level: list[str] = ()) -> None:
         self.expectations = contract.expectations
+        self.batch_level = [
+            e["type"] in batch_level or _key(e) in batch_level for e in self.expectations
+        ]
         self.fast = [engine == "auto" and expectations.supported(e) for e in self.expectations]
         self.gx_batches = self.gx_suite = None
         if not all(self.fast):
@@ -137,8 +140,10 @@ class ContractValidator:
         failed = np.zeros(rows, dtype=bool)
         reasons: dict[int, list[dict[str, str]]] = {}
         per_expectation = []
-        for exp, fast in zip(self.expectations, self.fast):
+        for exp, fast, whole_batch in zip(self.expectations, self.fast, self.batch_level):
             outcome = expectations.evaluate(table, exp) if fast else next(gx_outcomes)
+            if whole_batch and 0 < len(outcome.failed_rows) < rows:
+                outcome = _fail_batch(outcome, rows)
             column = str(exp.get("kwargs", {}).get("column", ""))
             for i, value in zip(outcome.failed_rows.tolist(), outcome.values):
                 reasons.setdefault(i, []).append({"expectation": exp["type"], "column": column, "value": _short(value)})
@@ -177,6 +182,19 @@ class ContractValidator:
                 observed = [error or result.result.get("observed_value")] * len(bad)
             outcomes.append(expectations.Outcome(np.asarray(bad, dtype=np.int64), [str(v) for v in observed], error))
         return outcomes
+
+
+def _key(expectation: dict) -> str:
+    column = expectation.get("kwargs", {}).get("column")
+    return f"{expectation['type']}({column})" if column else expectation["type"]
+
+
+def _fail_batch(outcome: "expectations.Outcome", rows: int) -> "expectations.Outcome":
+    """A batch-level verdict: every row fails; rows that passed say why they are held back."""
+    values = [f"batch failed: {len(outcome.failed_rows)} of {rows} rows"] * rows
+    for i, value in zip(outcome.failed_rows.tolist(), outcome.values):
+        values[i] = value
+    return expectations.Outcome(np.arange(rows), values)
 
 
 def _config_key(config) -> str:

@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from jobs.inputs import InputFile
-from jobs.scoring import REASON_TYPE, REASONS
+from jobs.scoring import REASON_TYPE, REASONS, SOURCE_FILE
 from jobs.sink import WrittenFiles, quarantine
 from jobs.storage import filesystem
 from jobs.tables import TableTarget
@@ -70,6 +70,8 @@ def _conform(rows: pa.Table, f: InputFile, schema: pa.Schema) -> pa.Table:
             continue
         if field.name in partition:
             columns[field.name] = pa.array([partition[field.name]] * rows.num_rows, pa.string())
+        elif field.name == SOURCE_FILE:
+            columns[field.name] = pa.array([f.path] * rows.num_rows, pa.string())
         elif field.name in rows.column_names:
             columns[field.name] = _cast(rows.column(field.name), field.type)
         else:

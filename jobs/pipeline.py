@@ -18,11 +18,13 @@ from jobs.scoring import CheckBatches, ScoreBatches, ScoringTask
 from jobs.sink import DeltaFilesSink, WrittenFiles
 
 
-def read(files: list[str], base: str, partitioning: list[str], columns: list[str]) -> ray.data.Dataset:
-    """Exactly these files, hive partition columns from their paths, only the columns needed."""
+def read(files: list[str], base: str, partitioning: list[str], columns: list[str],
+         with_paths: bool = False) -> ray.data.Dataset:
+    """Exactly these files, hive partition columns from their paths, only the columns needed
+    (plus each row's file as `path` when `with_paths`, for the quarantine table)."""
     return ray.data.read_parquet(
-        files, partitioning=Partitioning("hive", base_dir=base) if partitioning else None
-    ).select_columns(columns)
+        files, partitioning=Partitioning("hive", base_dir=base) if partitioning else None, include_paths=with_paths
+    ).select_columns(columns + (["path"] if with_paths else []))
 
 
 def check(plan: ValidationPlan, pool: PoolSize) -> list[dict]:
@@ -33,7 +35,7 @@ def check(plan: ValidationPlan, pool: PoolSize) -> list[dict]:
     dataset = read(plan.clean_files, plan.selection.base, spec.input.partitioning, plan.read_columns)
     return dataset.map_batches(
         CheckBatches,
-        fn_constructor_args=(plan.contract, spec.contract.engine),
+        fn_constructor_args=(plan.contract, spec.contract.engine, tuple(spec.contract.batch_level)),
         batch_size=spec.scoring.batch_size,
         batch_format="pyarrow",
         compute=ActorPoolStrategy(min_size=pool.min_actors, max_size=pool.max_actors),
@@ -52,6 +54,7 @@ def execute(plan: Plan, run_id: str, pool: PoolSize) -> WrittenFiles:
         contract=plan.contract,
         on_failure=spec.contract.on_failure if spec.contract else "fail",
         contract_engine=spec.contract.engine if spec.contract else "auto",
+        batch_level=tuple(spec.contract.batch_level) if spec.contract else (),
         run_id=run_id,
         id_column=spec.input.id_column,
         partition_columns=tuple(spec.input.partitioning),
@@ -62,7 +65,8 @@ def execute(plan: Plan, run_id: str, pool: PoolSize) -> WrittenFiles:
     sink = DeltaFilesSink(plan.output, plan.quarantine, task.on_failure, run_id)
     if not plan.clean_files:
         return sink.written
-    dataset = read(plan.clean_files, plan.selection.base, spec.input.partitioning, plan.read_columns)
+    dataset = read(plan.clean_files, plan.selection.base, spec.input.partitioning, plan.read_columns,
+                   with_paths=plan.quarantine is not None)
     scored = dataset.map_batches(
         ScoreBatches,
         fn_constructor_args=(task,),

@@ -14,7 +14,7 @@ from jobs.contracts import Contract, load_contract
 from jobs.errors import UsageError
 from jobs.inputs import InputSelection, select_input
 from jobs.models import ModelArtifact, ModelBinding, bind_model, resolve_model
-from jobs.scoring import LINEAGE_FIELDS, REASON_TYPE, REASONS
+from jobs.scoring import LINEAGE_FIELDS, REASON_TYPE, REASONS, SOURCE_FILE
 from jobs.spec import LoadedSpec
 from jobs.tables import TableTarget, check_compatible
 
@@ -113,9 +113,9 @@ def quarantine_table(table: str) -> str:
 
 
 def _quarantine_schema(schema: pa.Schema, read_columns: list[str], partitioning: list[str]) -> pa.Schema:
-    """The failing rows as read (original columns and types), their reasons, the run and when."""
+    """The failing rows as read (original columns and types), their file, reasons, the run and when."""
     fields = [schema.field(c) for c in read_columns if c not in partitioning]
     fields += [pa.field(c, pa.string()) for c in partitioning]
-    fields += [pa.field(REASONS, REASON_TYPE), pa.field("run_id", pa.string()),
+    fields += [pa.field(SOURCE_FILE, pa.string()), pa.field(REASONS, REASON_TYPE), pa.field("run_id", pa.string()),
                pa.field("quarantined_at", pa.timestamp("us", tz="UTC"))]
     return pa.schema(fields)

@@ -22,6 +22,7 @@ from jobs.runtimes import open_runtime
 REASONS = "_reasons"
 EVENT_TIME = "_event_time"
 QUARANTINED = "_quarantined_rows"  # on the first row of a batch: its failing rows, as an Arrow IPC stream
+SOURCE_FILE = "_source_file"
 LINEAGE_FIELDS = [
     pa.field("run_id", pa.string()),
     pa.field("model_version", pa.string()),
@@ -42,6 +43,7 @@ class ScoringTask:
     contract: Contract | None
     on_failure: str
     contract_engine: str
+    batch_level: tuple[str, ...]
     run_id: str
     id_column: str
     partition_columns: tuple[str, ...]
@@ -57,7 +59,9 @@ class ScoreBatches:
         import ray
 
         self.task = task
-        self.validator = ContractValidator(task.contract, task.contract_engine) if task.contract else None
+        self.validator = (
+            ContractValidator(task.contract, task.contract_engine, task.batch_level) if task.contract else None
+        )
         self.runtime = open_runtime(
             task.model_runtime,
             ray.get(task.model_ref),
@@ -105,8 +109,8 @@ class ScoreBatches:
 class CheckBatches:
     """`score validate`: the contract check alone; one summary row per batch (rows, failures, examples)."""
 
-    def __init__(self, contract: Contract, engine: str) -> None:
-        self.validator = ContractValidator(contract, engine)
+    def __init__(self, contract: Contract, engine: str, batch_level: tuple[str, ...] = ()) -> None:
+        self.validator = ContractValidator(contract, engine, batch_level)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         from jobs.reports import expectation_key
@@ -142,6 +146,8 @@ def _quarantine_payload(batch: pa.Table, failed: np.ndarray, reasons: pa.Array) 
     if failed.any():
         mask = pa.array(failed)
         rows = batch.filter(mask).append_column(REASONS, reasons.filter(mask))
+        if "path" in rows.column_names:
+            rows = rows.rename_columns([SOURCE_FILE if c == "path" else c for c in rows.column_names])
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, rows.schema) as writer:
             writer.write_table(rows)

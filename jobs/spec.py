@@ -43,6 +43,9 @@ class ContractSpec(_Strict):
     on_failure: Literal["fail", "quarantine", "warn"] = "fail"
     max_bad_fraction: float | None = Field(None, ge=0, le=1)
     max_bad_rows: int | None = Field(None, ge=0)
+    # Row-level expectations named here (by type, or "type(column)") fail the whole batch when any row
+    # fails them; table-level expectations (row count, column set, ...) always do.
+    batch_level: list[str] = Field(default_factory=list)
     engine: Literal["auto", "gx"] = "auto"
 
     @model_validator(mode="before")

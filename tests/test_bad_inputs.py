@@ -102,6 +102,7 @@ def test_mixed_schemas_in_a_partition_quarantine_the_drifted_file(fresh_project)
     assert ages[drifted.column("customer_id")[0].as_py()] is None          # "forty" cannot be cast back
     assert all(str(ages[k]) == v for k, v in original.items() if v != "forty")
     assert summary["contract"]["failures"]["schema(age)"]["rows"] == half
+    assert set(quarantine.column("_source_file").to_pylist()) == {str(project.data / f"ds={DAY}" / "part-1.parquet")}
 
 
 def test_int_where_float_is_expected_is_drift_and_extra_columns_are_ignored(fresh_project):

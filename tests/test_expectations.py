@@ -127,3 +127,15 @@ def test_contract_as_yaml(tmp_path):
     path = tmp_path / "suite.yaml"
     path.write_text("name: y\nexpectations:\n  - type: expect_column_values_to_not_be_null\n    kwargs: {column: age}\n")
     assert load_contract(path).columns == ["age"]
+
+
+def test_batch_level_expectations_fail_the_whole_batch():
+    batch = anomalous_batch()
+    row_level = ContractValidator(contract(SUITE)).validate(batch)
+    as_batch = ContractValidator(contract(SUITE), batch_level=["expect_column_values_to_be_in_set(region)"])
+    result = as_batch.validate(batch)
+    assert row_level.per_expectation[7]["rows_failed"] == 2
+    assert result.per_expectation[7]["rows_failed"] == batch.num_rows
+    assert result.failed.all()
+    held_back = [r for r in result.reasons[0] if r["column"] == "region"]
+    assert held_back[0]["value"] in ("batch failed: 2 of 3000 rows", "atlantis", "NORTH")

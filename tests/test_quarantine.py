@@ -63,6 +63,7 @@ def test_quarantine_commits_both_tables_under_one_run_and_reruns_replace_them(fr
     assert reasons_by_id(quarantine) == expected
     assert set(quarantine.column("run_id").to_pylist()) == {second["run_id"]}
     assert set(quarantine.column("ds").to_pylist()) == {DAY}
+    assert set(quarantine.column("_source_file").to_pylist()) == {str(project.data / f"ds={DAY}" / "part-0.parquet")}
     original = pq.read_table(project.data / f"ds={DAY}" / "part-0.parquet")
     kept = original.filter(pc.is_in(original.column("customer_id"), pa.array(list(expected)))).sort_by("customer_id")
     got = quarantine.sort_by("customer_id")
