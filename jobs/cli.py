@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from jobs.errors import ScoreError
@@ -23,6 +25,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2 if exc.code else 0
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    with _stdout_reserved() as args.stdout:
+        return _handle(args)
+
+
+def _handle(args: argparse.Namespace) -> int:
     try:
         return args.handler(args)
     except ScoreError as exc:
@@ -32,13 +39,30 @@ def main(argv: list[str] | None = None) -> int:
 
             summary = summary or RunSummary(status="failed", job=str(getattr(args, "job", "")))
             summary.exit_code, summary.error = exc.exit_code, str(exc)
-            print(summary.to_json(), flush=True)
+            print(summary.to_json(), file=args.stdout, flush=True)
         if args.verbose and exc.__cause__ is not None:
             import traceback
 
             traceback.print_exception(exc.__cause__, file=sys.stderr)
         print(f"score: error: {exc}", file=sys.stderr)
         return exc.exit_code
+
+
+@contextmanager
+def _stdout_reserved():
+    """Keep stdout for the one JSON object: anything else written to it (Ray relays worker and raylet
+    logs there, from Python and from C++) goes to stderr. Yields a file on the real stdout."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    real = os.fdopen(saved, "w", closefd=False)
+    try:
+        yield real
+    finally:
+        sys.stdout.flush()
+        real.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -75,7 +99,7 @@ def _run(args: argparse.Namespace) -> int:
 
     summary = run_job(args.job, partitions=args.partitions, overrides=args.overrides)
     if args.json:
-        print(summary.to_json(), flush=True)
+        print(summary.to_json(), file=args.stdout, flush=True)
     print(
         f"score: {summary.job}: {summary.status}: {summary.rows_scored}/{summary.rows_in} rows scored"
         + (f", {summary.rows_quarantined} quarantined" if summary.rows_quarantined else "")
@@ -101,7 +125,7 @@ def _validate(args: argparse.Namespace) -> int:
 
         Path(args.report).write_text(to_html(report))
     if args.json:
-        print(json.dumps(report), flush=True)
+        print(json.dumps(report), file=args.stdout, flush=True)
     for entry in report["expectations"]:
         if entry["rows_failed"]:
             print(f"  FAIL {entry['expectation']}({entry['column']}): {entry['rows_failed']} of "

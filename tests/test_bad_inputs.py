@@ -33,8 +33,8 @@ def test_null_model_inputs_are_quarantined_even_where_the_contract_allows_them(f
     table = rewrite(project, "part-0.parquet", lambda t: set_values(
         set_values(t, "age", {1: None}), "monthly_charges", {2: float("nan"), 3: None}))
     ids = table.column("customer_id").to_pylist()
-    proc, summary = project.score_json("run", str(project.job("nulls", contract=QUARANTINE)))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    code, summary = project.run(project.job("nulls", contract=QUARANTINE))
+    assert code == 0, summary.get("error")
     assert (summary["rows_scored"], summary["rows_quarantined"]) == (ROWS_PER_DAY - 3, 3)
     quarantine = DeltaTable(str(project.warehouse / "nulls__quarantine")).to_pyarrow_table()
     assert reasons_by_id(quarantine) == {
@@ -50,8 +50,8 @@ def test_null_model_inputs_without_a_contract_fail_the_run(fresh_project):
     project = fresh_project
     rewrite(project, "part-1.parquet", lambda t: set_values(t, "region", {0: None}))
     job = project.job("nulls_no_contract", contract=None)
-    proc, summary = project.score_json("run", str(job))
-    assert proc.returncode == 3, proc.stderr[-3000:]
+    code, summary = project.run(job)
+    assert code == 3, summary.get("error")
     assert "input: 1 of 6000 rows failed, the job has no contract to quarantine them" in summary["error"]
     assert "model_input_not_null(region)" in summary["error"]
     assert not (project.warehouse / "nulls_no_contract" / "_delta_log").exists()
@@ -62,8 +62,8 @@ def test_empty_file_and_partition_without_files(fresh_project):
     rewrite(project, "part-1.parquet", lambda t: t.slice(0, 0))
     (project.data / "ds=2026-11-28").mkdir()
     job = project.job("empty")
-    proc, summary = project.score_json("run", str(job), "--partitions", f"ds={DAY}")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    code, summary = project.run(job, f"ds={DAY}")
+    assert code == 0, summary.get("error")
     assert summary["rows_in"] == summary["rows_scored"] == ROWS_PER_DAY // 2
     proc = project.score("run", str(job), "--partitions", "ds=2026-11-28", env={"RAY_ADDRESS": "127.0.0.1:9"})
     assert proc.returncode == 2
@@ -89,8 +89,8 @@ def test_mixed_schemas_in_a_partition_quarantine_the_drifted_file(fresh_project)
         return t.drop_columns(["plan_tier"])
 
     drifted = rewrite(project, "part-1.parquet", drift)
-    proc, summary = project.score_json("run", str(project.job("mixed", contract=QUARANTINE)))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    code, summary = project.run(project.job("mixed", contract=QUARANTINE))
+    assert code == 0, summary.get("error")
     half = ROWS_PER_DAY // 2
     assert (summary["rows_scored"], summary["rows_quarantined"]) == (half, half)
     quarantine = DeltaTable(str(project.warehouse / "mixed__quarantine")).to_pyarrow_table().sort_by("customer_id")
@@ -111,8 +111,8 @@ def test_int_where_float_is_expected_is_drift_and_extra_columns_are_ignored(fres
     rewrite(project, "part-1.parquet", lambda t: t.set_column(
         t.schema.get_field_index("monthly_charges"), "monthly_charges",
         pa.array([int(v) for v in t.column("monthly_charges").to_pylist()], pa.int64())))
-    proc, summary = project.score_json("run", str(project.job("dtypes")))
-    assert proc.returncode == 3, proc.stderr[-3000:]
+    code, summary = project.run(project.job("dtypes"))
+    assert code == 3, summary.get("error")
     assert summary["contract"]["failures"] == {
         "schema(monthly_charges)": {"rows": ROWS_PER_DAY // 2, "examples": ["int64 (expected double)"]}}
     assert summary["rows_scored"] == ROWS_PER_DAY // 2      # the file with an extra column scored fine

@@ -104,8 +104,8 @@ def test_rerun_overwrites_its_partitions_and_keeps_time_travel(fresh_project):
     job = project.job("churn_rerun")
     runs = []
     for partitions in ("all", "all", f"ds={DAYS[-1].isoformat()}"):
-        proc, summary = project.score_json("run", str(job), "--partitions", partitions)
-        assert proc.returncode == 0, proc.stderr[-3000:]
+        code, summary = project.run(job, partitions)
+        assert code == 0, summary["error"]
         runs.append(summary)
     first, second, third = runs
     assert [r["table_version"] for r in runs] == [0, 1, 2]
@@ -133,8 +133,8 @@ def test_registry_alias_is_pinned_to_a_concrete_version(fresh_project):
     model = project.models / "model.onnx"
     assert register_model(model, "churn_e2e", "champion", load_tracking(project.root)) == "1"
     job = project.job("churn_registry", model__uri="models:/churn_e2e@champion")
-    proc, summary = project.score_json("run", str(job))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    code, summary = project.run(job)
+    assert code == 0, summary["error"]
     assert summary["model_uri"] == "models:/churn_e2e@champion"
     assert summary["model_version"] == "1"
     assert summary["model_sha256"] == hashlib.sha256(model.read_bytes()).hexdigest()
@@ -148,8 +148,8 @@ def test_append_adds_rows(fresh_project):
     project = fresh_project
     job = project.job("churn_append", output__mode="append")
     for _ in range(2):
-        proc, summary = project.score_json("run", str(job))
-        assert proc.returncode == 0, proc.stderr[-3000:]
+        code, summary = project.run(job)
+        assert code == 0, summary["error"]
     assert summary["table_version"] == 1
     assert DeltaTable(summary["table_uri"]).to_pyarrow_table().num_rows == 2 * ROWS_PER_DAY
 
@@ -198,8 +198,8 @@ def test_torchscript_model_with_stacked_features(fresh_project):
         model={"uri": str(project.models / "model_torchscript.pt"), "runtime": "torch",
                "inputs": {"features": features}, "outputs": {"out": "churn_probability"}},
     )
-    proc, summary = project.score_json("run", str(job))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    code, summary = project.run(job)
+    assert code == 0, summary["error"]
     assert summary["rows_scored"] == ROWS_PER_DAY
 
     source = read_input(project, DAYS[-1]).sort_by("customer_id")
@@ -228,8 +228,8 @@ def test_torch_export_program(fresh_project, tmp_path):
     job = project.job("churn_export", model={
         "uri": str(path), "inputs": {"usage": ["data_usage_gb", "tenure_months"], "tickets": "support_tickets_90d"},
         "outputs": {"score": "risk", "both": ["risk_again", None]}})
-    proc, summary = project.score_json("run", str(job))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    code, summary = project.run(job)
+    assert code == 0, summary["error"]
     got = DeltaTable(summary["table_uri"]).to_pyarrow_table().sort_by("customer_id")
     source = read_input(project, DAYS[-1]).sort_by("customer_id")
     usage = np.stack([source.column(c).to_numpy().astype(np.float32) for c in ("data_usage_gb", "tenure_months")], 1)
@@ -268,8 +268,8 @@ def test_skl2onnx_model_with_string_and_float_inputs(fresh_project, tmp_path):
         model={"uri": str(model), "inputs": {"num": numeric, "cat": text},
                "outputs": {"probabilities": "probabilities", "label": "label"}},
     )
-    proc, summary = project.score_json("run", str(job))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    code, summary = project.run(job)
+    assert code == 0, summary["error"]
     got = DeltaTable(summary["table_uri"]).to_pyarrow_table().sort_by("customer_id")
     assert got.schema.field("probabilities").type == pa.list_(pa.float32())
 

@@ -48,8 +48,8 @@ def test_quarantine_commits_both_tables_under_one_run_and_reruns_replace_them(fr
                                            "max_bad_rows": 10})
     runs = []
     for _ in range(2):
-        proc, summary = project.score_json("run", str(job))
-        assert proc.returncode == 0, proc.stderr[-3000:]
+        code, summary = project.run(job)
+        assert code == 0, summary.get("error")
         runs.append(summary)
     first, second = runs
     assert (second["rows_in"], second["rows_scored"], second["rows_quarantined"]) == (ROWS_PER_DAY, ROWS_PER_DAY - 3, 3)
@@ -82,8 +82,8 @@ def test_over_threshold_exits_3_and_commits_neither_table(fresh_project):
     break_rows(project)
     job = project.job("churn_q_limit", contract={"suite": "data_contracts/customers.json",
                                                  "on_failure": "quarantine", "max_bad_rows": 2})
-    proc, summary = project.score_json("run", str(job))
-    assert proc.returncode == 3, proc.stderr[-3000:]
+    code, summary = project.run(job)
+    assert code == 3, summary.get("error")
     assert "3 of 6000 rows failed, over max_bad_rows 2" in summary["error"]
     for table in ("churn_q_limit", "churn_q_limit__quarantine"):
         assert not (project.warehouse / table / "_delta_log").exists()
@@ -94,8 +94,8 @@ def test_warn_scores_every_row_and_reports_the_failures(fresh_project):
     project = fresh_project
     break_rows(project)
     job = project.job("churn_warn", contract={"suite": "data_contracts/customers.json", "on_failure": "warn"})
-    proc, summary = project.score_json("run", str(job))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    code, summary = project.run(job)
+    assert code == 0, summary.get("error")
     assert (summary["rows_scored"], summary["rows_quarantined"]) == (ROWS_PER_DAY, 0)
     assert summary["contract"]["rows_failed"] == 3
     assert DeltaTable(summary["table_uri"]).to_pyarrow_table().num_rows == ROWS_PER_DAY
@@ -108,8 +108,8 @@ def test_run_logs_the_contract_report(fresh_project):
     project = fresh_project
     break_rows(project)
     job = project.job("churn_report", contract={"suite": "data_contracts/customers.json", "on_failure": "quarantine"})
-    proc, summary = project.score_json("run", str(job))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    code, summary = project.run(job)
+    assert code == 0, summary.get("error")
     client = MlflowClient(project.tracking_uri)
     folder = client.download_artifacts(summary["run_id"], "contract", str(project.root / "report"))
     report = json.loads(open(f"{folder}/report.json").read())
