@@ -10,4 +10,11 @@ def run_job(*args, **kwargs):
     return _run_job(*args, **kwargs)
 
 
-__all__ = ["run_job", "ScoreError", "SpecError", "UsageError", "ContractFailure", "RuntimeFailure"]
+def validate_job(*args, **kwargs):
+    """See `jobs.validate.validate_job`: the contract check alone, returning the report."""
+    from jobs.validate import validate_job as _validate_job
+
+    return _validate_job(*args, **kwargs)
+
+
+__all__ = ["run_job", "validate_job", "ScoreError", "SpecError", "UsageError", "ContractFailure", "RuntimeFailure"]

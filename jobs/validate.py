@@ -12,7 +12,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from jobs.errors import ContractFailure
+from jobs.errors import ContractFailure, RuntimeFailure
 from jobs.spec import LoadedSpec, load_spec
 
 
@@ -49,7 +49,7 @@ def validate_job(
         duration_s=round(time.monotonic() - started, 3),
     )
     if rows != plan.selection.num_rows:
-        raise RuntimeError(f"checked {rows} rows but the input files hold {plan.selection.num_rows}")
+        raise RuntimeFailure(f"checked {rows} rows but the input files hold {plan.selection.num_rows}")
     if rows_failed:
         error = ContractFailure(
             f"contract {Path(plan.contract.path).name}: {rows_failed} of {rows} rows failed "
