@@ -58,6 +58,7 @@ def test_null_model_inputs_without_a_contract_fail_the_run(fresh_project):
 
 
 def test_empty_file_and_partition_without_files(fresh_project):
+    """An empty file scores nothing; a partition folder without files is not a partition (exit 2)."""
     project = fresh_project
     rewrite(project, "part-1.parquet", lambda t: t.slice(0, 0))
     (project.data / "ds=2026-11-28").mkdir()
@@ -108,11 +109,37 @@ def test_mixed_schemas_in_a_partition_quarantine_the_drifted_file(fresh_project)
 def test_int_where_float_is_expected_is_drift_and_extra_columns_are_ignored(fresh_project):
     project = fresh_project
     rewrite(project, "part-0.parquet", lambda t: t.append_column("note", pa.array(["x"] * t.num_rows)))
-    rewrite(project, "part-1.parquet", lambda t: t.set_column(
+    ints = rewrite(project, "part-1.parquet", lambda t: t.set_column(
         t.schema.get_field_index("monthly_charges"), "monthly_charges",
         pa.array([int(v) for v in t.column("monthly_charges").to_pylist()], pa.int64())))
+    half = ROWS_PER_DAY // 2
+
     code, summary = project.run(project.job("dtypes"))
-    assert code == 3, summary.get("error")
+    assert code == 3, summary.get("error")                 # on_failure: fail
     assert summary["contract"]["failures"] == {
-        "schema(monthly_charges)": {"rows": ROWS_PER_DAY // 2, "examples": ["int64 (expected double)"]}}
-    assert summary["rows_scored"] == ROWS_PER_DAY // 2      # the file with an extra column scored fine
+        "schema(monthly_charges)": {"rows": half, "examples": ["int64 (expected double)"]}}
+
+    code, summary = project.run(project.job("dtypes_q", contract=QUARANTINE))
+    assert code == 0, summary.get("error")
+    assert (summary["rows_scored"], summary["rows_quarantined"]) == (half, half)   # extra column: scored
+    quarantine = DeltaTable(str(project.warehouse / "dtypes_q__quarantine")).to_pyarrow_table()
+    assert reasons_by_id(quarantine) == {
+        cid: "schema(monthly_charges)=int64 (expected double)" for cid in ints.column("customer_id").to_pylist()}
+    by_id = dict(zip(quarantine.column("customer_id").to_pylist(), quarantine.column("monthly_charges").to_pylist()))
+    assert all(by_id[c] == float(v) for c, v in zip(ints.column("customer_id").to_pylist(),
+                                                     ints.column("monthly_charges").to_pylist()))
+
+
+def test_empty_partition_scores_nothing_and_replaces_nothing_else(fresh_project):
+    project = fresh_project
+    for name in ("part-0.parquet", "part-1.parquet"):
+        rewrite(project, name, lambda t: t.slice(0, 0))
+    job = project.job("empty_day")
+    code, summary = project.run(job, "all")
+    assert code == 0, summary.get("error")
+    assert (summary["rows_in"], summary["rows_scored"], summary["rows_quarantined"]) == (
+        2 * ROWS_PER_DAY, 2 * ROWS_PER_DAY, 0)
+    code, summary = project.run(job, f"ds={DAY}")
+    assert code == 0, summary.get("error")
+    assert (summary["rows_in"], summary["rows_scored"], summary["table_version"]) == (0, 0, 1)
+    assert DeltaTable(summary["table_uri"]).to_pyarrow_table().num_rows == 2 * ROWS_PER_DAY
