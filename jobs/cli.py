@@ -108,6 +108,8 @@ def _run(args: argparse.Namespace) -> int:
         f"[model {summary.model_version}, MLflow run {summary.run_id}]",
         file=sys.stderr,
     )
+    for key, failure in sorted((summary.contract or {}).get("failures", {}).items(), key=lambda kv: -kv[1]["rows"]):
+        print(f"  contract: {key}: {failure['rows']} rows, e.g. {', '.join(failure['examples'])}", file=sys.stderr)
     return 0
 
 
