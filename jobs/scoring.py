@@ -77,7 +77,9 @@ class ScoreBatches:
         failed = np.zeros(rows, dtype=bool)
         reasons: list = [None] * rows
         if self.validator is not None and rows:
-            validation = self.validator.validate(batch)
+            # `path` is added by the reader for the quarantine table; the contract sees the file's columns.
+            validation = self.validator.validate(batch.drop_columns(["path"]) if "path" in batch.column_names
+                                                 else batch)
             failed = validation.failed
             for i, found in validation.reasons.items():
                 reasons[i] = found
