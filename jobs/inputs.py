@@ -61,6 +61,9 @@ class InputSelection:
         lines = sorted(f"{f.path}\t{f.size}\t{f.mtime_ns}" for f in self.files)
         return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
+    def paths(self, excluding=()) -> list[str]:
+        return [f.path for f in self.files if f.path not in excluding]
+
     def drift(self, columns: Iterable[str]) -> dict[str, list[dict[str, str]]]:
         """Files whose `columns` differ from the reference schema: path -> one reason per column."""
         drifted = {}

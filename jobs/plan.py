@@ -36,7 +36,7 @@ class Plan:
 
     @property
     def clean_files(self) -> list[str]:
-        return [f.path for f in self.selection.files if f.path not in self.drifted]
+        return self.selection.paths(excluding=self.drifted)
 
     def replaced_partitions(self) -> dict[str, list[str]]:
         """For overwrite_partitions: output partition column -> the values this run scored."""
@@ -94,7 +94,7 @@ class ValidationPlan:
 
     @property
     def clean_files(self) -> list[str]:
-        return [f.path for f in self.selection.files if f.path not in self.drifted]
+        return self.selection.paths(excluding=self.drifted)
 
 
 def make_validation_plan(job: LoadedSpec, partitions: str | list[str] | None = None) -> ValidationPlan:

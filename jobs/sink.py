@@ -54,7 +54,7 @@ class WrittenFiles:
         self.rows_quarantined += other.rows_quarantined
         self.reasons.update(other.reasons)
         for key, values in other.examples.items():
-            self._example(key, values)
+            self.add_examples(key, values)
         for label, mark in other.watermarks.items():
             self._watermark(label, mark)
 
@@ -64,7 +64,7 @@ class WrittenFiles:
             for reason in row_reasons:
                 key = expectation_key(reason["expectation"], reason["column"])
                 self.reasons[key] += 1
-                self._example(key, [reason["value"]])
+                self.add_examples(key, [reason["value"]])
 
     def note_event_time(self, label: str, group: pa.Table) -> None:
         if EVENT_TIME in group.column_names and group.num_rows:
@@ -72,7 +72,8 @@ class WrittenFiles:
             if mark is not None:
                 self._watermark(label, mark.isoformat())
 
-    def _example(self, key: str, values: list[str]) -> None:
+    def add_examples(self, key: str, values: list[str]) -> None:
+        """Keep up to three distinct observed values per failure key."""
         kept = self.examples.setdefault(key, [])
         kept += [v for v in dict.fromkeys(values) if v not in kept][: 3 - len(kept)]
 

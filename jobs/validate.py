@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -33,18 +32,16 @@ def validate_job(
     pool = engine.size_pool(loaded.spec.scoring, engine.start(loaded.spec.engine))
     batches = check(plan, pool)
 
-    drifted = fail_drifted(list(plan.selection.files), plan.drifted, None, "validate")
-    rows = sum(b["rows"] for b in batches) + drifted.rows_seen
-    failures: Counter = Counter(drifted.reasons)
-    examples: dict[str, list[str]] = dict(drifted.examples)
+    checked = fail_drifted(list(plan.selection.files), plan.drifted, None, "validate")
     for batch in batches:
-        failures.update(json.loads(batch["failures"]))
+        checked.rows_seen += batch["rows"]
+        checked.rows_failed += batch["rows_failed"]
+        checked.reasons.update(json.loads(batch["failures"]))
         for key, values in json.loads(batch["examples"]).items():
-            kept = examples.setdefault(key, [])
-            kept += [v for v in values if v not in kept][: 3 - len(kept)]
-    rows_failed = sum(b["rows_failed"] for b in batches) + drifted.rows_failed
+            checked.add_examples(key, values)
+    rows, rows_failed = checked.rows_seen, checked.rows_failed
     report = reports.contract_report(
-        plan.contract, rows, dict(failures), examples, rows_failed,
+        plan.contract, rows, dict(checked.reasons), checked.examples, rows_failed,
         job=loaded.spec.name, partitions=",".join(plan.selection.labels),
         duration_s=round(time.monotonic() - started, 3),
     )
