@@ -118,7 +118,8 @@ class ContractValidator:
     def __init__(self, contract: Contract, engine: str = "auto", batch_level: list[str] = ()) -> None:
         self.expectations = contract.expectations
         self.batch_level = [
-            e["type"] in batch_level or _key(e) in batch_level for e in self.expectations
+            bool({e["type"], expectation_key(e["type"], e.get("kwargs", {}).get("column"))} & set(batch_level))
+            for e in self.expectations
         ]
         self.fast = [engine == "auto" and expectations.supported(e) for e in self.expectations]
         self.gx_batches = self.gx_suite = None
@@ -184,9 +185,9 @@ class ContractValidator:
         return outcomes
 
 
-def _key(expectation: dict) -> str:
-    column = expectation.get("kwargs", {}).get("column")
-    return f"{expectation['type']}({column})" if column else expectation["type"]
+def expectation_key(expectation: str, column: str | None) -> str:
+    """How a failure is named in counts, reports and the `batch_level` setting: `type(column)`."""
+    return f"{expectation}({column})" if column else expectation
 
 
 def _fail_batch(outcome: "expectations.Outcome", rows: int) -> "expectations.Outcome":

@@ -6,11 +6,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from jobs.contracts import Contract
-
-
-def expectation_key(expectation: str, column: str) -> str:
-    return f"{expectation}({column})" if column else expectation
+from jobs.contracts import Contract, expectation_key
 
 
 def contract_report(contract: Contract, rows_checked: int, failures: dict[str, int],

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from jobs.contracts import Contract, ContractValidator
+from jobs.contracts import Contract, ContractValidator, expectation_key
 from jobs.models import InputBinding, ModelBinding, OutputBinding
 from jobs.runtimes import open_runtime
 
@@ -115,13 +115,12 @@ class CheckBatches:
         self.validator = ContractValidator(contract, engine, batch_level)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        from jobs.reports import expectation_key
-
         validation = self.validator.validate(batch)
-        failures = {expectation_key(e["expectation"], e["column"]): e["rows_failed"]
-                    for e in validation.per_expectation if e["rows_failed"]}
-        examples = {expectation_key(e["expectation"], e["column"]): e["examples"]
-                    for e in validation.per_expectation if e["rows_failed"]}
+        failures, examples = {}, {}
+        for e in validation.per_expectation:
+            if e["rows_failed"]:
+                key = expectation_key(e["expectation"], e["column"])
+                failures[key], examples[key] = e["rows_failed"], e["examples"]
         return pa.table({"rows": [batch.num_rows], "rows_failed": [int(validation.failed.sum())],
                          "failures": [json.dumps(failures)], "examples": [json.dumps(examples)]})
 
@@ -136,9 +135,10 @@ def _null_inputs(batch: pa.Table, columns: list[str], reasons: list) -> np.ndarr
         mask = pc.is_null(batch.column(column), nan_is_null=True)
         if not pc.any(mask).as_py():
             continue
-        for i in np.flatnonzero(mask.to_numpy(zero_copy_only=False)).tolist():
+        nulls = mask.to_numpy(zero_copy_only=False)
+        for i in np.flatnonzero(nulls).tolist():
             reasons[i] = (reasons[i] or []) + [{"expectation": NULL_INPUT, "column": column, "value": "null"}]
-        unscorable |= mask.to_numpy(zero_copy_only=False)
+        unscorable |= nulls
     return unscorable
 
 

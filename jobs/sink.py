@@ -22,13 +22,10 @@ from ray.data import Datasink
 from ray.data.datasource.datasink import WriteResult
 
 from jobs.inputs import partition_label
-from jobs.reports import expectation_key
+from jobs.contracts import expectation_key
 from jobs.scoring import EVENT_TIME, QUARANTINED, REASONS
 from jobs.storage import filesystem
 from jobs.tables import TableTarget
-
-
-QUARANTINED_AT = pa.timestamp("us", tz="UTC")
 
 
 @dataclass
@@ -146,9 +143,9 @@ def write_file(target: TableTarget, values: dict[str, str], group: pa.Table, run
 def quarantine(written: WrittenFiles, target: TableTarget, rows: pa.Table, run_id: str, task: int) -> None:
     """Write failing rows (original columns and `_reasons`) to the quarantine table and count them."""
     written.rows_quarantined += rows.num_rows
-    rows = rows.append_column("run_id", pa.array([run_id] * rows.num_rows, pa.string()))
     now = dt.datetime.now(dt.timezone.utc)
-    rows = rows.append_column("quarantined_at", pa.array([now] * rows.num_rows, QUARANTINED_AT))
+    for name, value in (("run_id", run_id), ("quarantined_at", now)):
+        rows = rows.append_column(name, pa.array([value] * rows.num_rows, target.schema.field(name).type))
     for values, group in _groups(rows, target.partition_by):
         written.quarantine_files.append(write_file(target, values, group, run_id, task))
 
