@@ -1,7 +1,8 @@
 """`score`: the command line. Thin: parse, call `jobs.run`, print, exit with the documented code.
 
-Exit codes: 0 success, 1 runtime failure, 2 bad spec or usage, 3 data contract failure.
-Human output goes to stderr; `--json` prints one JSON object on stdout and nothing else there.
+Exit codes: 0 success, 1 runtime failure, 2 bad spec or usage, 3 data contract failure, 4 stale table.
+`run` and `validate` report on stderr and keep stdout for `--json` (one JSON object, nothing else); the
+table commands print their result (a table, CSV or JSON) on stdout. Errors always go to stderr.
 """
 
 from __future__ import annotations
@@ -72,7 +73,11 @@ def _parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="score input partitions into a new table version")
     run.add_argument("job", help="job spec, e.g. conf/jobs/churn_daily.yaml")
-    run.add_argument("--partitions", "-p", help="latest | all | ds=V | ds=V1,V2 | ds=LOW..HIGH")
+    run.add_argument("--partitions", "-p",
+                     help="latest | all | unscored | ds=V | ds=V1,V2 | ds=LOW..HIGH (unscored,ds=A..B: within)")
+    run.add_argument("--run-key", help="the logical run, e.g. Airflow's run id: once committed, a retry is a no-op "
+                     "(default: derived from job, spec, input files, model and contract)")
+    run.add_argument("--force", action="store_true", help="run even if the run key already committed")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a spec key, e.g. --set scoring.batch_size=8192 (repeatable)")
     run.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
@@ -91,15 +96,53 @@ def _parser() -> argparse.ArgumentParser:
     register.add_argument("--name", required=True)
     register.add_argument("--alias", help="e.g. champion")
     register.set_defaults(handler=_register)
+
+    def table_command(name: str, help: str, handler) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help)
+        sub.add_argument("--warehouse", help="warehouse folder or URI (default: warehouse.uri of conf/defaults.yaml)")
+        sub.add_argument("--json", action="store_true", help="print JSON instead of text")
+        sub.set_defaults(handler=handler)
+        return sub
+
+    table_command("tables", "list the tables in the warehouse with version, rows and freshness", _tables)
+    history = table_command("history", "list a table's versions: run, time, job, model, partitions, rows", _history)
+    history.add_argument("table", help="a table name in the warehouse, or a table path or URI")
+    history.add_argument("--limit", type=int, help="only the newest N versions")
+    query = table_command("query", "run one read-only SQL SELECT over the tables, by name", _query)
+    query.add_argument("sql", help='e.g. "SELECT ds, count(*) FROM churn_scores GROUP BY ds"')
+    query.add_argument("--version", action="append", default=[], metavar="N|TABLE=N",
+                       help="read a table as of a version (TABLE=N when the query reads several; repeatable)")
+    query.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    rollback = table_command("rollback", "restore an earlier version as a new version, recording why", _rollback)
+    rollback.add_argument("table")
+    rollback.add_argument("version", type=int)
+    rollback.add_argument("--reason", required=True, help="recorded in the table's history")
+    vacuum = table_command("vacuum", "delete files no version within the retention period needs", _vacuum)
+    vacuum.add_argument("table")
+    vacuum.add_argument("--retention", help="e.g. 240h or 30d; never shorter than the table promises (default 7d)")
+    vacuum.add_argument("--dry-run", action="store_true", help="list the files without deleting them")
+    lineage = table_command("lineage", "where a table version's rows came from: inputs, model, contract, code, run",
+                            _lineage)
+    lineage.add_argument("table")
+    lineage.add_argument("--version", type=int, help="a table version (default: the latest)")
+    freshness = table_command("freshness", "exit 0 when the newest partition is younger than --max-age, 4 when not",
+                              _freshness)
+    freshness.add_argument("table")
+    freshness.add_argument("--max-age", help="e.g. 26h (default: output.max_age of the job that wrote the table)")
+    freshness.add_argument("--now", help="judge as of this ISO time instead of the clock (backfills, tests)")
     return parser
 
 
 def _run(args: argparse.Namespace) -> int:
     from jobs.run import run_job
 
-    summary = run_job(args.job, partitions=args.partitions, overrides=args.overrides)
+    summary = run_job(args.job, partitions=args.partitions, overrides=args.overrides, run_key=args.run_key,
+                      force=args.force)
     if args.json:
         print(summary.to_json(), file=args.stdout, flush=True)
+    if summary.status != "succeeded":
+        print(f"score: {summary.job}: {summary.status}: {summary.message}", file=sys.stderr)
+        return 0
     print(
         f"score: {summary.job}: {summary.status}: {summary.rows_scored}/{summary.rows_in} rows scored"
         + (f", {summary.rows_quarantined} quarantined" if summary.rows_quarantined else "")
@@ -115,6 +158,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _validate(args: argparse.Namespace) -> int:
     from jobs.errors import ContractFailure
+    from jobs.plan import NothingToScore
     from jobs.validate import validate_job
 
     try:
@@ -122,6 +166,9 @@ def _validate(args: argparse.Namespace) -> int:
         error = None
     except ContractFailure as exc:
         report, error = exc.report, exc
+    except NothingToScore as nothing:
+        print(f"score: {nothing} (choose partitions with --partitions to validate them anyway)", file=sys.stderr)
+        return 0
     if args.report:
         from jobs.reports import to_html
 
@@ -149,6 +196,181 @@ def _register(args: argparse.Namespace) -> int:
     alias = f" as @{args.alias}" if args.alias else ""
     print(f"registered {args.path} as models:/{args.name}/{version}{alias} in {tracking.uri}", file=sys.stderr)
     return 0
+
+
+def _warehouse(args: argparse.Namespace) -> str:
+    from jobs.spec import load_warehouse
+
+    return args.warehouse or load_warehouse()
+
+
+def _table(args: argparse.Namespace) -> str:
+    from jobs.warehouse import table_uri
+
+    return table_uri(args.table, _warehouse(args))
+
+
+def _tables(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from jobs.warehouse import describe, table_names
+    from jobs.spec import join_uri
+
+    warehouse = _warehouse(args)
+    rows = [asdict(describe(name, join_uri(warehouse, name))) for name in table_names(warehouse)]
+    if args.json:
+        _print_json(rows, args.stdout)
+    else:
+        _print_rows(rows, ["name", "version", "rows", "files", "updated_at", "newest_partition", "watermark"],
+                    args.stdout, empty=f"no tables in {warehouse}")
+    return 0
+
+
+def _history(args: argparse.Namespace) -> int:
+    from jobs.warehouse import versions
+
+    rows = versions(_table(args), args.limit)
+    if args.json:
+        _print_json(rows, args.stdout)
+    else:
+        _print_rows(rows, ["version", "time", "operation", "role", "run_id", "job", "model_version", "partitions",
+                           "rows", "restored_version", "reason"], args.stdout)
+    return 0
+
+
+def _query(args: argparse.Namespace) -> int:
+    from jobs.errors import UsageError
+    from jobs.query import run_query
+
+    version, versions = None, {}
+    for item in args.version:
+        name, sep, number = item.rpartition("=")
+        if not number.isdigit():
+            raise UsageError(f"--version {item}: expected N or TABLE=N")
+        if sep:
+            versions[name] = int(number)
+        else:
+            version = int(number)
+    result = run_query(args.sql, _warehouse(args), versions, version)
+    if args.format == "csv":
+        import pyarrow.csv as pacsv
+
+        args.stdout.flush()
+        pacsv.write_csv(result, args.stdout.buffer)
+        args.stdout.buffer.flush()
+    elif args.format == "json" or args.json:
+        _print_json(result.to_pylist(), args.stdout)
+    else:
+        _print_rows(result.to_pylist(), result.column_names, args.stdout, empty="(no rows)")
+    return 0
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    from jobs.warehouse import rollback
+
+    done = rollback(_table(args), args.version, args.reason)
+    if args.json:
+        _print_json(done, args.stdout)
+    else:
+        print(f"{args.table}: restored version {done['restored_version']} as version {done['version']}", file=args.stdout)
+        if "quarantine" in done:
+            q = done["quarantine"]
+            print(f"{q['table']}: at version {q['restored_version']}'s content as version {q['version']}",
+                  file=args.stdout)
+    return 0
+
+
+def _vacuum(args: argparse.Namespace) -> int:
+    from jobs.warehouse import vacuum
+
+    done = vacuum(_table(args), args.retention, args.dry_run)
+    if args.json:
+        _print_json(done, args.stdout)
+    else:
+        verb = "would delete" if args.dry_run else "deleted"
+        print(f"{args.table}: {verb} {len(done['files'])} file(s) older than {done['retention_hours']:g}h "
+              "that no version within the retention needs", file=args.stdout)
+        for path in done["files"]:
+            print(f"  {path}", file=args.stdout)
+    return 0
+
+
+def _lineage(args: argparse.Namespace) -> int:
+    from jobs.lineage import describe
+
+    lineage = describe(_table(args), args.version)
+    if args.json:
+        _print_json(lineage, args.stdout)
+        return 0
+    out = args.stdout
+    print(f"{args.table} version {lineage['version']} ({lineage['table']}): rows from {len(lineage['runs'])} run(s)",
+          file=out)
+    if not lineage["complete"]:
+        print("  (the log no longer reaches back to the table's creation: older runs are not listed)", file=out)
+    for run in lineage["runs"]:
+        model, contract, mlflow = run["model"], run["contract"], run["mlflow"]
+        print(f"\nrun {run['run_id']} (job {run['job']}) committed version {run['committed_version']}", file=out)
+        print(f"  run key   {run['run_key']}", file=out)
+        print(f"  model     {model['uri']} -> {model['resolved_uri']} (version {model['version']}, "
+              f"sha256 {model['sha256']})", file=out)
+        if contract:
+            print(f"  contract  {contract['path']} (sha256 {contract['sha256']}, {contract['expectations']} "
+                  f"expectations, on_failure {contract['on_failure']})", file=out)
+        print(f"  code      {run['code_version']}", file=out)
+        print(f"  spec      sha256 {run['spec_hash']} (resolved spec: --json, or MLflow spec/resolved.yaml)", file=out)
+        status = mlflow.get("status") if mlflow.get("reachable") else f"not reachable: {mlflow.get('error')}"
+        print(f"  MLflow    run {mlflow['run_id']} in experiment {mlflow['experiment_id']} at {mlflow['uri']} "
+              f"({status})", file=out)
+        print(f"  input     {run['input']['base']} (fingerprint {run['input']['fingerprint']})", file=out)
+        for part in run["input"]["partitions"]:
+            print(f"    {part['partition']}: {part['rows']} rows, fingerprint {part['fingerprint']}", file=out)
+            for f in part["files"]:
+                print(f"      {f['path']}  {f['size']} bytes  mtime_ns {f['mtime_ns']}  {f['rows']} rows", file=out)
+        for part in run["outputs"]:
+            print(f"  output    {part['partition']}: {part['rows_scored']} scored, {part['rows_quarantined']} "
+                  f"quarantined, watermark {part['watermark']}, scored_at {part['scored_at']}", file=out)
+    return 0
+
+
+def _freshness(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from jobs import freshness
+    from jobs.errors import UsageError
+    from jobs.lineage import parse_time, table_state
+
+    state = table_state(_table(args))
+    max_age = args.max_age or next((run.max_age for run in state.runs if run.max_age), None)
+    if not max_age:
+        raise UsageError(f"freshness {args.table}: give --max-age (e.g. 26h) or set output.max_age in the job")
+    try:
+        now = parse_time(args.now) if args.now else dt.datetime.now(dt.timezone.utc)
+        result = freshness.check(state, args.table, max_age, now)
+    except ValueError as exc:
+        raise UsageError(f"freshness {args.table}: {exc}") from None
+    if args.json:
+        _print_json(result.to_dict(), args.stdout)
+    print(result.message, file=sys.stderr if args.json else args.stdout)
+    return 0 if result.fresh else 4
+
+
+def _print_json(value, out) -> None:
+    print(json.dumps(value, indent=1, default=str), file=out, flush=True)
+
+
+def _print_rows(rows: list[dict], columns: list[str], out, empty: str = "(none)", limit: int = 200) -> None:
+    """A plain aligned text table; more than `limit` rows are cut with a note (use CSV or JSON for all)."""
+    if not rows:
+        print(empty, file=out)
+        return
+    shown = [["" if r.get(c) is None else str(r.get(c)) for c in columns] for r in rows[:limit]]
+    widths = [max(len(c), *(len(row[i]) for row in shown)) for i, c in enumerate(columns)]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip(), file=out)
+    for row in shown:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip(), file=out)
+    if len(rows) > limit:
+        print(f"... {len(rows) - limit} more rows (use --format csv or json for all)", file=out)
+    out.flush()
 
 
 if __name__ == "__main__":

@@ -46,23 +46,44 @@ def main() -> int:
     version = register_model(onnx_path, "churn", "champion", tracking)
     print(f"    registered {onnx_path} as models:/churn/{version} (alias @champion)")
 
-    step(f"3/4 scoring every partition: score run {JOB} --partitions all")
+    step(f"3/4 scoring what is not scored yet: score run {JOB}   (input.partitions: unscored)")
     try:
-        summary = run_job(JOB, partitions="all")
+        summary = run_job(JOB)
     except ScoreError as exc:
         print(f"score: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    print(f"    {summary.rows_scored:,} of {summary.rows_in:,} rows scored in {summary.duration_s:.1f}s "
-          f"({summary.rows_per_s:,.0f} rows/s), model version {summary.model_version}")
+    if summary.status == "succeeded":
+        print(f"    {summary.rows_scored:,} of {summary.rows_in:,} rows from {len(summary.partitions)} partition(s) "
+              f"scored in {summary.duration_s:.1f}s ({summary.rows_per_s:,.0f} rows/s), model version "
+              f"{summary.model_version}")
+    else:
+        print(f"    {summary.message}")
 
     step("4/4 where things are")
-    print(f"    table          {summary.table} version {summary.table_version}: {summary.table_uri}")
-    print(f"    MLflow run     {summary.run_id} in {summary.tracking_uri}")
-    print(f"                   (browse: mlflow ui --backend-store-uri {summary.tracking_uri})")
-    print(f"    freshness      input watermark {summary.input_watermark}, lag {summary.freshness_lag_s:,.0f}s")
-    print("    sample query   the 5 customers most likely to churn on the newest day (DuckDB over Delta):")
-    print(sample_query(summary.table_uri, summary.partitions[-1].split("=", 1)[1]))
+    print(where(summary.table, summary.table_uri, days[-1].isoformat()))
     return 0
+
+
+def where(table: str, table_uri: str, day: str) -> str:
+    """The table, its newest run, freshness and a sample query, as the table itself records them."""
+    import datetime as dt
+
+    from jobs import freshness
+    from jobs.lineage import table_state
+
+    state = table_state(table_uri)
+    run = state.runs[0]
+    fresh = freshness.check(state, table, run.max_age or "26h", dt.datetime.now(dt.timezone.utc))
+    lines = [
+        f"    table          {table} version {state.version}: {table_uri}",
+        f"    newest run     {run.run_id} (model {run.model['resolved_uri']}) in {run.tracking['uri']}",
+        f"                   (browse: mlflow ui --backend-store-uri {run.tracking['uri']})",
+        f"    freshness      {fresh.message}",
+        f"    lineage        score lineage {table}     history: score history {table}",
+        "    sample query   the 5 customers most likely to churn on the newest day (DuckDB over Delta):",
+        sample_query(table_uri, day),
+    ]
+    return "\n".join(lines)
 
 
 def sample_query(table_uri: str, day: str) -> str:

@@ -39,4 +39,10 @@ class ContractFailure(ScoreError):
     exit_code = 3
 
 
+class Stale(ScoreError):
+    """A table's newest data is older than its freshness limit (for sensors and alerting)."""
+
+    exit_code = 4
+
+
 EXIT_OK = 0

@@ -1,7 +1,9 @@
 """Which input partitions and files a run reads, resolved on the driver before any row is read.
 
-A selector is `latest`, `all`, or comma-separated terms `col=value` / `col=low..high` (inclusive). Terms
-on one column are alternatives; terms on different columns must all hold. Reading only file footers here
+A selector is `latest`, `all`, `unscored`, or comma-separated terms `col=value` / `col=low..high`
+(inclusive). Terms on one column are alternatives; terms on different columns must all hold. `unscored`
+keeps the partitions whose files' fingerprint differs from the one they were last scored from with the
+current model (or that were never scored); with terms, within those terms. Reading only file footers here
 gives the exact row count and schema of every file, and a fingerprint of what was read.
 """
 
@@ -57,9 +59,14 @@ class InputSelection:
 
     @property
     def fingerprint(self) -> str:
-        """sha256 over (path, size, modification time) of every file read: changes when any file does."""
-        lines = sorted(f"{f.path}\t{f.size}\t{f.mtime_ns}" for f in self.files)
-        return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+        return fingerprint(self.files)
+
+    def by_partition(self) -> dict[str, list[InputFile]]:
+        """Input partition label -> its files, in selection order."""
+        grouped: dict[str, list[InputFile]] = {label: [] for label in self.labels}
+        for f in self.files:
+            grouped[partition_label(f.partition)].append(f)
+        return grouped
 
     def paths(self, excluding=()) -> list[str]:
         return [f.path for f in self.files if f.path not in excluding]
@@ -93,14 +100,44 @@ def partition_label(partition: Partition) -> str:
     return "/".join(f"{k}={v}" for k, v in partition) or "(unpartitioned)"
 
 
-def select_input(base: str, partitioning: Iterable[str], selector: str | list[str]) -> InputSelection:
-    """Resolve a selector to files. Raises UsageError naming a missing partition or an empty selection."""
+def fingerprint(files: Iterable[InputFile]) -> str:
+    """sha256 over (path, size, modification time) of every file: changes when any file does."""
+    lines = sorted(f"{f.path}\t{f.size}\t{f.mtime_ns}" for f in files)
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+UNSCORED = "unscored"
+
+
+def selector_terms(selector: str | list[str]) -> list[str]:
+    """`ds=a,ds=b` or ["ds=a", "ds=b"] -> ["ds=a", "ds=b"]."""
+    return [t.strip() for t in (selector if isinstance(selector, list) else str(selector).split(",")) if t.strip()]
+
+
+def select_input(
+    base: str,
+    partitioning: Iterable[str],
+    selector: str | list[str],
+    scored: dict[str, str] | None = None,
+) -> InputSelection:
+    """Resolve a selector to files. Raises UsageError naming a missing partition or an empty selection.
+
+    `scored` (input partition label -> fingerprint it was scored from) serves `unscored`; an `unscored`
+    selection may be empty (nothing new), any other may not.
+    """
     partitioning = tuple(partitioning)
     fs, root = filesystem(base)
     available = _list_files(fs, root, partitioning)
     if not available:
         raise UsageError(f"input {base}: no Parquet files found")
-    chosen = _choose(sorted(available), partitioning, selector, base)
+    terms = selector_terms(selector)
+    if UNSCORED in terms:
+        terms.remove(UNSCORED)
+        scored = scored or {}
+        chosen = [p for p in _choose(sorted(available), partitioning, terms or ["all"], base)
+                  if scored.get(partition_label(p)) != fingerprint(available[p])]
+    else:
+        chosen = _choose(sorted(available), partitioning, terms, base)
     files = [f for p in chosen for f in available[p]]
     files = _read_footers(fs, files)
     return InputSelection(
@@ -108,7 +145,7 @@ def select_input(base: str, partitioning: Iterable[str], selector: str | list[st
         partitioning=partitioning,
         partitions=tuple(chosen),
         files=tuple(files),
-        schema=_reference_schema(files),
+        schema=_reference_schema(files) if files else pa.schema([]),
     )
 
 
@@ -142,11 +179,10 @@ def _list_files(fs: pafs.FileSystem, root: str, partitioning: tuple[str, ...]) -
     return found
 
 
-def _choose(available: list[Partition], partitioning: tuple[str, ...], selector, base: str) -> list[Partition]:
-    terms = [t.strip() for t in (selector if isinstance(selector, list) else str(selector).split(",")) if t.strip()]
+def _choose(available: list[Partition], partitioning: tuple[str, ...], terms: list[str], base: str) -> list[Partition]:
     if terms in (["all"], []) or not partitioning:
         if terms not in (["all"], ["latest"], []):
-            raise UsageError(f"input {base} is not partitioned: use partitions 'all' or 'latest'")
+            raise UsageError(f"input {base} is not partitioned: use partitions 'all', 'latest' or 'unscored'")
         return available
     if terms == ["latest"]:
         newest = max(p[0][1] for p in available)
@@ -157,7 +193,7 @@ def _choose(available: list[Partition], partitioning: tuple[str, ...], selector,
         col, sep, value = term.partition("=")
         if not sep or col not in partitioning:
             raise UsageError(
-                f"partition selector {term!r}: expected latest, all, or {partitioning[0]}=VALUE, "
+                f"partition selector {term!r}: expected latest, all, unscored, or {partitioning[0]}=VALUE, "
                 f"{partitioning[0]}=V1,V2 or {partitioning[0]}=LOW..HIGH"
             )
         low, dots, high = value.partition("..")

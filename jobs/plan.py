@@ -6,17 +6,24 @@ model's inputs to the input columns and fixes the output schema. Every user mist
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import json
+from dataclasses import dataclass, replace
 
 import pyarrow as pa
 
 from jobs.contracts import Contract, load_contract
 from jobs.errors import UsageError
-from jobs.inputs import InputSelection, select_input
+from jobs.inputs import UNSCORED, InputSelection, partition_label, select_input, selector_terms
+from jobs.lineage import table_state
 from jobs.models import ModelArtifact, ModelBinding, bind_model, resolve_model
 from jobs.scoring import LINEAGE_FIELDS, REASON_TYPE, REASONS, SOURCE_FILE
-from jobs.spec import LoadedSpec
+from jobs.spec import JobSpec, LoadedSpec
 from jobs.tables import TableTarget, check_compatible
+
+class NothingToScore(Exception):
+    """An `unscored` selection found every partition scored from its current files with this model."""
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -29,6 +36,7 @@ class Plan:
     output: TableTarget
     quarantine: TableTarget | None
     drifted: dict[str, list[dict[str, str]]]  # file -> schema reasons: these files skip the pipeline
+    run_key: str  # the logical run: a retry with the same key is a no-op once it committed
 
     @property
     def table_uri(self) -> str:
@@ -38,15 +46,22 @@ class Plan:
     def clean_files(self) -> list[str]:
         return self.selection.paths(excluding=self.drifted)
 
+    def output_partitions(self) -> dict[str, dict[str, str]]:
+        """Output partition label -> its values, for every output partition this run writes."""
+        cols = self.job.spec.output.partition_by
+        projected = [tuple((c, dict(p)[c]) for c in cols) for p in self.selection.partitions]
+        return {partition_label(p): dict(p) for p in dict.fromkeys(projected)}
+
     def replaced_partitions(self) -> dict[str, list[str]]:
         """For overwrite_partitions: output partition column -> the values this run scored."""
         cols = self.job.spec.output.partition_by
-        return {c: sorted({dict(p)[c] for p in self.selection.partitions}) for c in cols}
+        return {c: sorted({values[c] for values in self.output_partitions().values()}) for c in cols}
 
 
-def make_plan(job: LoadedSpec, partitions: str | list[str] | None = None) -> Plan:
+def make_plan(job: LoadedSpec, partitions: str | list[str] | None = None, run_key: str | None = None) -> Plan:
     spec = job.spec
-    selection = select_input(spec.input.path, spec.input.partitioning, partitions or spec.input.partitions)
+    model = resolve_model(spec.model, spec.tracking)
+    selection = _select(spec, partitions or spec.input.partitions, model)
     where = f"input {spec.input.path} ({selection.files[0].path})"
     schema = selection.schema
     for key, column in (("input.id_column", spec.input.id_column), ("input.event_time_column", spec.input.event_time_column)):
@@ -54,7 +69,6 @@ def make_plan(job: LoadedSpec, partitions: str | list[str] | None = None) -> Pla
             raise UsageError(f"{key}: column {column!r} is not in {where}; columns are {schema.names}")
 
     contract = load_contract(spec.contract.suite) if spec.contract else None
-    model = resolve_model(spec.model, spec.tracking)
     binding = bind_model(model, spec.model, schema, where)
 
     wanted = [spec.input.id_column, spec.input.event_time_column, *binding.input_columns]
@@ -72,14 +86,46 @@ def make_plan(job: LoadedSpec, partitions: str | list[str] | None = None) -> Pla
         raise UsageError(f"model.outputs: column name(s) {clashes} clash with id, partition or lineage columns")
     partition_by = tuple(spec.output.partition_by)
     output = TableTarget(spec.table_uri(), pa.schema(fields), partition_by)
-    check_compatible(output)
+    output = replace(output, read_version=check_compatible(output))
     quarantine = None
     if spec.contract and spec.contract.on_failure == "quarantine":
         quarantine = TableTarget(spec.table_uri(quarantine_table(spec.output.table)),
                                  _quarantine_schema(schema, read_columns, spec.input.partitioning), partition_by)
-        check_compatible(quarantine)
+        quarantine = replace(quarantine, read_version=check_compatible(quarantine))
+    key = run_key or default_run_key(job, selection, model, contract)
     return Plan(job, selection, model, binding, contract, read_columns, output, quarantine,
-                selection.drift(read_columns))
+                selection.drift(read_columns), key)
+
+
+def _select(spec: JobSpec, selector: str | list[str], model: ModelArtifact | None) -> InputSelection:
+    """The selected input; for `unscored`, compared with what the output table holds from `model`."""
+    scored = None
+    if _unscored(selector):
+        scored = table_state(spec.table_uri()).scored_fingerprints(model.sha256) if _exists(spec.table_uri()) else {}
+    selection = select_input(spec.input.path, spec.input.partitioning, selector, scored)
+    if not selection.partitions:
+        raise NothingToScore(
+            f"nothing to score: every selected partition under {spec.input.path} is already in "
+            f"{spec.output.table}, scored from its current files with model {model.version}"
+        )
+    return selection
+
+
+def _unscored(selector: str | list[str]) -> bool:
+    return UNSCORED in selector_terms(selector)
+
+
+def default_run_key(job: LoadedSpec, selection: InputSelection, model: ModelArtifact, contract: Contract | None) -> str:
+    """The same work gets the same key: job, spec, the input files (fingerprint), model and contract."""
+    parts = [job.spec.name, job.spec.output.table, job.spec_hash, selection.fingerprint, model.sha256,
+             contract.sha256 if contract else ""]
+    return f"{job.spec.name}/{hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]}"
+
+
+def _exists(table_uri: str) -> bool:
+    from jobs.tables import current_version
+
+    return current_version(table_uri) is not None
 
 
 @dataclass(frozen=True)
@@ -101,7 +147,9 @@ def make_validation_plan(job: LoadedSpec, partitions: str | list[str] | None = N
     spec = job.spec
     if not spec.contract:
         raise UsageError(f"{job.file}: contract: the job has no contract to validate against")
-    selection = select_input(spec.input.path, spec.input.partitioning, partitions or spec.input.partitions)
+    selector = partitions or spec.input.partitions
+    model = resolve_model(spec.model, spec.tracking) if _unscored(selector) else None
+    selection = _select(spec, selector, model)
     contract = load_contract(spec.contract.suite)
     wanted = [spec.input.id_column, *contract.columns]
     read_columns = [c for c in dict.fromkeys(wanted) if c in selection.schema.names] + list(spec.input.partitioning)

@@ -12,12 +12,14 @@ import re
 import subprocess
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from jobs.errors import ContractFailure, RuntimeFailure, ScoreError
-from jobs.plan import Plan, make_plan
+from jobs.inputs import fingerprint, partition_label
+from jobs.lineage import InputRecord, OutputRecord, RunRecord, commit_of_run_key, parse_time
+from jobs.plan import NothingToScore, Plan, make_plan
 from jobs.spec import LoadedSpec, load_spec
 
 log = logging.getLogger(__name__)
@@ -26,11 +28,16 @@ _ERROR_LINE = re.compile(r"^([\w.]+(?:Error|Exception)): (.+)$", re.MULTILINE)
 
 @dataclass
 class RunSummary:
-    """The machine-readable outcome of a run (`score run --json` prints exactly this)."""
+    """The machine-readable outcome of a run (`score run --json` prints exactly this).
+
+    `status`: succeeded, failed, up_to_date (`unscored` found nothing new) or already_committed (a retry
+    of a run key that committed: `run_id` and `table_version` are that run's)."""
 
     status: str
     job: str
     run_id: str | None = None
+    run_key: str | None = None
+    message: str | None = None
     table: str | None = None
     table_uri: str | None = None
     table_version: int | None = None
@@ -60,9 +67,13 @@ def run_job(
     job: str | Path | LoadedSpec,
     partitions: str | list[str] | None = None,
     overrides: list[str] | tuple[str, ...] = (),
+    run_key: str | None = None,
+    force: bool = False,
 ) -> RunSummary:
     """Score the selected partitions of one job and commit one new table version.
 
+    A run whose key (given, or derived from job, spec, input files, model and contract) already committed
+    returns at once (`force` runs it anyway), as does an `unscored` run that finds nothing new.
     Raises UsageError (bad spec, partition, model: nothing started), ContractFailure (nothing committed)
     or RuntimeFailure. `ScoreError.summary` carries the partial RunSummary for reporting.
     """
@@ -72,11 +83,21 @@ def run_job(
     summary = RunSummary(status="failed", job=spec.name, table=spec.output.table, table_uri=spec.table_uri(),
                          tracking_uri=spec.tracking.uri)
     try:
-        plan = make_plan(loaded, partitions)
-        summary.partitions = plan.selection.labels
+        try:
+            plan = make_plan(loaded, partitions, run_key)
+        except NothingToScore as nothing:
+            summary.status, summary.message = "up_to_date", str(nothing)
+            return summary
+        summary.partitions, summary.run_key = plan.selection.labels, plan.run_key
         summary.rows_in = plan.selection.num_rows
         summary.model_uri, summary.model_version = plan.model.uri, plan.model.version
         summary.model_sha256, summary.input_fingerprint = plan.model.sha256, plan.selection.fingerprint
+        committed = None if force else commit_of_run_key(plan.output.uri, plan.run_key)
+        if committed:
+            summary.status, summary.run_id, summary.table_version = "already_committed", committed.run_id, committed.table_version
+            summary.message = (f"run key {plan.run_key} already committed as {spec.output.table} "
+                               f"v{committed.table_version} by run {committed.run_id}; nothing written")
+            return summary
         _score(plan, summary, started)
     except ScoreError as exc:
         summary.exit_code, summary.error = exc.exit_code, str(exc)
@@ -97,6 +118,7 @@ def _score(plan: Plan, summary: RunSummary, started: float) -> None:
     tracking.connect(spec.tracking)
     with mlflow.start_run(run_name=f"{spec.name} {plan.selection.labels[0]}") as run:
         summary.run_id = run_id = run.info.run_id
+        experiment_id = run.info.experiment_id
         _record_plan(plan)
         try:
             from jobs.pipeline import execute
@@ -124,10 +146,12 @@ def _score(plan: Plan, summary: RunSummary, started: float) -> None:
                     f"{name}: {written.rows_failed} of {summary.rows_in} rows failed, {why} "
                     f"({_top_reasons(written)}); nothing was committed"
                 )
-            commit_time = dt.datetime.now(dt.timezone.utc)
-            summary.input_watermark = _watermark(plan, written)
-            summary.freshness_lag_s = _lag(summary.input_watermark, commit_time)
-            summary.table_version, summary.quarantine_version = _commit(plan, written, run_id)
+            scored_at = dt.datetime.now(dt.timezone.utc)
+            record = _run_record(plan, written, run_id, experiment_id, scored_at)
+            summary.input_watermark = max((r.watermark for r in record.outputs if r.watermark), default=None, key=parse_time)
+            if summary.input_watermark:
+                summary.freshness_lag_s = round((scored_at - parse_time(summary.input_watermark)).total_seconds(), 3)
+            summary.table_version, summary.quarantine_version = _commit(plan, written, record)
         except BaseException as exc:
             for target in (plan.output, plan.quarantine):
                 if target is not None:
@@ -142,38 +166,98 @@ def _score(plan: Plan, summary: RunSummary, started: float) -> None:
         _record_result(summary)
 
 
-def _commit(plan: Plan, written, run_id: str) -> tuple[int, int | None]:
-    """Commit the quarantine table (when on), then the output table, both under the run id.
+def _commit(plan: Plan, written, record: RunRecord) -> tuple[int, int | None]:
+    """Commit the quarantine table (when on), then the output table, both under the run id; the output
+    commit carries the lineage record and the run key.
 
     Two tables cannot share one Delta transaction: if the output commit fails after the quarantine one,
-    the quarantine table is restored to its previous version so that neither keeps this run.
+    the quarantine commit is undone so that neither keeps this run.
     """
-    from jobs.tables import commit, current_version, restore
+    from jobs.tables import commit, undo_commit
 
     spec = plan.job.spec
     metadata = {
-        "score.run_id": run_id,
+        "score.run_id": record.run_id,
+        "score.run_key": record.run_key,
         "score.job": spec.name,
         "score.partitions": ",".join(plan.selection.labels),
         "score.model_version": plan.model.version,
         "score.model_sha256": plan.model.sha256,
         "score.spec_hash": plan.job.spec_hash,
     }
-    replace = plan.replaced_partitions()
-    quarantine_version = previous = None
+    replaced = plan.replaced_partitions()
+    quarantine_version = None
     if plan.quarantine is not None:
-        previous = current_version(plan.quarantine.uri)
-        quarantine_version = commit(plan.quarantine, written.quarantine_files, spec.output.mode, replace,
+        quarantine_version = commit(plan.quarantine, written.quarantine_files, spec.output.mode, replaced,
                                     {**metadata, "score.rows": written.rows_quarantined, "score.role": "quarantine"})
     try:
-        version = commit(plan.output, written.files, spec.output.mode, replace,
-                         {**metadata, "score.rows": written.rows_scored,
-                          "score.quarantine_version": quarantine_version})
-    except BaseException:
-        if plan.quarantine is not None:
-            restore(plan.quarantine.uri, previous, run_id)
+        record = replace(record, quarantine_version=quarantine_version)
+        version = commit(plan.output, written.files, spec.output.mode, replaced,
+                         {**metadata, "score.rows": written.rows_scored, "score.quarantine_version": quarantine_version,
+                          "score.lineage": record.to_json()},
+                         run_key=plan.run_key)
+    except BaseException as exc:
+        if quarantine_version is not None:
+            stuck = undo_commit(plan.quarantine.uri, quarantine_version, plan.quarantine.read_version, record.run_id)
+            if stuck and isinstance(exc, ScoreError):
+                raise type(exc)(f"{exc}; {stuck}") from None
         raise
     return version, quarantine_version
+
+
+def _run_record(plan: Plan, written, run_id: str, experiment_id: str, scored_at: dt.datetime) -> RunRecord:
+    """The lineage of this run as its output commit will record it."""
+    spec, model, contract = plan.job.spec, plan.model, plan.contract
+    inputs = [
+        InputRecord(label, fingerprint(files), [f.record() for f in files], sum(f.num_rows for f in files))
+        for label, files in plan.selection.by_partition().items()
+    ]
+    scored_rows, quarantined_rows = _rows_by_partition(written.files), _rows_by_partition(written.quarantine_files)
+    at = scored_at.isoformat(timespec="seconds")
+    outputs = [
+        OutputRecord(label, scored_rows.get(label, 0), quarantined_rows.get(label, 0),
+                     written.watermarks.get(label) or _date_of(values), at)
+        for label, values in plan.output_partitions().items()
+    ]
+    return RunRecord(
+        run_id=run_id,
+        run_key=plan.run_key,
+        job=spec.name,
+        table=spec.output.table,
+        spec_hash=plan.job.spec_hash,
+        spec_yaml=plan.job.to_yaml(),
+        code_version=code_version(),
+        model={"uri": model.uri, "version": model.version, "sha256": model.sha256,
+               "registry_name": model.registry_name, "runtime": model.runtime,
+               "resolved_uri": f"models:/{model.registry_name}/{model.version}" if model.registry_name else model.path},
+        contract={"path": contract.path, "sha256": contract.sha256, "expectations": len(contract.expectations),
+                  "on_failure": spec.contract.on_failure} if contract else None,
+        tracking={"uri": spec.tracking.uri, "experiment_id": experiment_id, "run_id": run_id},
+        input_base=plan.selection.base,
+        input_fingerprint=plan.selection.fingerprint,
+        inputs=inputs,
+        outputs=outputs,
+        max_age=spec.output.max_age,
+        quarantine_table=plan.quarantine.uri if plan.quarantine else None,
+    )
+
+
+def _rows_by_partition(files: list[dict]) -> dict[str, int]:
+    rows: dict[str, int] = {}
+    for f in files:
+        label = partition_label(tuple(f["partition_values"].items()))
+        rows[label] = rows.get(label, 0) + f["rows"]
+    return rows
+
+
+def _date_of(values: dict[str, str]) -> str | None:
+    """A partition without event times is as new as its date value, when it has one."""
+    for value in values.values():
+        try:
+            return parse_time(value).isoformat()
+        except ValueError:
+            continue
+    return None
 
 
 def root_cause(exc: BaseException) -> str:
@@ -246,27 +330,6 @@ def _record_contract(plan: Plan, written, run_id: str) -> None:
     mlflow.log_metrics(reports.metrics(report))
 
 
-def _watermark(plan: Plan, written) -> str | None:
-    """Max event time of the scored rows, else the newest partition value."""
-    if written.watermarks:
-        return max(written.watermarks.values())
-    if plan.selection.partitions and plan.selection.partitions[-1]:
-        return max(p[0][1] for p in plan.selection.partitions)
-    return None
-
-
-def _lag(watermark: str | None, now: dt.datetime) -> float | None:
-    if not watermark:
-        return None
-    try:
-        mark = dt.datetime.fromisoformat(watermark)
-    except ValueError:
-        return None
-    if mark.tzinfo is None:
-        mark = mark.replace(tzinfo=dt.timezone.utc)
-    return round((now - mark).total_seconds(), 3)
-
-
 def _record_plan(plan: Plan) -> None:
     import mlflow
     from mlflow.data.dataset_source_registry import resolve_dataset_source
@@ -295,6 +358,7 @@ def _record_plan(plan: Plan) -> None:
         "score.contract_sha256": plan.contract.sha256 if plan.contract else "",
         "score.input_fingerprint": selection.fingerprint,
         "score.code_version": code_version(),
+        "score.run_key": plan.run_key,
     })
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -111,6 +111,17 @@ class OutputSpec(_Strict):
     table: str = Field(pattern=_TABLE_NAME)
     partition_by: list[str] = Field(default_factory=list)
     mode: Literal["overwrite_partitions", "append"] = "overwrite_partitions"
+    # Freshness limit of the table, e.g. 26h: `score freshness TABLE` uses it when --max-age is not given.
+    max_age: str | None = None
+
+    @field_validator("max_age")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        from jobs.freshness import parse_duration
+
+        if value is not None:
+            parse_duration(value)
+        return value
 
 
 class EngineSpec(_Strict):
@@ -253,6 +264,17 @@ class _Origins:
 
 def load_tracking(start: str | Path = ".", environ: dict[str, str] | None = None) -> TrackingSpec:
     """The `tracking:` settings of the project around `start`, for commands that run no job."""
+    tracking, root = _defaults_section("tracking", TrackingSpec, start, environ)
+    return _resolve_tracking(tracking, root)
+
+
+def load_warehouse(start: str | Path = ".", environ: dict[str, str] | None = None) -> str:
+    """The warehouse URI of the project around `start` (absolute, for a local folder)."""
+    warehouse, root = _defaults_section("warehouse", WarehouseSpec, start, environ)
+    return _local_path(warehouse.uri, root)
+
+
+def _defaults_section(key: str, model: type[_Strict], start: str | Path, environ: dict[str, str] | None):
     defaults_path, root = _find_defaults(Path(start).resolve() / "_")
     if defaults_path is None:
         raise SpecError(str(Path(start).resolve()), None, "no conf/defaults.yaml in this folder or above it")
@@ -260,10 +282,9 @@ def load_tracking(start: str | Path = ".", environ: dict[str, str] | None = None
     origins = _Origins(defaults_path, defaults_path, doc, doc, {})
     doc = _interpolate(doc, dict(os.environ if environ is None else environ), origins, ())
     try:
-        tracking = TrackingSpec.model_validate(doc.get("tracking") or {})
+        return model.model_validate(doc.get(key) or {}), root
     except ValidationError as exc:
-        raise SpecError(str(defaults_path), "tracking", str(exc.errors()[0]["msg"])) from None
-    return _resolve_tracking(tracking, root)
+        raise SpecError(str(defaults_path), key, str(exc.errors()[0]["msg"])) from None
 
 
 def _find_defaults(job_path: Path) -> tuple[Path | None, Path]:

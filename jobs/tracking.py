@@ -27,9 +27,9 @@ def connect(tracking: TrackingSpec) -> "MlflowClient":
 
     mlflow.set_tracking_uri(tracking.uri)
     mlflow.set_registry_uri(tracking.uri)
-    client = MlflowClient(tracking.uri, registry_uri=tracking.uri)
-    with _init_lock(tracking.uri):
+    with _init_lock(tracking.uri):  # creating the client creates and migrates a new sqlite store
         try:
+            client = MlflowClient(tracking.uri, registry_uri=tracking.uri)
             experiment = client.get_experiment_by_name(tracking.experiment)
             if experiment is None:
                 client.create_experiment(tracking.experiment, artifact_location=tracking.artifact_location)

@@ -89,7 +89,7 @@ class Project:
             env={**self.env, **(env or {})}, timeout=600,
         )
 
-    def run(self, job: Path, partitions: str | None = None, overrides: tuple[str, ...] = ()) -> tuple[int, dict]:
+    def run(self, job: Path, partitions: str | None = None, overrides: tuple[str, ...] = (), **options) -> tuple[int, dict]:
         """`run_job` in this process: Ray stays up between runs, so tests of run semantics are quicker.
         Returns the exit code the CLI would give and the summary it would print."""
         from dataclasses import asdict
@@ -100,7 +100,7 @@ class Project:
         saved = {k: os.environ.get(k) for k in _RUN_ENV}
         os.environ.update({k: self.env[k] for k in _RUN_ENV})
         try:
-            return 0, asdict(run_job(job, partitions=partitions, overrides=overrides))
+            return 0, asdict(run_job(job, partitions=partitions, overrides=overrides, **options))
         except ScoreError as exc:
             return exc.exit_code, asdict(exc.summary)
         finally:

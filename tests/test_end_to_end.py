@@ -100,11 +100,19 @@ def test_run_scores_every_row_like_the_model_and_records_lineage(fresh_project):
 
 
 def test_rerun_overwrites_its_partitions_and_keeps_time_travel(fresh_project):
+    """The same work again is a no-op (same run key); forced, it replaces its partitions exactly."""
     project = fresh_project
     job = project.job("churn_rerun")
-    runs = []
-    for partitions in ("all", "all", f"ds={DAYS[-1].isoformat()}"):
-        code, summary = project.run(job, partitions)
+    code, first = project.run(job, "all")
+    assert code == 0, first["error"]
+    code, retry = project.run(job, "all")
+    assert code == 0, retry["error"]
+    assert (retry["status"], retry["run_id"], retry["table_version"]) == ("already_committed", first["run_id"], 0)
+    assert retry["run_key"] == first["run_key"] and "already committed" in retry["message"]
+    assert DeltaTable(first["table_uri"]).version() == 0
+    runs = [first]
+    for partitions in ("all", f"ds={DAYS[-1].isoformat()}"):
+        code, summary = project.run(job, partitions, force=True)
         assert code == 0, summary["error"]
         runs.append(summary)
     first, second, third = runs
@@ -148,7 +156,7 @@ def test_append_adds_rows(fresh_project):
     project = fresh_project
     job = project.job("churn_append", output__mode="append")
     for _ in range(2):
-        code, summary = project.run(job)
+        code, summary = project.run(job, force=True)
         assert code == 0, summary["error"]
     assert summary["table_version"] == 1
     assert DeltaTable(summary["table_uri"]).to_pyarrow_table().num_rows == 2 * ROWS_PER_DAY

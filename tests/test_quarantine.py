@@ -47,8 +47,8 @@ def test_quarantine_commits_both_tables_under_one_run_and_reruns_replace_them(fr
     job = project.job("churn_q", contract={"suite": "data_contracts/customers.json", "on_failure": "quarantine",
                                            "max_bad_rows": 10})
     runs = []
-    for _ in range(2):
-        code, summary = project.run(job)
+    for force in (False, True):
+        code, summary = project.run(job, force=force)
         assert code == 0, summary.get("error")
         runs.append(summary)
     first, second = runs

@@ -1,0 +1,211 @@
+"""Where a table's rows came from, kept in the table itself.
+
+Every run's output commit carries one `score.lineage` record (JSON in the Delta commit metadata): the
+run, its run key, the input files and fingerprint of each input partition, the concrete model, the
+contract, the code and spec, the MLflow run, and per output partition the watermark and `scored_at`.
+The Delta log is the history of the table, so walking it answers "what is in version N and where did it
+come from" (lineage), "which partitions are already scored with this model" (`unscored`) and "how old is
+the newest data" (freshness) without any other store. A RESTORE in the log means "the state of version
+R from here on", so rollbacks are followed, not merely listed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+LINEAGE_KEY = "score.lineage"
+# The log is the lineage: keep commit files (they are small) ten years instead of Delta's 30 days.
+LOG_RETENTION = "interval 3650 days"
+
+
+@dataclass(frozen=True)
+class InputRecord:
+    """One input partition as a run read it."""
+
+    partition: str
+    fingerprint: str
+    files: list[dict]  # {path, size, mtime_ns, rows}
+    rows: int
+
+
+@dataclass(frozen=True)
+class OutputRecord:
+    """One output partition as a run wrote it: the freshness facts."""
+
+    partition: str
+    rows_scored: int
+    rows_quarantined: int
+    watermark: str | None  # max event time of the input rows (ISO), else the partition's date
+    scored_at: str
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What one committed run used and produced; stored as JSON in its commit."""
+
+    run_id: str
+    run_key: str
+    job: str
+    table: str
+    spec_hash: str
+    spec_yaml: str
+    code_version: str
+    model: dict[str, Any]  # uri (as configured), resolved_uri, version, sha256, registry_name, runtime
+    contract: dict[str, Any] | None  # path, sha256, expectations, on_failure
+    tracking: dict[str, Any]  # uri, experiment_id, run_id
+    input_base: str
+    input_fingerprint: str
+    inputs: list[InputRecord]
+    outputs: list[OutputRecord]
+    max_age: str | None = None
+    quarantine_table: str | None = None
+    quarantine_version: int | None = None
+    table_version: int | None = field(default=None, compare=False)  # filled in when read from the log
+
+    def to_json(self) -> str:
+        doc = asdict(self)
+        doc.pop("table_version")
+        return json.dumps(doc, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str, table_version: int | None = None) -> "RunRecord":
+        doc = json.loads(text)
+        doc["inputs"] = [InputRecord(**r) for r in doc["inputs"]]
+        doc["outputs"] = [OutputRecord(**r) for r in doc["outputs"]]
+        return cls(**doc, table_version=table_version)
+
+
+@dataclass
+class TableState:
+    """What a table version holds, partition by partition, and which run put it there."""
+
+    uri: str
+    version: int
+    inputs: dict[str, tuple[InputRecord, RunRecord]] = field(default_factory=dict)
+    outputs: dict[str, tuple[OutputRecord, RunRecord]] = field(default_factory=dict)
+    walked: list[RunRecord] = field(default_factory=list)  # every run in this version's history, newest first
+    complete: bool = True  # False when the log no longer reaches back to the table's creation
+
+    @property
+    def runs(self) -> list[RunRecord]:
+        """The runs whose rows are in this version, newest first."""
+        seen: dict[str, RunRecord] = {}
+        for _, run in [*self.outputs.values(), *self.inputs.values()]:
+            seen.setdefault(run.run_id, run)
+        return sorted(seen.values(), key=lambda r: -(r.table_version or 0))
+
+    def scored_fingerprints(self, model_sha256: str) -> dict[str, str]:
+        """Input partition -> fingerprint of the files it was last scored from, if with this model."""
+        return {label: rec.fingerprint for label, (rec, run) in self.inputs.items()
+                if run.model["sha256"] == model_sha256}
+
+
+def history(table_uri: str) -> list[dict[str, Any]]:
+    """The table's commits, oldest first, each with its `version`."""
+    from deltalake import DeltaTable
+
+    return sorted(DeltaTable(table_uri).history(), key=lambda c: c["version"])
+
+
+def table_state(table_uri: str, version: int | None = None, commits: list[dict] | None = None) -> TableState:
+    """Walk the log back from `version` (default: latest): newer records win, a RESTORE jumps to the
+    version it restored, and a delete of the whole table (a failed first run's undo) ends the walk."""
+    commits = commits if commits is not None else history(table_uri)
+    by_version = {c["version"]: c for c in commits}
+    latest = max(by_version) if by_version else -1
+    version = latest if version is None else version
+    state = TableState(table_uri, version)
+    current = version
+    while current >= 0:
+        commit = by_version.get(current)
+        if commit is None:
+            state.complete = False
+            break
+        if commit.get("operation") == "RESTORE":
+            current = int(commit.get("score.restored_version", commit["operationParameters"].get("version", -1)))
+            continue
+        if commit.get("operation") == "DELETE" and commit.get("score.role") == "undo":
+            break
+        if LINEAGE_KEY in commit:
+            run = RunRecord.from_json(commit[LINEAGE_KEY], table_version=current)
+            state.walked.append(run)
+            for rec in run.inputs:
+                state.inputs.setdefault(rec.partition, (rec, run))
+            for rec in run.outputs:
+                state.outputs.setdefault(rec.partition, (rec, run))
+        current -= 1
+    return state
+
+
+def commit_of_run_key(table_uri: str, run_key: str) -> RunRecord | None:
+    """The run that committed `run_key`: None if none did, or if a rollback has since undone it.
+
+    Delta's app transaction (`score-run-key:<key>`) says cheaply whether the key ever committed; a
+    RESTORE does not reset it, so the log decides whether that run's rows are still in the table.
+    """
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    try:
+        table = DeltaTable(table_uri)
+    except TableNotFoundError:
+        return None
+    if table.transaction_version(app_id(run_key)) is None:
+        return None
+    return next((run for run in table_state(table_uri).walked if run.run_key == run_key), None)
+
+
+def app_id(run_key: str) -> str:
+    return f"score-run-key:{run_key}"
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def parse_time(value: str) -> dt.datetime:
+    """ISO date or datetime; naive values are UTC (event times in the demo data are)."""
+    moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
+
+
+def describe(table_uri: str, version: int | None = None) -> dict[str, Any]:
+    """Lineage of one table version: per run whose rows it holds, everything that run used, with the
+    partitions of that run still in this version, and its MLflow run as the tracking store reports it."""
+    state = table_state(table_uri, version)
+    runs = []
+    for run in state.runs:
+        live_inputs = [rec for label, (rec, owner) in sorted(state.inputs.items()) if owner.run_id == run.run_id]
+        live_outputs = [rec for label, (rec, owner) in sorted(state.outputs.items()) if owner.run_id == run.run_id]
+        runs.append({
+            "run_id": run.run_id,
+            "run_key": run.run_key,
+            "job": run.job,
+            "committed_version": run.table_version,
+            "code_version": run.code_version,
+            "spec_hash": run.spec_hash,
+            "spec": run.spec_yaml,
+            "model": run.model,
+            "contract": run.contract,
+            "input": {"base": run.input_base, "fingerprint": run.input_fingerprint,
+                      "partitions": [asdict(rec) for rec in live_inputs]},
+            "outputs": [asdict(rec) for rec in live_outputs],
+            "quarantine": {"table": run.quarantine_table, "version": run.quarantine_version},
+            "mlflow": {**run.tracking, **_mlflow_run(run.tracking)},
+        })
+    return {"table": table_uri, "version": state.version, "complete": state.complete, "runs": runs}
+
+
+def _mlflow_run(tracking: dict[str, Any]) -> dict[str, Any]:
+    """What the tracking store says about the run (its status and the table version it recorded)."""
+    try:
+        from mlflow.tracking import MlflowClient
+
+        run = MlflowClient(tracking_uri=tracking["uri"]).get_run(tracking["run_id"])
+    except Exception as exc:  # the table's record stands even when the tracking store is unreachable
+        return {"reachable": False, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}
+    return {"reachable": True, "status": run.info.status, "run_name": run.info.run_name,
+            "artifact_uri": run.info.artifact_uri, "table_version_tag": run.data.tags.get("score.table_version")}

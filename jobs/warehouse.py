@@ -1,0 +1,189 @@
+"""The tables in the warehouse, as operators see them: list, history, rollback, vacuum.
+
+A table is named by its folder under the warehouse (`churn_scores`) or given as a path or URI. Every
+change made here is itself a Delta commit that records who asked and why.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+from pyarrow import fs as pafs
+
+from jobs.errors import UsageError
+from jobs.lineage import history, table_state
+from jobs.spec import join_uri
+from jobs.storage import filesystem
+
+# Delta's promise for time travel when the table does not set delta.deletedFileRetentionDuration.
+DEFAULT_RETENTION_HOURS = 168
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    name: str
+    uri: str
+    version: int
+    rows: int
+    files: int
+    updated_at: str
+    newest_partition: str | None
+    watermark: str | None
+
+
+def table_names(warehouse: str) -> list[str]:
+    """Folders of the warehouse that hold a Delta log."""
+    fs, root = filesystem(warehouse)
+    try:
+        folders = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+    except OSError:
+        return []
+    names = []
+    for folder in folders:
+        if folder.type == pafs.FileType.Directory:
+            log = fs.get_file_info(f"{folder.path}/_delta_log")
+            if log.type == pafs.FileType.Directory:
+                names.append(folder.base_name)
+    return sorted(names)
+
+
+def table_uri(table: str, warehouse: str) -> str:
+    """A name in the warehouse, or a path or URI as given; refuses one that holds no Delta table."""
+    uri = table if ("/" in table or "://" in table) else join_uri(warehouse, table)
+    from jobs.tables import current_version
+
+    if current_version(uri) is None:
+        names = table_names(warehouse)
+        raise UsageError(f"table {table}: no Delta table at {uri}; tables in {warehouse}: "
+                         f"{', '.join(names) if names else '(none)'}")
+    return uri
+
+
+def describe(name: str, uri: str) -> TableInfo:
+    from deltalake import DeltaTable
+
+    table = DeltaTable(uri)
+    actions = pa.table(table.get_add_actions(flatten=True))
+    commits = history(uri)
+    state = table_state(uri, commits=commits)
+    newest = max((rec for rec, _ in state.outputs.values()), default=None,
+                 key=lambda rec: (rec.watermark or "", rec.scored_at))
+    return TableInfo(
+        name=name,
+        uri=uri,
+        version=table.version(),
+        rows=sum(actions.column("num_records").to_pylist()) if actions.num_rows else 0,
+        files=actions.num_rows,
+        updated_at=_when(commits[-1]["timestamp"]),
+        newest_partition=newest.partition if newest else None,
+        watermark=newest.watermark if newest else None,
+    )
+
+
+def versions(uri: str, limit: int | None = None) -> list[dict[str, Any]]:
+    """One row per version, newest first: what changed, by which run, job and model, and how many rows."""
+    rows = []
+    for commit in reversed(history(uri)):
+        metrics = commit.get("operationMetrics") or {}
+        rows.append({
+            "version": commit["version"],
+            "time": _when(commit["timestamp"]),
+            "operation": commit.get("operation"),
+            "role": commit.get("score.role", "run" if "score.run_id" in commit else ""),
+            "run_id": commit.get("score.run_id"),
+            "job": commit.get("score.job"),
+            "model_version": commit.get("score.model_version"),
+            "partitions": commit.get("score.partitions"),
+            "rows": int(commit["score.rows"]) if "score.rows" in commit else metrics.get("num_added_rows"),
+            "restored_version": _restored(commit),
+            "reason": commit.get("score.reason"),
+            "by": commit.get("score.user"),
+        })
+    return rows[:limit] if limit else rows
+
+
+def rollback(uri: str, version: int, reason: str) -> dict[str, Any]:
+    """Restore `version` of the table as a new version, recording why and who; and its quarantine table
+    to the version the same runs left it at, so the two stay in step."""
+    from deltalake import CommitProperties, DeltaTable
+    from deltalake.exceptions import DeltaError
+
+    if not reason.strip():
+        raise UsageError("rollback: give --reason: it is recorded in the table's history")
+    table = DeltaTable(uri)
+    current = table.version()
+    if not 0 <= version < current:
+        raise UsageError(f"rollback {uri}: version {version} is not an earlier version (current is {current})")
+    state = table_state(uri, version)
+    properties = {"score.role": "rollback", "score.reason": reason, "score.user": getpass.getuser(),
+                  "score.restored_version": version, "score.rolled_back_from": current}
+    done: dict[str, Any] = {"table": uri, "restored_version": version}
+    try:
+        table.restore(version, commit_properties=CommitProperties(custom_metadata=_strings(properties)))
+    except DeltaError as exc:
+        raise UsageError(f"rollback {uri} to version {version}: {exc} (vacuumed files cannot be restored)") from None
+    done["version"] = DeltaTable(uri).version()
+    run = next(iter(state.walked), None)
+    if run and run.quarantine_table and run.quarantine_version is not None:
+        quarantine = DeltaTable(run.quarantine_table)
+        if quarantine.version() != run.quarantine_version:
+            quarantine.restore(run.quarantine_version, commit_properties=CommitProperties(
+                custom_metadata=_strings({**properties, "score.restored_version": run.quarantine_version})))
+        done["quarantine"] = {"table": run.quarantine_table, "restored_version": run.quarantine_version,
+                              "version": DeltaTable(run.quarantine_table).version()}
+    return done
+
+
+def vacuum(uri: str, retention: str | None, dry_run: bool) -> dict[str, Any]:
+    """Delete files no version within the retention period needs: files removed from the table longer
+    ago than the retention, and files never committed (a killed run's) older than it.
+
+    Refuses a retention shorter than the table promises (delta.deletedFileRetentionDuration, 7 days by
+    default): versions inside that window must stay readable.
+    """
+    from deltalake import CommitProperties, DeltaTable
+
+    from jobs.freshness import format_duration, parse_duration
+
+    table = DeltaTable(uri)
+    promised = _promised_hours(table)
+    hours = promised if retention is None else parse_duration(retention).total_seconds() / 3600
+    if hours < promised:
+        raise UsageError(
+            f"vacuum {uri}: retention {retention} is shorter than the {format_duration(dt.timedelta(hours=promised))} "
+            "this table promises for time travel (delta.deletedFileRetentionDuration); vacuuming with it "
+            "would break versions inside that window"
+        )
+    properties = CommitProperties(custom_metadata={"score.role": "vacuum", "score.user": getpass.getuser()})
+    removed = table.vacuum(retention_hours=int(hours), dry_run=dry_run, full=True, commit_properties=properties)
+    return {"table": uri, "retention_hours": hours, "dry_run": dry_run, "files": sorted(removed)}
+
+
+_INTERVAL_UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 604800}
+
+
+def _promised_hours(table) -> float:
+    """The table's delta.deletedFileRetentionDuration ("interval 7 days") in hours."""
+    setting = table.metadata().configuration.get("delta.deletedFileRetentionDuration")
+    if not setting:
+        return DEFAULT_RETENTION_HOURS
+    amount, unit = setting.removeprefix("interval").split()[:2]
+    return float(amount) * _INTERVAL_UNITS[unit.lower().rstrip("s")] / 3600
+
+
+def _restored(commit: dict) -> int | None:
+    if commit.get("operation") != "RESTORE":
+        return None
+    return int(commit.get("score.restored_version", (commit.get("operationParameters") or {}).get("version", -1)))
+
+
+def _when(timestamp_ms: int) -> str:
+    return dt.datetime.fromtimestamp(timestamp_ms / 1000, dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _strings(values: dict[str, Any]) -> dict[str, str]:
+    return {k: str(v) for k, v in values.items()}
