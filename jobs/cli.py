@@ -233,6 +233,7 @@ def _history(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(rows, args.stdout)
     else:
+        rows = [{**row, "partitions": _span(row["partitions"])} for row in rows]
         _print_rows(rows, ["version", "time", "operation", "role", "run_id", "job", "model_version", "partitions",
                            "rows", "restored_version", "reason"], args.stdout)
     return 0
@@ -352,6 +353,12 @@ def _freshness(args: argparse.Namespace) -> int:
         _print_json(result.to_dict(), args.stdout)
     print(result.message, file=sys.stderr if args.json else args.stdout)
     return 0 if result.fresh else 4
+
+
+def _span(partitions: str | None) -> str | None:
+    """`ds=a,ds=b,...,ds=z` -> `ds=a .. ds=z (26)` for the text table; JSON keeps the full list."""
+    labels = partitions.split(",") if partitions else []
+    return f"{labels[0]} .. {labels[-1]} ({len(labels)})" if len(labels) > 3 else partitions
 
 
 def _print_json(value, out) -> None:
