@@ -198,7 +198,8 @@ def _commit(plan: Plan, written, record: RunRecord) -> tuple[int, int | None]:
                          run_key=plan.run_key)
     except BaseException as exc:
         if quarantine_version is not None:
-            stuck = undo_commit(plan.quarantine.uri, quarantine_version, plan.quarantine.read_version, record.run_id)
+            previous = quarantine_version - 1 if quarantine_version > 0 else None  # None: this run created it
+            stuck = undo_commit(plan.quarantine.uri, quarantine_version, previous, record.run_id)
             if stuck and isinstance(exc, ScoreError):
                 raise type(exc)(f"{exc}; {stuck}") from None
         raise

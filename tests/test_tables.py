@@ -219,3 +219,29 @@ def test_partition_fingerprints_follow_the_files(project):
     assert select_input(str(project.data), ["ds"], "unscored", {}).labels == list(by_partition)
     with pytest.raises(Exception, match="unscored"):
         select_input(str(project.data), ["ds"], "ds")
+
+
+def test_undo_restores_only_while_its_commit_is_the_latest(tmp_path):
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    from jobs.lineage import table_state
+    from jobs.tables import undo_commit
+
+    uri = str(tmp_path / "t")
+    write_deltalake(uri, pa.table({"x": [1, 2]}))
+    write_deltalake(uri, pa.table({"x": [3]}), mode="append")
+    assert undo_commit(uri, 1, 0, "run-a") is None
+    assert DeltaTable(uri).version() == 2 and DeltaTable(uri).to_pyarrow_table().column("x").to_pylist() == [1, 2]
+
+    write_deltalake(uri, pa.table({"x": [4]}), mode="append")  # "our" commit, version 3
+    write_deltalake(uri, pa.table({"x": [5]}), mode="append")  # someone else's, version 4
+    stuck = undo_commit(uri, 3, 2, "run-b")
+    assert "version 3 holds this run's rows and could not be undone" in stuck
+    assert DeltaTable(uri).version() == 4
+
+    created = str(tmp_path / "created")
+    write_deltalake(created, pa.table({"x": [1]}))
+    assert undo_commit(created, 0, None, "run-c") is None
+    assert DeltaTable(created).to_pyarrow_table().num_rows == 0
+    assert table_state(created).walked == []
