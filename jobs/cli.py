@@ -221,7 +221,7 @@ def _tables(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(rows, args.stdout)
     else:
-        _print_rows(rows, ["name", "version", "rows", "files", "updated_at", "newest_partition", "watermark"],
+        _print_rows(rows, ["name", "version", "rows", "files", "updated_at", "newest_partition", "watermark", "age"],
                     args.stdout, empty=f"no tables in {warehouse}")
     return 0
 

@@ -12,7 +12,7 @@ import datetime as dt
 import re
 from dataclasses import dataclass
 
-from jobs.lineage import TableState, parse_time
+from jobs.lineage import OutputRecord, TableState, parse_time
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([dhms])")
 _UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
@@ -57,15 +57,20 @@ class Freshness:
         return asdict(self)
 
 
+def newest_partition(state: TableState) -> OutputRecord | None:
+    """The output partition with the newest watermark (ties: the latest scored)."""
+    records = [rec for rec, _ in state.outputs.values()]
+    return max(records, key=lambda r: (parse_time(r.watermark or r.scored_at), r.scored_at), default=None)
+
+
 def check(state: TableState, table: str, max_age: str, now: dt.datetime) -> Freshness:
     """Judge the newest output partition of `state` (ties: the latest scored) against `max_age`."""
     limit = parse_duration(max_age)
-    records = [rec for rec, _ in state.outputs.values() if rec.watermark or rec.scored_at]
+    newest = newest_partition(state)
     base = dict(table=table, version=state.version, max_age=max_age, checked_at=now.isoformat(timespec="seconds"))
-    if not records:
+    if newest is None:
         return Freshness(**base, fresh=False, partition=None, watermark=None, scored_at=None, age_s=None,
                          message=f"stale: {table} v{state.version} has no partition scored by a run")
-    newest = max(records, key=lambda r: (parse_time(r.watermark or r.scored_at), r.scored_at))
     mark = newest.watermark or newest.scored_at
     age = now - parse_time(mark)
     fresh = age <= limit

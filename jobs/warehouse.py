@@ -15,7 +15,7 @@ import pyarrow as pa
 from pyarrow import fs as pafs
 
 from jobs.errors import UsageError
-from jobs.lineage import history, table_state
+from jobs.lineage import history, parse_time, table_state
 from jobs.spec import join_uri
 from jobs.storage import filesystem
 
@@ -33,6 +33,7 @@ class TableInfo:
     updated_at: str
     newest_partition: str | None
     watermark: str | None
+    age: str | None  # now minus the newest partition's watermark: what `score freshness` judges
 
 
 def table_names(warehouse: str) -> list[str]:
@@ -66,12 +67,13 @@ def table_uri(table: str, warehouse: str) -> str:
 def describe(name: str, uri: str) -> TableInfo:
     from deltalake import DeltaTable
 
+    from jobs.freshness import format_duration, newest_partition
+
     table = DeltaTable(uri)
     actions = pa.table(table.get_add_actions(flatten=True))
     commits = history(uri)
     state = table_state(uri, commits=commits)
-    newest = max((rec for rec, _ in state.outputs.values()), default=None,
-                 key=lambda rec: (rec.watermark or "", rec.scored_at))
+    newest = newest_partition(state)
     return TableInfo(
         name=name,
         uri=uri,
@@ -81,6 +83,8 @@ def describe(name: str, uri: str) -> TableInfo:
         updated_at=_when(commits[-1]["timestamp"]),
         newest_partition=newest.partition if newest else None,
         watermark=newest.watermark if newest else None,
+        age=format_duration(dt.datetime.now(dt.timezone.utc) - parse_time(newest.watermark or newest.scored_at))
+        if newest else None,
     )
 
 
