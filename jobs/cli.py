@@ -273,7 +273,8 @@ def _rollback(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(done, args.stdout)
     else:
-        print(f"{args.table}: restored version {done['restored_version']} as version {done['version']}", file=args.stdout)
+        print(f"{args.table}: restored version {done['restored_version']} as version {done['version']}",
+              file=args.stdout)
         if "quarantine" in done:
             q = done["quarantine"]
             print(f"{q['table']}: at version {q['restored_version']}'s content as version {q['version']}",

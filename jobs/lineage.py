@@ -125,7 +125,8 @@ def table_state(table_uri: str, version: int | None = None, commits: list[dict] 
             state.complete = False
             break
         if commit.get("operation") == "RESTORE":
-            current = int(commit.get("score.restored_version", commit["operationParameters"].get("version", -1)))
+            restored = int(commit.get("score.restored_version", commit["operationParameters"].get("version", -1)))
+            current = min(restored, current - 1)  # a restore always goes back; never loop
             continue
         if commit.get("operation") == "DELETE" and commit.get("score.role") == "undo":
             break
@@ -144,7 +145,7 @@ def commit_of_run_key(table_uri: str, run_key: str) -> RunRecord | None:
     """The run that committed `run_key`: None if none did, or if a rollback has since undone it.
 
     Delta's app transaction (`score-run-key:<key>`) says cheaply whether the key ever committed; a
-    RESTORE does not reset it, so the log decides whether that run's rows are still in the table.
+    RESTORE does not reset it, so the log decides whether that commit is still in this version's history.
     """
     from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
@@ -160,10 +161,6 @@ def commit_of_run_key(table_uri: str, run_key: str) -> RunRecord | None:
 
 def app_id(run_key: str) -> str:
     return f"score-run-key:{run_key}"
-
-
-def now_iso() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def parse_time(value: str) -> dt.datetime:

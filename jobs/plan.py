@@ -64,7 +64,8 @@ def make_plan(job: LoadedSpec, partitions: str | list[str] | None = None, run_ke
     selection = _select(spec, partitions or spec.input.partitions, model)
     where = f"input {spec.input.path} ({selection.files[0].path})"
     schema = selection.schema
-    for key, column in (("input.id_column", spec.input.id_column), ("input.event_time_column", spec.input.event_time_column)):
+    for key, column in (("input.id_column", spec.input.id_column),
+                        ("input.event_time_column", spec.input.event_time_column)):
         if column and column not in schema.names:
             raise UsageError(f"{key}: column {column!r} is not in {where}; columns are {schema.names}")
 

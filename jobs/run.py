@@ -94,7 +94,8 @@ def run_job(
         summary.model_sha256, summary.input_fingerprint = plan.model.sha256, plan.selection.fingerprint
         committed = None if force else commit_of_run_key(plan.output.uri, plan.run_key)
         if committed:
-            summary.status, summary.run_id, summary.table_version = "already_committed", committed.run_id, committed.table_version
+            summary.status, summary.run_id = "already_committed", committed.run_id
+            summary.table_version = committed.table_version
             summary.message = (f"run key {plan.run_key} already committed as {spec.output.table} "
                                f"v{committed.table_version} by run {committed.run_id}; nothing written")
             return summary
@@ -148,7 +149,8 @@ def _score(plan: Plan, summary: RunSummary, started: float) -> None:
                 )
             scored_at = dt.datetime.now(dt.timezone.utc)
             record = _run_record(plan, written, run_id, experiment_id, scored_at)
-            summary.input_watermark = max((r.watermark for r in record.outputs if r.watermark), default=None, key=parse_time)
+            marks = [r.watermark for r in record.outputs if r.watermark]
+            summary.input_watermark = max(marks, key=parse_time) if marks else None
             if summary.input_watermark:
                 summary.freshness_lag_s = round((scored_at - parse_time(summary.input_watermark)).total_seconds(), 3)
             summary.table_version, summary.quarantine_version = _commit(plan, written, record)

@@ -25,8 +25,16 @@ def connect(tracking: TrackingSpec) -> "MlflowClient":
     import mlflow
     from mlflow import MlflowClient
 
+    # MLflow also exports these URIs to os.environ, where the next spec loaded in this process (another
+    # project's job in the same notebook) would read them as its own ${MLFLOW_TRACKING_URI}: keep them out.
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     mlflow.set_tracking_uri(tracking.uri)
     mlflow.set_registry_uri(tracking.uri)
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
     with _init_lock(tracking.uri):  # creating the client creates and migrates a new sqlite store
         try:
             client = MlflowClient(tracking.uri, registry_uri=tracking.uri)

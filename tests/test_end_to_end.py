@@ -139,7 +139,8 @@ def test_registry_alias_is_pinned_to_a_concrete_version(fresh_project):
 
     project = fresh_project
     model = project.models / "model.onnx"
-    assert register_model(model, "churn_e2e", "champion", load_tracking(project.root)) == "1"
+    tracking = load_tracking(project.root, environ=project.env)
+    assert register_model(model, "churn_e2e", "champion", tracking) == "1"
     job = project.job("churn_registry", model__uri="models:/churn_e2e@champion")
     code, summary = project.run(job)
     assert code == 0, summary["error"]

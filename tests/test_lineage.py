@@ -29,7 +29,8 @@ def demo(tmp_path_factory, models_dir):
     project = Project(tmp_path_factory.mktemp("demo"), models_dir)
     job = project.root / "conf" / "jobs" / "churn_daily.yaml"
     shutil.copy(REPO / "conf" / "jobs" / "churn_daily.yaml", job)
-    register_model(models_dir / "model.onnx", "churn", "champion", load_tracking(project.root))
+    tracking = load_tracking(project.root, environ=project.env)
+    register_model(models_dir / "model.onnx", "churn", "champion", tracking)
     runs = []
     for selector in (f"unscored,ds={DAYS[0].isoformat()}..{DAYS[1].isoformat()}", None):
         proc, summary = project.score_json("run", str(job), *(["-p", selector] if selector else []))
@@ -101,7 +102,8 @@ def test_freshness_exits_0_when_fresh_and_4_when_stale(demo):
     watermark = dt.datetime.fromisoformat(runs[-1]["input_watermark"]).replace(tzinfo=dt.timezone.utc)
     newest = f"ds={DAYS[-1].isoformat()}"
 
-    proc = project.score("freshness", TABLE, "--max-age", "26h", "--now", (watermark + dt.timedelta(hours=2)).isoformat())
+    fresh_at = watermark + dt.timedelta(hours=2)
+    proc = project.score("freshness", TABLE, "--max-age", "26h", "--now", fresh_at.isoformat())
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("fresh: churn_scores v1: newest partition " + newest)
     assert "2h old, within max-age 26h" in proc.stdout
@@ -188,7 +190,7 @@ def test_analysts_read_a_job_table_with_polars_and_duckdb(demo):
     con.register("churn_scores", DeltaTable(uri, version=0).to_pyarrow_dataset())
     n, = con.execute("SELECT count(*) FROM churn_scores").fetchone()
     assert n == DeltaTable(uri, version=0).to_pyarrow_table().num_rows
-    top = con.execute("SELECT customer_id FROM churn_scores ORDER BY churn_probability DESC, customer_id LIMIT 3").fetchall()
+    top = con.execute("SELECT customer_id FROM churn_scores ORDER BY churn_probability DESC LIMIT 3").fetchall()
     assert len(top) == 3
 
 

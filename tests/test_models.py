@@ -43,7 +43,7 @@ SCHEMA = pa.schema([("a", pa.int64()), ("b", pa.float64()), ("c", pa.bool_()), (
 def test_exported_program_signature_and_binding(exported_program, project):
     spec = ModelSpec(uri=str(exported_program), inputs={"features": ["a", "b", "c"], "bias": "b"},
                      outputs={"out": ["p_no", "p_yes"]})
-    model = resolve_model(spec, load_tracking(project.root))
+    model = resolve_model(spec, load_tracking(project.root, environ=project.env))
     assert model.runtime == "torch" and model.sha256 == sha256(exported_program)
     assert [(t.name, t.dtype, t.shape) for t in model.inputs] == [("features", "float32", (None, 3)),
                                                                   ("bias", "float32", (None,))]
@@ -55,13 +55,13 @@ def test_exported_program_signature_and_binding(exported_program, project):
 def test_exported_program_rejects_wrong_width(exported_program, project):
     spec = ModelSpec(uri=str(exported_program), inputs={"features": ["a", "b"], "bias": "b"}, outputs={"out": "p"})
     with pytest.raises(UsageError, match="rejects inputs shaped from model.inputs"):
-        resolve_model(spec, load_tracking(project.root))
+        resolve_model(spec, load_tracking(project.root, environ=project.env))
 
 
 def test_onnx_width_and_type_checks(project):
     spec = ModelSpec(uri=str(project.models / "model.onnx"), inputs={"tenure_months": ["a", "b"]},
                      outputs={"label": "y"})
-    model = resolve_model(spec, load_tracking(project.root))
+    model = resolve_model(spec, load_tracking(project.root, environ=project.env))
     with pytest.raises(UsageError, match="'tenure_months' takes 1 column"):
         bind_model(model, spec, SCHEMA, "input")
 
@@ -77,7 +77,7 @@ def test_float_column_into_int_input_is_refused():
 def test_registry_alias_and_version_resolve_to_one_hashed_file(project, tmp_path):
     from jobs.tracking import connect
 
-    tracking = load_tracking(project.root).model_copy(
+    tracking = load_tracking(project.root, environ=project.env).model_copy(
         update={"uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "artifact_location": (tmp_path / "art").as_uri()})
     onnx_file, torch_file = project.models / "model.onnx", project.models / "model_torchscript.pt"
     assert register_model(onnx_file, "churn_reg", "champion", tracking) == "1"
