@@ -104,10 +104,14 @@ class TableState:
 
 
 def history(table_uri: str) -> list[dict[str, Any]]:
-    """The table's commits, oldest first, each with its `version`."""
+    """The table's commits, oldest first, each with its `version` (none for a table not created yet)."""
     from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
 
-    return sorted(DeltaTable(table_uri).history(), key=lambda c: c["version"])
+    try:
+        return sorted(DeltaTable(table_uri).history(), key=lambda c: c["version"])
+    except TableNotFoundError:
+        return []
 
 
 def table_state(table_uri: str, version: int | None = None, commits: list[dict] | None = None) -> TableState:

@@ -102,7 +102,7 @@ def _select(spec: JobSpec, selector: str | list[str], model: ModelArtifact | Non
     """The selected input; for `unscored`, compared with what the output table holds from `model`."""
     scored = None
     if _unscored(selector):
-        scored = table_state(spec.table_uri()).scored_fingerprints(model.sha256) if _exists(spec.table_uri()) else {}
+        scored = table_state(spec.table_uri()).scored_fingerprints(model.sha256)
     selection = select_input(spec.input.path, spec.input.partitioning, selector, scored)
     if not selection.partitions:
         raise NothingToScore(
@@ -122,11 +122,6 @@ def default_run_key(job: LoadedSpec, selection: InputSelection, model: ModelArti
              contract.sha256 if contract else ""]
     return f"{job.spec.name}/{hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]}"
 
-
-def _exists(table_uri: str) -> bool:
-    from jobs.tables import current_version
-
-    return current_version(table_uri) is not None
 
 
 @dataclass(frozen=True)
