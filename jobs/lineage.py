@@ -128,8 +128,8 @@ def table_state(table_uri: str, version: int | None = None, commits: list[dict] 
         if commit is None:
             state.complete = False
             break
-        if commit.get("operation") == "RESTORE":
-            restored = int(commit.get("score.restored_version", commit["operationParameters"].get("version", -1)))
+        restored = restored_version(commit)
+        if restored is not None:
             current = min(restored, current - 1)  # a restore always goes back; never loop
             continue
         if commit.get("operation") == "DELETE" and commit.get("score.role") == "undo":
@@ -143,6 +143,14 @@ def table_state(table_uri: str, version: int | None = None, commits: list[dict] 
                 state.outputs.setdefault(rec.partition, (rec, run))
         current -= 1
     return state
+
+
+def restored_version(commit: dict[str, Any]) -> int | None:
+    """The version a RESTORE commit restored (-1 when unknown, e.g. restored by timestamp), else None."""
+    if commit.get("operation") != "RESTORE":
+        return None
+    parameters = commit.get("operationParameters") or {}
+    return int(commit.get("score.restored_version", parameters.get("version", -1)))
 
 
 def commit_of_run_key(table_uri: str, run_key: str) -> RunRecord | None:

@@ -154,13 +154,12 @@ def undo_commit(table_uri: str, committed: int, previous: int | None, run_id: st
     if table.version() != committed:
         return (f"{table_uri} version {committed} holds this run's rows and could not be undone: other "
                 f"commits followed it; roll it back with `score rollback`")
-    properties = CommitProperties(custom_metadata={"score.run_id": run_id, "score.role": "undo",
-                                                   "score.restored_version": previous})
+    metadata = {"score.run_id": run_id, "score.role": "undo"}
     if previous is None:
-        table.delete(commit_properties=CommitProperties(custom_metadata={"score.run_id": run_id,
-                                                                         "score.role": "undo"}))
+        table.delete(commit_properties=CommitProperties(custom_metadata=metadata))
     else:
-        table.restore(previous, commit_properties=properties)
+        metadata["score.restored_version"] = str(previous)
+        table.restore(previous, commit_properties=CommitProperties(custom_metadata=metadata))
     return None
 
 

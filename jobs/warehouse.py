@@ -15,7 +15,7 @@ import pyarrow as pa
 from pyarrow import fs as pafs
 
 from jobs.errors import UsageError
-from jobs.lineage import history, parse_time, table_state
+from jobs.lineage import history, parse_time, restored_version, table_state
 from jobs.spec import join_uri
 from jobs.storage import filesystem
 
@@ -103,7 +103,7 @@ def versions(uri: str, limit: int | None = None) -> list[dict[str, Any]]:
             "model_version": commit.get("score.model_version"),
             "partitions": commit.get("score.partitions"),
             "rows": int(commit["score.rows"]) if "score.rows" in commit else metrics.get("num_added_rows"),
-            "restored_version": _restored(commit),
+            "restored_version": restored_version(commit),
             "reason": commit.get("score.reason"),
             "by": commit.get("score.user"),
         })
@@ -155,7 +155,10 @@ def vacuum(uri: str, retention: str | None, dry_run: bool) -> dict[str, Any]:
 
     table = DeltaTable(uri)
     promised = _promised_hours(table)
-    hours = promised if retention is None else parse_duration(retention).total_seconds() / 3600
+    try:
+        hours = promised if retention is None else parse_duration(retention).total_seconds() / 3600
+    except ValueError as exc:
+        raise UsageError(f"vacuum {uri}: --retention {exc}") from None
     if hours < promised:
         raise UsageError(
             f"vacuum {uri}: retention {retention} is shorter than the {format_duration(dt.timedelta(hours=promised))} "
@@ -177,12 +180,6 @@ def _promised_hours(table) -> float:
         return DEFAULT_RETENTION_HOURS
     amount, unit = setting.removeprefix("interval").split()[:2]
     return float(amount) * _INTERVAL_UNITS[unit.lower().rstrip("s")] / 3600
-
-
-def _restored(commit: dict) -> int | None:
-    if commit.get("operation") != "RESTORE":
-        return None
-    return int(commit.get("score.restored_version", (commit.get("operationParameters") or {}).get("version", -1)))
 
 
 def _when(timestamp_ms: int) -> str:
