@@ -7,17 +7,20 @@ alias that points nowhere, or a model input that the columns cannot build fails 
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pyarrow as pa
 
 from jobs.errors import UsageError
+from jobs.runtimes import ModelFiles
 from jobs.spec import ModelSpec, TrackingSpec
 
+log = logging.getLogger(__name__)
 MODEL_SUFFIXES = (".onnx", ".pt", ".pt2", ".ts", ".torchscript")
 _REGISTRY_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 _ONNX_TYPES = {
@@ -45,7 +48,8 @@ class TensorSpec:
 
 @dataclass(frozen=True)
 class ModelArtifact:
-    """One concrete model file: what the run scores with and what lineage records."""
+    """One concrete model file (plus its ONNX external-data files): what the run scores with and what
+    lineage records. `sha256` covers the side files too (see `_model_sha256`)."""
 
     uri: str
     path: str
@@ -55,9 +59,15 @@ class ModelArtifact:
     version: str
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
+    external: tuple[str, ...] = ()  # external-data locations, relative to the model file's folder
 
     def read_bytes(self) -> bytes:
         return Path(self.path).read_bytes()
+
+    def files(self) -> ModelFiles:
+        """Everything the actors need to load the model, read once on the driver."""
+        folder = Path(self.path).parent
+        return ModelFiles(self.read_bytes(), tuple((loc, (folder / loc).read_bytes()) for loc in self.external))
 
 
 @dataclass(frozen=True)
@@ -104,16 +114,27 @@ def resolve_model(spec: ModelSpec, tracking: TrackingSpec) -> ModelArtifact:
     if spec.uri.startswith("models:/") and not match:
         raise UsageError(f"model.uri {spec.uri!r}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
     if match:
-        path, name, version = _from_registry(match["name"], match["alias"], match["version"], tracking)
+        path, name, version, registered = _from_registry(match["name"], match["alias"], match["version"], tracking)
+        where = f"model.uri {spec.uri} (version {version})"
     else:
-        path, name, version = Path(spec.uri), None, None
+        path, name, version, registered = Path(spec.uri), None, None, None
+        where = "model.uri"
         if not path.is_file():
             raise UsageError(f"model.uri: model file not found: {spec.uri}")
+    runtime = spec.runtime or ("onnx" if path.suffix == ".onnx" else "torch")
     try:
-        digest = _sha256(path)
+        external = _external_data(path, where) if runtime == "onnx" else ()
+        digest = _model_sha256(path, external)
     except OSError as exc:
         raise UsageError(f"model.uri: cannot read model file {path}: {exc.strerror}") from None
-    runtime = spec.runtime or ("onnx" if path.suffix == ".onnx" else "torch")
+    if registered and digest != registered:
+        raise UsageError(
+            f"model.uri {spec.uri}: version {version} of {name!r} is not the model that was registered: its files "
+            f"hash to sha256 {digest}, but the registry recorded sha256 {registered} at registration, so the "
+            "artifact was changed or replaced since. Nothing was scored. Restore the original files, or register "
+            f"the intended model as a new version (score register-model FILE --name {name} --alias ALIAS) and "
+            "score that version."
+        )
     inputs, outputs = _signature(path, runtime, spec)
     return ModelArtifact(
         uri=spec.uri,
@@ -124,6 +145,7 @@ def resolve_model(spec: ModelSpec, tracking: TrackingSpec) -> ModelArtifact:
         version=version or f"sha256:{digest[:12]}",
         inputs=inputs,
         outputs=outputs,
+        external=external,
     )
 
 
@@ -206,7 +228,115 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _model_sha256(path: Path, external: tuple[str, ...]) -> str:
+    """A single file's plain sha256 (what existing tables recorded); with external data, the sha256 of the
+    model file's sha256 followed by one `sha256  location` line per side file in order, so lineage and
+    `unscored` notice changed weights too."""
+    main = _sha256(path)
+    if not external:
+        return main
+    lines = [main, *(f"{_sha256(path.parent / loc)}  {loc}" for loc in external)]
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def _external_data(path: Path, where: str) -> tuple[str, ...]:
+    """The external-data files an ONNX model keeps its weights in (sorted), each checked to be next to it."""
+    try:
+        locations = _onnx_external_locations(path.read_bytes())
+    except (ValueError, IndexError):  # not an ONNX protobuf: the signature check names the problem
+        return ()
+    for loc in locations:
+        relative = PurePosixPath(loc)
+        if relative.is_absolute() or ".." in relative.parts or "\\" in loc:
+            raise UsageError(f"{where}: {path.name} refers to external data {loc!r} outside its folder; "
+                             "re-save the model with a plain relative location (onnx.save_model(..., location=...))")
+        if not (path.parent / loc).is_file():
+            raise UsageError(
+                f"{where}: {path.name} keeps weights in the external data file {loc!r}, which is missing "
+                f"({path.parent / loc}); put it next to the model file (with `score register-model`, register "
+                "the .onnx from the folder that holds it: its external data files are uploaded with it)"
+            )
+    return tuple(sorted(locations))
+
+
+# ONNX protobuf fields that hold tensors, directly or nested (onnx.proto); `onnx` itself is a dev dependency.
+_ONNX_NESTED = {
+    "model": {7: "graph", 25: "function"},
+    "graph": {1: "node", 5: "tensor", 15: "sparse"},
+    "function": {7: "node"},
+    "node": {5: "attribute"},
+    "attribute": {5: "tensor", 6: "graph", 10: "tensor", 11: "graph", 22: "sparse", 23: "sparse"},
+    "sparse": {1: "tensor", 2: "tensor"},
+}
+_TENSOR_EXTERNAL_DATA, _TENSOR_DATA_LOCATION, _EXTERNAL = 13, 14, 1
+
+
+def _onnx_external_locations(data: bytes) -> set[str]:
+    """The `location` of every tensor stored as external data, read from the protobuf wire format:
+    initializers, sparse initializers and node attributes, in subgraphs and functions too."""
+    view = memoryview(data)
+
+    def fields(start: int, end: int):
+        pos = start
+        while pos < end:
+            key, pos = _varint(view, pos)
+            number, wire = key >> 3, key & 7
+            if wire == 0:
+                value, pos = _varint(view, pos)
+                yield number, value, None
+            elif wire == 2:
+                length, pos = _varint(view, pos)
+                if pos + length > end:
+                    raise ValueError("truncated field")
+                yield number, pos, pos + length
+                pos += length
+            elif wire in (1, 5):
+                pos += 8 if wire == 1 else 4
+            else:
+                raise ValueError(f"wire type {wire}")
+        if pos != end:
+            raise ValueError("truncated message")
+
+    found: set[str] = set()
+    stack = [("model", 0, len(view))]
+    while stack:
+        kind, start, end = stack.pop()
+        if kind != "tensor":
+            stack.extend((_ONNX_NESTED[kind][n], a, b) for n, a, b in fields(start, end)
+                         if b is not None and n in _ONNX_NESTED[kind])
+            continue
+        location, external = None, False
+        for number, a, b in fields(start, end):
+            if number == _TENSOR_DATA_LOCATION and b is None:
+                external = a == _EXTERNAL
+            elif number == _TENSOR_EXTERNAL_DATA and b is not None:
+                entry = {n: bytes(view[x:y]).decode() for n, x, y in fields(a, b) if y is not None}
+                if entry.get(1) == "location":
+                    location = entry.get(2)
+        if external and location:
+            found.add(location)
+    return found
+
+
+def _varint(view: memoryview, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        byte = view[pos]
+        result |= (byte & 0x7F) << shift
+        pos += 1
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint too long")
+
+
 def _from_registry(name: str, alias: str | None, version: str | None, tracking: TrackingSpec):
+    """Download one version; returns its model file, name, version and the sha256 recorded at registration.
+
+    A version without a `sha256` tag (registered by another tool) cannot be checked: it is accepted with a
+    warning, and the downloaded files' sha256 is what lineage records.
+    """
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -227,15 +357,21 @@ def _from_registry(name: str, alias: str | None, version: str | None, tracking: 
     if len(files) != 1:
         raise UsageError(
             f"model.uri {uri}: version {mv.version} holds {len(files)} model files {[p.name for p in files]}; "
-            f"expected exactly one of {MODEL_SUFFIXES}"
+            f"expected exactly one of {MODEL_SUFFIXES} (plus, for ONNX, its external data files)"
         )
-    return files[0], name, str(mv.version)
+    registered = (mv.tags or {}).get("sha256")
+    if not registered:
+        log.warning("model.uri %s: version %s has no sha256 tag (not registered by `score register-model`), so "
+                    "its files cannot be checked against what was registered", uri, mv.version)
+    return files[0], name, str(mv.version), registered
 
 
 def register_model(path: str | Path, name: str, alias: str | None, tracking: TrackingSpec) -> str:
     """Register a model file as a new version of `name` (logged as a run artifact) and point `alias` at it.
 
-    Idempotent: a file whose sha256 is already a version of `name` reuses that version.
+    An ONNX model's external data files are uploaded next to it, and the version is tagged with the sha256
+    over all of them, which resolution checks the downloaded files against.
+    Idempotent: a model whose sha256 is already a version of `name` reuses that version.
     """
     import mlflow
 
@@ -244,7 +380,8 @@ def register_model(path: str | Path, name: str, alias: str | None, tracking: Tra
     path = Path(path)
     if path.suffix not in MODEL_SUFFIXES or not path.is_file():
         raise UsageError(f"{path}: expected an existing model file ending in one of {MODEL_SUFFIXES}")
-    digest = _sha256(path)
+    external = _external_data(path, str(path)) if path.suffix == ".onnx" else ()
+    digest = _model_sha256(path, external)
     client = connect(tracking)
     if not client.search_registered_models(filter_string=f"name = '{name}'"):
         client.create_registered_model(name)
@@ -254,6 +391,8 @@ def register_model(path: str | Path, name: str, alias: str | None, tracking: Tra
     else:
         with mlflow.start_run(run_name=f"register {name}") as run:
             mlflow.log_artifact(str(path), artifact_path="model")
+            for loc in external:
+                mlflow.log_artifact(str(path.parent / loc), artifact_path=str(PurePosixPath("model", loc).parent))
             mlflow.set_tags({"score.kind": "model-registration", "model.sha256": digest})
         version = client.create_model_version(
             name, source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id, tags={"sha256": digest}

@@ -6,6 +6,7 @@ Both take numpy feeds keyed by model input name and return numpy outputs keyed b
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -17,26 +18,44 @@ class Runtime(Protocol):
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
 
-def open_runtime(kind: str, model: bytes, suffix: str, output_names: list[str], use_gpu: bool, threads: int) -> Runtime:
+@dataclass(frozen=True)
+class ModelFiles:
+    """A model's bytes plus its ONNX external-data files (location as the model names it -> bytes).
+
+    Shipped to the actors as one object-store value: workers need neither the registry nor a shared disk.
+    """
+
+    model: bytes
+    external: tuple[tuple[str, bytes], ...] = ()
+
+
+def open_runtime(kind: str, model: bytes | ModelFiles, suffix: str, output_names: list[str], use_gpu: bool,
+                 threads: int) -> Runtime:
+    files = model if isinstance(model, ModelFiles) else ModelFiles(model)
     if kind == "onnx":
-        return OnnxRuntime(model, use_gpu, threads)
-    return TorchRuntime(model, suffix, output_names, use_gpu, threads)
+        return OnnxRuntime(files, use_gpu, threads)
+    return TorchRuntime(files.model, suffix, output_names, use_gpu, threads)
 
 
 class OnnxRuntime:
-    def __init__(self, model: bytes, use_gpu: bool, threads: int) -> None:
+    def __init__(self, files: ModelFiles, use_gpu: bool, threads: int) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        if files.external:
+            # The model is loaded from bytes, so ORT has no folder to find its side files in: hand them over.
+            names, buffers = zip(*files.external)
+            options.add_external_initializers_from_files_in_memory(list(names), list(buffers),
+                                                                   [len(b) for b in buffers])
         providers = ["CPUExecutionProvider"]
         if use_gpu:
             # Ask for CUDA only when the actor really holds a GPU: elsewhere it logs a loud load failure.
             if hasattr(ort, "preload_dlls"):
                 ort.preload_dlls()
             providers.insert(0, "CUDAExecutionProvider")
-        self.session = ort.InferenceSession(model, options, providers=providers)
+        self.session = ort.InferenceSession(files.model, options, providers=providers)
         self.device = "cuda" if "CUDAExecutionProvider" in self.session.get_providers() else "cpu"
         self.output_names = [o.name for o in self.session.get_outputs()]
 
