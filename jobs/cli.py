@@ -1,6 +1,7 @@
 """`score`: the command line. Thin: parse, call `jobs.run`, print, exit with the documented code.
 
-Exit codes: 0 success, 1 runtime failure, 2 bad spec or usage, 3 data contract failure, 4 stale table.
+Exit codes: 0 success, 1 runtime failure, 2 bad spec or usage, 3 data contract failure, 4 stale table,
+130 interrupted (Ctrl-C or SIGTERM).
 `run` and `validate` report on stderr and keep stdout for `--json` (one JSON object, nothing else); the
 table commands print their result (a table, CSV or JSON) on stdout. Errors always go to stderr.
 """
@@ -11,8 +12,8 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 
 from jobs.errors import ScoreError
@@ -26,44 +27,63 @@ def main(argv: list[str] | None = None) -> int:
         return 2 if exc.code else 0
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    with _stdout_reserved() as args.stdout:
-        return _handle(args)
+    args.stdout = _reserve_stdout()
+    signal.signal(signal.SIGTERM, _terminate)
+    return _handle(args)
 
 
 def _handle(args: argparse.Namespace) -> int:
+    """Run the command; every failure ends in one line on stderr (a traceback too for a bug) and, under
+    `run --json`, one JSON object on stdout."""
+    import traceback
+
     try:
         return args.handler(args)
     except ScoreError as exc:
-        summary = getattr(exc, "summary", None)
-        if getattr(args, "json", False):
-            from jobs.run import RunSummary
-
-            summary = summary or RunSummary(status="failed", job=str(getattr(args, "job", "")))
-            summary.exit_code, summary.error = exc.exit_code, str(exc)
-            print(summary.to_json(), file=args.stdout, flush=True)
+        _print_failure(args, exc, exc.exit_code, str(exc))
         if args.verbose and exc.__cause__ is not None:
-            import traceback
-
             traceback.print_exception(exc.__cause__, file=sys.stderr)
         print(f"score: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except Exception as exc:  # a bug or an environment failure: the traceback is for whoever fixes it
+        traceback.print_exc(file=sys.stderr)
+        _print_failure(args, exc, 1, f"{type(exc).__name__}: {exc}")
+        print(f"score: error: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM from a scheduler: the run cleaned up on its way out
+        _print_failure(args, exc, EXIT_INTERRUPTED, "interrupted: files this run had not committed were removed")
+        print("score: interrupted: files this run had not committed were removed", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
-@contextmanager
-def _stdout_reserved():
-    """Keep stdout for the one JSON object: anything else written to it (Ray relays worker and raylet
-    logs there, from Python and from C++) goes to stderr. Yields a file on the real stdout."""
+EXIT_INTERRUPTED = 130
+
+
+def _terminate(signum, frame) -> None:
+    """SIGTERM (Airflow, Kubernetes) ends the run like Ctrl-C: uncommitted files are removed on the way out."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _print_failure(args: argparse.Namespace, exc: Exception, exit_code: int, error: str) -> None:
+    """The failed run's summary as the one JSON object `--json` promises (run and validate print theirs)."""
+    if not getattr(args, "json", False) or args.command not in ("run", "validate"):
+        return
+    from jobs.run import RunSummary
+
+    summary = getattr(exc, "summary", None) or RunSummary(status="failed", job=str(getattr(args, "job", "")))
+    summary.exit_code, summary.error = exit_code, error
+    print(summary.to_json(), file=args.stdout, flush=True)
+
+
+def _reserve_stdout():
+    """Keep stdout for the one JSON object (or the table a table command prints): from here until the
+    process exits, everything else written to file descriptor 1 goes to stderr. Ray relays worker output
+    and raylet warnings to the driver's stdout at any moment up to its exit (from Python and from C++),
+    so the redirect is never undone. Returns a file on the real stdout."""
     sys.stdout.flush()
     saved = os.dup(1)
     os.dup2(2, 1)
-    real = os.fdopen(saved, "w", closefd=False)
-    try:
-        yield real
-    finally:
-        sys.stdout.flush()
-        real.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
+    return os.fdopen(saved, "w")
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -115,8 +115,10 @@ class ContractValidator:
     the rest, or all of them with engine "gx", run in this validator's own ephemeral GX context.
     """
 
-    def __init__(self, contract: Contract, engine: str = "auto", batch_level: list[str] = ()) -> None:
-        self.expectations = contract.expectations
+    def __init__(self, contract: Contract, engine: str = "auto", batch_level: list[str] = (),
+                 rows_only: bool = False) -> None:
+        # rows_only: the table-level expectations were judged from the files' footers (`file_failures`).
+        self.expectations = [e for e in contract.expectations if not (rows_only and expectations.table_level(e))]
         self.batch_level = [
             bool({e["type"], expectation_key(e["type"], e.get("kwargs", {}).get("column"))} & set(batch_level))
             for e in self.expectations
@@ -183,6 +185,44 @@ class ContractValidator:
                 observed = [error or result.result.get("observed_value")] * len(bad)
             outcomes.append(expectations.Outcome(np.asarray(bad, dtype=np.int64), [str(v) for v in observed], error))
         return outcomes
+
+
+def check_arguments(contract: Contract, schema: pa.Schema) -> None:
+    """Refuse, at plan time and by name, an expectation whose arguments cannot be evaluated on the input's
+    column types (date bounds on a string column, a value set of another type, ...): evaluating the
+    vectorised checks on an empty table of the input's schema raises exactly what a batch would."""
+    empty = schema.empty_table()
+    for i, exp in enumerate(contract.expectations):
+        column = exp.get("kwargs", {}).get("column")
+        if not expectations.supported(exp) or expectations.table_level(exp) or column not in schema.names:
+            continue
+        problem = expectations.argument_problem(exp, schema.field(column).type)
+        if problem is None:
+            try:
+                expectations.evaluate(empty, exp)
+            except (pa.ArrowException, ValueError, TypeError) as exc:
+                problem = str(exc).splitlines()[0]
+        if problem:
+            raise UsageError(
+                f"contract {contract.path}: expectations[{i}] {exp['type']!r} on column {column!r} "
+                f"({schema.field(column).type}): its arguments cannot be compared with the column: {problem}"
+            )
+
+
+def file_failures(contract: Contract, files: list, rows: int) -> dict[str, list[dict[str, str]]]:
+    """The table-level expectations (column set, row count, ...) judged on one partition's files from their
+    footers: file path -> the reasons every row of that file fails with (none when all pass)."""
+    failures: dict[str, list[dict[str, str]]] = {}
+    for f in files:
+        for exp in contract.expectations:
+            if not expectations.table_level(exp):
+                continue
+            observed = expectations.judge_files(exp, f.schema.names, rows)
+            if observed is not None:
+                column = str(exp.get("kwargs", {}).get("column", ""))
+                failures.setdefault(f.path, []).append({"expectation": exp["type"], "column": column,
+                                                        "value": _short(observed)})
+    return failures
 
 
 def expectation_key(expectation: str, column: str | None) -> str:

@@ -29,8 +29,68 @@ class Outcome:
     error: str | None = None
 
 
+# Arguments that do not change which rows fail (how GX reports, or notes for people).
+_REPORTING_KWARGS = {"result_format", "catch_exceptions", "include_config", "meta", "notes", "description", "id",
+                     "severity", "batch_id"}
+
+
 def supported(expectation: dict[str, Any]) -> bool:
-    return expectation["type"] in _CHECKS or expectation["type"] in _BATCH_CHECKS
+    """True when this module decides the expectation exactly: its type and every argument it is given.
+    Anything else (`row_condition`, `parse_strings_as_datetimes`, ...) goes to Great Expectations."""
+    kwargs = set(expectation.get("kwargs", {})) - _REPORTING_KWARGS
+    known = _KWARGS.get(expectation["type"])
+    return known is not None and kwargs <= known
+
+
+def argument_problem(expectation: dict[str, Any], type_: pa.DataType) -> str | None:
+    """Why the expectation's bounds or value set cannot be compared with a column of `type_`, else None.
+
+    Arrow would quietly cast `[1, 2]` to strings for a string column; GX compares values as they are."""
+    kwargs = expectation.get("kwargs", {})
+    values = [kwargs[k] for k in ("min_value", "max_value") if kwargs.get(k) is not None]
+    values += list(kwargs.get("value_set") or [])
+    if pa.types.is_dictionary(type_):
+        type_ = type_.value_type
+    for value in values:
+        if not _comparable(value, type_):
+            return f"{value!r} ({type(value).__name__}) cannot be compared with {type_} values"
+    return None
+
+
+def _comparable(value: Any, type_: pa.DataType) -> bool:
+    if pa.types.is_string(type_) or pa.types.is_large_string(type_):
+        return isinstance(value, str)
+    if pa.types.is_boolean(type_):
+        return isinstance(value, bool)
+    if pa.types.is_integer(type_) or pa.types.is_floating(type_) or pa.types.is_decimal(type_):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if pa.types.is_timestamp(type_) or pa.types.is_date(type_):
+        if not isinstance(value, str):
+            return isinstance(value, (dt.date, dt.datetime))
+        try:
+            dt.datetime.fromisoformat(value)
+        except ValueError:
+            return False
+        return True
+    return True
+
+
+def table_level(expectation: dict[str, Any]) -> bool:
+    """Facts about the files (columns, row count), judged from their footers at plan time."""
+    return expectation["type"] in _BATCH_CHECKS
+
+
+def judge_files(expectation: dict[str, Any], columns: list[str], rows: int) -> str | None:
+    """A table-level expectation on one file's columns and its partition's row count: None when it passes,
+    else what was observed."""
+    return _BATCH_CHECKS[expectation["type"]](_Facts(columns, rows), expectation.get("kwargs", {}))
+
+
+class _Facts:
+    """The shape of a partition as its footers give it: what the table-level checks look at."""
+
+    def __init__(self, columns: list[str], rows: int) -> None:
+        self.column_names, self.num_rows, self.num_columns = columns, rows, len(columns)
 
 
 def evaluate(table: pa.Table, expectation: dict[str, Any]) -> Outcome:
@@ -64,6 +124,8 @@ def _bound(value: Any, type_: pa.DataType) -> pa.Scalar:
         if type_.tz is not None and parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=dt.timezone.utc)
         return pa.scalar(parsed, type_)
+    if isinstance(value, str) and pa.types.is_date(type_):
+        return pa.scalar(dt.datetime.fromisoformat(value).date(), type_)
     return pa.scalar(value)
 
 
@@ -178,3 +240,19 @@ _BATCH_CHECKS: dict[str, Callable[[pa.Table, dict], str | None]] = {
     "expect_table_column_count_to_equal": _column_count_equal,
 }
 _NULL_CHECKS = {"expect_column_values_to_not_be_null", "expect_column_values_to_be_null"}
+_COLUMN = {"column", "mostly"}
+_KWARGS: dict[str, set[str]] = {
+    "expect_column_values_to_be_between": _COLUMN | {"min_value", "max_value", "strict_min", "strict_max"},
+    "expect_column_values_to_be_in_set": _COLUMN | {"value_set"},
+    "expect_column_values_to_not_be_in_set": _COLUMN | {"value_set"},
+    "expect_column_values_to_not_be_null": _COLUMN,
+    "expect_column_values_to_be_null": _COLUMN,
+    "expect_column_values_to_be_unique": _COLUMN,
+    "expect_column_values_to_match_regex": _COLUMN | {"regex"},
+    "expect_column_values_to_not_match_regex": _COLUMN | {"regex"},
+    "expect_column_value_lengths_to_be_between": _COLUMN | {"min_value", "max_value"},
+    "expect_table_columns_to_match_set": {"column_set", "exact_match"},
+    "expect_column_to_exist": {"column"},
+    "expect_table_row_count_to_be_between": {"min_value", "max_value"},
+    "expect_table_column_count_to_equal": {"value"},
+}

@@ -180,13 +180,24 @@ def _list_files(fs: pafs.FileSystem, root: str, partitioning: tuple[str, ...]) -
 
 
 def _choose(available: list[Partition], partitioning: tuple[str, ...], terms: list[str], base: str) -> list[Partition]:
+    from decimal import Decimal, InvalidOperation
+
+    def newest(values: Iterable[str]) -> str:
+        """Numbers compare as numbers when every value is one (hour=9 < hour=10, padded or not); anything
+        else as text, which orders ISO dates."""
+        values = list(values)
+        try:
+            return max(values, key=Decimal)
+        except InvalidOperation:
+            return max(values)
+
     if terms in (["all"], []) or not partitioning:
         if terms not in (["all"], ["latest"], []):
             raise UsageError(f"input {base} is not partitioned: use partitions 'all', 'latest' or 'unscored'")
         return available
     if terms == ["latest"]:
-        newest = max(p[0][1] for p in available)
-        return [p for p in available if p[0][1] == newest]
+        latest = newest(p[0][1] for p in available)
+        return [p for p in available if p[0][1] == latest]
 
     wanted: dict[str, list[tuple[str, str | None]]] = {}
     for term in terms:
@@ -205,7 +216,7 @@ def _choose(available: list[Partition], partitioning: tuple[str, ...], terms: li
             if high is None and low not in present:
                 raise UsageError(
                     f"partition {col}={low} not found under {base} "
-                    f"(newest is {col}={max(present)}, {len(present)} available)"
+                    f"(newest is {col}={newest(present)}, {len(present)} available)"
                 )
 
     def matches(p: Partition) -> bool:
@@ -219,11 +230,14 @@ def _choose(available: list[Partition], partitioning: tuple[str, ...], terms: li
 
 
 def _within(value: str, low: str, high: str | None) -> bool:
+    """`value` is `low`, or in `low..high`: as numbers when all three are (hour=9..10), else as text (dates)."""
+    from decimal import Decimal, InvalidOperation
+
     if high is None:
         return value == low
     try:
-        return int(low) <= int(value) <= int(high)
-    except ValueError:
+        return Decimal(low) <= Decimal(value) <= Decimal(high)
+    except InvalidOperation:
         return low <= value <= high
 
 

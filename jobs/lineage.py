@@ -153,11 +153,13 @@ def restored_version(commit: dict[str, Any]) -> int | None:
     return int(commit.get("score.restored_version", parameters.get("version", -1)))
 
 
-def commit_of_run_key(table_uri: str, run_key: str) -> RunRecord | None:
-    """The run that committed `run_key`: None if none did, or if a rollback has since undone it.
+def commit_of_run_key(table_uri: str, run_key: str, replaces: bool = True) -> RunRecord | None:
+    """The run that committed `run_key`, while the table still holds what it committed; else None.
 
     Delta's app transaction (`score-run-key:<key>`) says cheaply whether the key ever committed; a
     RESTORE does not reset it, so the log decides whether that commit is still in this version's history.
+    When runs replace partitions (`replaces`), a later run that re-scored any of the key's input partitions
+    (another model, say) superseded it: the key is no longer committed and scores again.
     """
     from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
@@ -168,7 +170,12 @@ def commit_of_run_key(table_uri: str, run_key: str) -> RunRecord | None:
         return None
     if table.transaction_version(app_id(run_key)) is None:
         return None
-    return next((run for run in table_state(table_uri).walked if run.run_key == run_key), None)
+    state = table_state(table_uri)
+    run = next((run for run in state.walked if run.run_key == run_key), None)
+    if run is None or not replaces:
+        return run
+    holds = all(state.inputs[rec.partition][1].run_id == run.run_id for rec in run.inputs)
+    return run if holds else None
 
 
 def app_id(run_key: str) -> str:

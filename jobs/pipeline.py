@@ -1,4 +1,4 @@
-"""The Ray Data pipeline of one run: read -> check and score on an actor pool -> write files.
+"""The Ray Data pipeline of one run: check each input partition (tasks) -> score (actor pool) -> write files.
 
 Streaming end to end; the driver only sees the small file descriptions the writers return.
 """
@@ -7,54 +7,45 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pyarrow as pa
 import ray
 import ray.data
 from ray.data import ActorPoolStrategy
-from ray.data.datasource import Partitioning
 
+from jobs.checking import CheckTask, check_partitions
 from jobs.engine import PoolSize
 from jobs.plan import Plan, ValidationPlan
-from jobs.scoring import CheckBatches, ScoreBatches, ScoringTask
+from jobs.scoring import REASONS, ScoreBatches, ScoringTask
 from jobs.sink import DeltaFilesSink, WrittenFiles
 
 
-def read(files: list[str], base: str, partitioning: list[str], columns: list[str],
-         with_paths: bool = False) -> ray.data.Dataset:
-    """Exactly these files, hive partition columns from their paths, only the columns needed
-    (plus each row's file as `path` when `with_paths`, for the quarantine table)."""
-    return ray.data.read_parquet(
-        files, partitioning=Partitioning("hive", base_dir=base) if partitioning else None, include_paths=with_paths
-    ).select_columns(columns + (["path"] if with_paths else []))
+def checked(checks: CheckTask) -> ray.data.Dataset:
+    """Every selected row, partition by partition, with the reasons it fails (`_reasons`, null if none)."""
+    partitions = ray.data.from_items([{"partition": i} for i in range(len(checks.partitions))],
+                                     override_num_blocks=max(1, len(checks.partitions)))
+    return partitions.map_batches(check_partitions, fn_kwargs={"task": checks}, batch_size=1,
+                                  batch_format="pyarrow")
 
 
-def check(plan: ValidationPlan, pool: PoolSize) -> list[dict]:
-    """The contract check alone, on the same actor pool shape; returns one summary per batch."""
-    spec = plan.job.spec
-    if not plan.clean_files:
+def check(plan: ValidationPlan) -> list[pa.Table]:
+    """The check stage alone (`score validate`): each batch's `_reasons` column."""
+    if not plan.checks.partitions:
         return []
-    dataset = read(plan.clean_files, plan.selection.base, spec.input.partitioning, plan.read_columns)
-    return dataset.map_batches(
-        CheckBatches,
-        fn_constructor_args=(plan.contract, spec.contract.engine, tuple(spec.contract.batch_level)),
-        batch_size=spec.scoring.batch_size,
-        batch_format="pyarrow",
-        compute=ActorPoolStrategy(min_size=pool.min_actors, max_size=pool.max_actors),
-        num_cpus=pool.cpus_per_actor,
-    ).take_all()
+    return [batch for batch in checked(plan.checks).select_columns([REASONS]).iter_batches(batch_format="pyarrow",
+                                                                                             batch_size=None)]
 
 
 def execute(plan: Plan, run_id: str, pool: PoolSize) -> WrittenFiles:
     spec = plan.job.spec
+    on_failure = spec.contract.on_failure if spec.contract else "fail"
     task = ScoringTask(
-        model_ref=ray.put(plan.model.read_bytes()),
+        model_ref=ray.put(plan.model.files()),
         model_runtime=plan.model.runtime,
         model_suffix=Path(plan.model.path).suffix,
         model_version=plan.model.version,
         binding=plan.binding,
-        contract=plan.contract,
-        on_failure=spec.contract.on_failure if spec.contract else "fail",
-        contract_engine=spec.contract.engine if spec.contract else "auto",
-        batch_level=tuple(spec.contract.batch_level) if spec.contract else (),
+        on_failure=on_failure,
+        null_inputs=spec.model.null_inputs,
         run_id=run_id,
         id_column=spec.input.id_column,
         partition_columns=tuple(spec.input.partitioning),
@@ -62,12 +53,10 @@ def execute(plan: Plan, run_id: str, pool: PoolSize) -> WrittenFiles:
         threads=pool.threads,
         use_gpu=pool.gpus_per_actor > 0,
     )
-    sink = DeltaFilesSink(plan.output, plan.quarantine, task.on_failure, run_id)
-    if not plan.clean_files:
+    sink = DeltaFilesSink(plan.output, plan.quarantine, on_failure, run_id)
+    if not plan.checks.partitions:
         return sink.written
-    dataset = read(plan.clean_files, plan.selection.base, spec.input.partitioning, plan.read_columns,
-                   with_paths=plan.quarantine is not None)
-    scored = dataset.map_batches(
+    scored = checked(plan.checks).map_batches(
         ScoreBatches,
         fn_constructor_args=(task,),
         batch_size=spec.scoring.batch_size,

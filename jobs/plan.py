@@ -12,9 +12,10 @@ from dataclasses import dataclass, replace
 
 import pyarrow as pa
 
-from jobs.contracts import Contract, load_contract
+from jobs.checking import CheckTask
+from jobs.contracts import Contract, check_arguments, file_failures, load_contract
 from jobs.errors import UsageError
-from jobs.inputs import UNSCORED, InputSelection, partition_label, select_input, selector_terms
+from jobs.inputs import UNSCORED, InputSelection, Partition, partition_label, select_input, selector_terms
 from jobs.lineage import table_state
 from jobs.models import ModelArtifact, ModelBinding, bind_model, resolve_model
 from jobs.scoring import LINEAGE_FIELDS, REASON_TYPE, REASONS, SOURCE_FILE
@@ -23,6 +24,10 @@ from jobs.tables import TableTarget, check_compatible
 
 class NothingToScore(Exception):
     """An `unscored` selection found every partition scored from its current files with this model."""
+
+    def __init__(self, message: str, model: ModelArtifact, table_version: int) -> None:
+        super().__init__(message)
+        self.model, self.table_version = model, table_version
 
 
 @dataclass(frozen=True)
@@ -37,14 +42,11 @@ class Plan:
     quarantine: TableTarget | None
     drifted: dict[str, list[dict[str, str]]]  # file -> schema reasons: these files skip the pipeline
     run_key: str  # the logical run: a retry with the same key is a no-op once it committed
+    checks: CheckTask  # what the check stage reads and judges, partition by partition
 
     @property
     def table_uri(self) -> str:
         return self.output.uri
-
-    @property
-    def clean_files(self) -> list[str]:
-        return self.selection.paths(excluding=self.drifted)
 
     def output_partitions(self) -> dict[str, dict[str, str]]:
         """Output partition label -> its values, for every output partition this run writes."""
@@ -52,30 +54,26 @@ class Plan:
         projected = [tuple((c, dict(p)[c]) for c in cols) for p in self.selection.partitions]
         return {partition_label(p): dict(p) for p in dict.fromkeys(projected)}
 
-    def replaced_partitions(self) -> dict[str, list[str]]:
-        """For overwrite_partitions: output partition column -> the values this run scored."""
-        cols = self.job.spec.output.partition_by
-        return {c: sorted({values[c] for values in self.output_partitions().values()}) for c in cols}
+    def replaced_partitions(self) -> list[Partition]:
+        """The input partitions whose earlier rows this run's commits replace (none when appending)."""
+        if self.job.spec.output.mode == "append":
+            return []
+        return list(self.selection.partitions)
 
 
 def make_plan(job: LoadedSpec, partitions: str | list[str] | None = None, run_key: str | None = None) -> Plan:
     spec = job.spec
-    model = resolve_model(spec.model, spec.tracking)
-    selection = _select(spec, partitions or spec.input.partitions, model)
-    where = f"input {spec.input.path} ({selection.files[0].path})"
+    selector = partitions or spec.input.partitions
+    if spec.output.mode == "append" and _unscored(selector):
+        raise UsageError(
+            f"{job.file}: output.mode append with partitions 'unscored' would append a second copy of every "
+            "partition it re-scores (new model, changed files): use mode overwrite_partitions, or name the "
+            "partitions to append"
+        )
+    inputs = _plan_inputs(job, selector)
+    selection, model, binding, contract, read_columns = (inputs.selection, inputs.model, inputs.binding,
+                                                         inputs.contract, inputs.read_columns)
     schema = selection.schema
-    for key, column in (("input.id_column", spec.input.id_column),
-                        ("input.event_time_column", spec.input.event_time_column)):
-        if column and column not in schema.names:
-            raise UsageError(f"{key}: column {column!r} is not in {where}; columns are {schema.names}")
-
-    contract = load_contract(spec.contract.suite) if spec.contract else None
-    binding = bind_model(model, spec.model, schema, where)
-
-    wanted = [spec.input.id_column, spec.input.event_time_column, *binding.input_columns]
-    wanted += [c for c in (contract.columns if contract else []) if c in schema.names]
-    read_columns = list(dict.fromkeys(c for c in wanted if c)) + list(spec.input.partitioning)
-
     id_type = schema.field(spec.input.id_column).type
     fields = [pa.field(spec.input.id_column, id_type)]
     fields += [pa.field(c, pa.string()) for c in spec.input.partitioning]
@@ -85,29 +83,102 @@ def make_plan(job: LoadedSpec, partitions: str | list[str] | None = None, run_ke
     clashes = sorted({n for n in names if names.count(n) > 1})
     if clashes:
         raise UsageError(f"model.outputs: column name(s) {clashes} clash with id, partition or lineage columns")
-    partition_by = tuple(spec.output.partition_by)
-    output = TableTarget(spec.table_uri(), pa.schema(fields), partition_by)
+    partition_by, partitioning = tuple(spec.output.partition_by), tuple(spec.input.partitioning)
+    output = TableTarget(spec.table_uri(), pa.schema(fields), partition_by, partitioning)
     output = replace(output, read_version=check_compatible(output))
     quarantine = None
     if spec.contract and spec.contract.on_failure == "quarantine":
+        # The quarantined rows travel whole beside the scores: an input column may not share a score's name.
+        shared = sorted(set(names) & set(read_columns) - {spec.input.id_column, *partitioning})
+        if shared:
+            raise UsageError(f"model.outputs: column name(s) {shared} are also input columns the quarantine table "
+                             "keeps: name the outputs differently")
         quarantine = TableTarget(spec.table_uri(quarantine_table(spec.output.table)),
-                                 _quarantine_schema(schema, read_columns, spec.input.partitioning), partition_by)
+                                 _quarantine_schema(schema, read_columns, spec.input.partitioning), partition_by,
+                                 partitioning)
         quarantine = replace(quarantine, read_version=check_compatible(quarantine))
     key = run_key or default_run_key(job, selection, model, contract)
-    return Plan(job, selection, model, binding, contract, read_columns, output, quarantine,
-                selection.drift(read_columns), key)
+    return Plan(job, selection, model, binding, contract, read_columns, output, quarantine, inputs.drifted, key,
+                inputs.checks)
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """The input side of a plan, shared by `score run` and `score validate` so both fail the same rows."""
+
+    selection: InputSelection
+    model: ModelArtifact
+    binding: ModelBinding
+    contract: Contract | None
+    read_columns: list[str]
+    drifted: dict[str, list[dict[str, str]]]
+    checks: CheckTask
+
+
+def _plan_inputs(job: LoadedSpec, selector: str | list[str]) -> _Inputs:
+    spec = job.spec
+    model = resolve_model(spec.model, spec.tracking)
+    selection = _select(spec, selector, model)
+    where = f"input {spec.input.path} ({selection.files[0].path})"
+    schema = selection.schema
+    for key, column in (("input.id_column", spec.input.id_column),
+                        ("input.event_time_column", spec.input.event_time_column)):
+        if column and column not in schema.names:
+            raise UsageError(f"{key}: column {column!r} is not in {where}; columns are {schema.names}")
+    event_time = spec.input.event_time_column
+    event_type = schema.field(event_time).type if event_time else None
+    if event_type is not None and not (pa.types.is_timestamp(event_type) or pa.types.is_date(event_type)):
+        raise UsageError(f"input.event_time_column: column {event_time!r} is {event_type} in {where}; the "
+                         "freshness watermark needs a timestamp or date column")
+
+    contract = load_contract(spec.contract.suite) if spec.contract else None
+    if contract:
+        check_arguments(contract, schema)
+    binding = bind_model(model, spec.model, schema, where)
+    if spec.model.null_inputs == "pass":
+        for b in binding.inputs:
+            if b.dtype not in ("float32", "float64", "float16", "string"):
+                raise UsageError(f"model.null_inputs pass: model input {b.name!r} is {b.dtype}, which cannot hold a "
+                                 "missing value: use null_inputs reject, or a float input")
+
+    wanted = [spec.input.id_column, spec.input.event_time_column, *binding.input_columns]
+    wanted += [c for c in (contract.columns if contract else []) if c in schema.names]
+    read_columns = list(dict.fromkeys(c for c in wanted if c and c not in spec.input.partitioning))
+    read_columns += list(spec.input.partitioning)
+    drifted = selection.drift(read_columns)
+
+    partitions, failures = [], {}
+    for partition, files in zip(selection.partitions, selection.by_partition().values()):
+        clean = [f for f in files if f.path not in drifted]
+        if clean:
+            partitions.append((partition, tuple(f.path for f in clean)))
+        if contract:
+            failures.update(file_failures(contract, clean, sum(f.num_rows for f in clean)))
+    checks = CheckTask(
+        base=selection.base,
+        partitions=tuple(partitions),
+        file_columns=tuple(c for c in read_columns if c not in spec.input.partitioning),
+        contract=contract,
+        engine=spec.contract.engine if spec.contract else "auto",
+        batch_level=tuple(spec.contract.batch_level) if spec.contract else (),
+        file_failures=failures,
+        reject_nulls=tuple(binding.input_columns) if spec.model.null_inputs == "reject" else (),
+        batch_size=spec.scoring.batch_size,
+        with_paths=bool(spec.contract and spec.contract.on_failure == "quarantine"),
+    )
+    return _Inputs(selection, model, binding, contract, read_columns, drifted, checks)
 
 
 def _select(spec: JobSpec, selector: str | list[str], model: ModelArtifact | None) -> InputSelection:
     """The selected input; for `unscored`, compared with what the output table holds from `model`."""
-    scored = None
-    if _unscored(selector):
-        scored = table_state(spec.table_uri()).scored_fingerprints(model.sha256)
+    state = table_state(spec.table_uri()) if _unscored(selector) else None
+    scored = state.scored_fingerprints(model.sha256) if state else None
     selection = select_input(spec.input.path, spec.input.partitioning, selector, scored)
     if not selection.partitions:
         raise NothingToScore(
             f"nothing to score: every selected partition under {spec.input.path} is already in "
-            f"{spec.output.table}, scored from its current files with model {model.version}"
+            f"{spec.output.table} v{state.version}, scored from its current files with model {model.version}",
+            model, state.version,
         )
     return selection
 
@@ -126,30 +197,22 @@ def default_run_key(job: LoadedSpec, selection: InputSelection, model: ModelArti
 
 @dataclass(frozen=True)
 class ValidationPlan:
-    """What `score validate` needs: the files and the contract; no model, no output."""
+    """What `score validate` needs: the files, the contract and the model's inputs (whose nulls fail a row
+    as they do in a run); no output."""
 
     job: LoadedSpec
     selection: InputSelection
     contract: Contract
-    read_columns: list[str]
     drifted: dict[str, list[dict[str, str]]]
-
-    @property
-    def clean_files(self) -> list[str]:
-        return self.selection.paths(excluding=self.drifted)
+    checks: CheckTask
 
 
 def make_validation_plan(job: LoadedSpec, partitions: str | list[str] | None = None) -> ValidationPlan:
     spec = job.spec
     if not spec.contract:
         raise UsageError(f"{job.file}: contract: the job has no contract to validate against")
-    selector = partitions or spec.input.partitions
-    model = resolve_model(spec.model, spec.tracking) if _unscored(selector) else None
-    selection = _select(spec, selector, model)
-    contract = load_contract(spec.contract.suite)
-    wanted = [spec.input.id_column, *contract.columns]
-    read_columns = [c for c in dict.fromkeys(wanted) if c in selection.schema.names] + list(spec.input.partitioning)
-    return ValidationPlan(job, selection, contract, read_columns, selection.drift(read_columns))
+    inputs = _plan_inputs(job, partitions or spec.input.partitions)
+    return ValidationPlan(job, inputs.selection, inputs.contract, inputs.drifted, inputs.checks)
 
 
 def quarantine_table(table: str) -> str:

@@ -20,7 +20,7 @@ from jobs.errors import ContractFailure, RuntimeFailure, ScoreError
 from jobs.inputs import fingerprint, partition_label
 from jobs.lineage import InputRecord, OutputRecord, RunRecord, commit_of_run_key, parse_time
 from jobs.plan import NothingToScore, Plan, make_plan
-from jobs.spec import LoadedSpec, load_spec
+from jobs.spec import LoadedSpec, load_spec, redact_uri
 
 log = logging.getLogger(__name__)
 _ERROR_LINE = re.compile(r"^([\w.]+(?:Error|Exception)): (.+)$", re.MULTILINE)
@@ -75,24 +75,28 @@ def run_job(
     A run whose key (given, or derived from job, spec, input files, model and contract) already committed
     returns at once (`force` runs it anyway), as does an `unscored` run that finds nothing new.
     Raises UsageError (bad spec, partition, model: nothing started), ContractFailure (nothing committed)
-    or RuntimeFailure. `ScoreError.summary` carries the partial RunSummary for reporting.
+    or RuntimeFailure; anything else is a bug or an environment failure. Every exception raised after the
+    spec loaded carries the partial RunSummary as `.summary`, for reporting.
     """
     started = time.monotonic()
     loaded = job if isinstance(job, LoadedSpec) else load_spec(job, overrides)
     spec = loaded.spec
-    summary = RunSummary(status="failed", job=spec.name, table=spec.output.table, table_uri=spec.table_uri(),
-                         tracking_uri=spec.tracking.uri)
+    summary = RunSummary(status="failed", job=spec.name, table=spec.output.table,
+                         table_uri=redact_uri(spec.table_uri()), tracking_uri=redact_uri(spec.tracking.uri))
     try:
         try:
             plan = make_plan(loaded, partitions, run_key)
         except NothingToScore as nothing:
             summary.status, summary.message = "up_to_date", str(nothing)
+            summary.model_uri, summary.model_version = redact_uri(nothing.model.uri), nothing.model.version
+            summary.model_sha256, summary.table_version = nothing.model.sha256, nothing.table_version
             return summary
         summary.partitions, summary.run_key = plan.selection.labels, plan.run_key
         summary.rows_in = plan.selection.num_rows
         summary.model_uri, summary.model_version = plan.model.uri, plan.model.version
         summary.model_sha256, summary.input_fingerprint = plan.model.sha256, plan.selection.fingerprint
-        committed = None if force else commit_of_run_key(plan.output.uri, plan.run_key)
+        committed = None if force else commit_of_run_key(plan.output.uri, plan.run_key,
+                                                          replaces=spec.output.mode != "append")
         if committed:
             summary.status, summary.run_id = "already_committed", committed.run_id
             summary.table_version = committed.table_version
@@ -100,8 +104,9 @@ def run_job(
                                f"v{committed.table_version} by run {committed.run_id}; nothing written")
             return summary
         _score(plan, summary, started)
-    except ScoreError as exc:
-        summary.exit_code, summary.error = exc.exit_code, str(exc)
+    except Exception as exc:  # every failure carries its summary: `--json` prints one object for each
+        summary.exit_code = exc.exit_code if isinstance(exc, ScoreError) else 1
+        summary.error = str(exc) if isinstance(exc, ScoreError) else f"{type(exc).__name__}: {exc}"
         summary.duration_s = round(time.monotonic() - started, 3)
         exc.summary = summary
         raise
@@ -154,10 +159,10 @@ def _score(plan: Plan, summary: RunSummary, started: float) -> None:
             if summary.input_watermark:
                 summary.freshness_lag_s = round((scored_at - parse_time(summary.input_watermark)).total_seconds(), 3)
             summary.table_version, summary.quarantine_version = _commit(plan, written, record)
-        except BaseException as exc:
+        except (Exception, KeyboardInterrupt) as exc:
             for target in (plan.output, plan.quarantine):
                 if target is not None:
-                    discard_run_files(target.uri, run_id)
+                    discard_run_files(target.uri, run_id, target.read_version)
             summary.duration_s = round(time.monotonic() - started, 3)
             mlflow.set_tags({"error": str(exc)[:5000], "error.type": type(exc).__name__})
             _record_counts(summary)
@@ -173,7 +178,9 @@ def _commit(plan: Plan, written, record: RunRecord) -> tuple[int, int | None]:
     commit carries the lineage record and the run key.
 
     Two tables cannot share one Delta transaction: if the output commit fails after the quarantine one,
-    the quarantine commit is undone so that neither keeps this run.
+    the quarantine commit is undone so that neither keeps this run. A driver that died between the two
+    left a quarantine commit without its output commit: the re-run of the same run key removes those
+    rows in its own quarantine commit, so none are duplicated.
     """
     from jobs.tables import commit, undo_commit
 
@@ -190,15 +197,16 @@ def _commit(plan: Plan, written, record: RunRecord) -> tuple[int, int | None]:
     replaced = plan.replaced_partitions()
     quarantine_version = None
     if plan.quarantine is not None:
-        quarantine_version = commit(plan.quarantine, written.quarantine_files, spec.output.mode, replaced,
-                                    {**metadata, "score.rows": written.rows_quarantined, "score.role": "quarantine"})
+        quarantine_version = commit(plan.quarantine, written.quarantine_files, replaced,
+                                    {**metadata, "score.rows": written.rows_quarantined, "score.role": "quarantine"},
+                                    discard_runs=_half_committed_runs(plan))
     try:
         record = replace(record, quarantine_version=quarantine_version)
-        version = commit(plan.output, written.files, spec.output.mode, replaced,
+        version = commit(plan.output, written.files, replaced,
                          {**metadata, "score.rows": written.rows_scored, "score.quarantine_version": quarantine_version,
                           "score.lineage": record.to_json()},
                          run_key=plan.run_key)
-    except BaseException as exc:
+    except (Exception, KeyboardInterrupt) as exc:
         if quarantine_version is not None:
             previous = quarantine_version - 1 if quarantine_version > 0 else None  # None: this run created it
             stuck = undo_commit(plan.quarantine.uri, quarantine_version, previous, record.run_id)
@@ -206,6 +214,16 @@ def _commit(plan: Plan, written, record: RunRecord) -> tuple[int, int | None]:
                 raise type(exc)(f"{exc}; {stuck}") from None
         raise
     return version, quarantine_version
+
+
+def _half_committed_runs(plan: Plan) -> list[str]:
+    """Runs of this run key whose quarantine commit landed but whose output commit never did."""
+    from jobs.lineage import history
+
+    output_runs = {c.get("score.run_id") for c in history(plan.output.uri)}
+    return sorted({c["score.run_id"] for c in history(plan.quarantine.uri)
+                   if c.get("score.role") == "quarantine" and c.get("score.run_key") == plan.run_key
+                   and c["score.run_id"] not in output_runs})
 
 
 def _run_record(plan: Plan, written, run_id: str, experiment_id: str, scored_at: dt.datetime) -> RunRecord:
@@ -230,18 +248,20 @@ def _run_record(plan: Plan, written, run_id: str, experiment_id: str, scored_at:
         spec_hash=plan.job.spec_hash,
         spec_yaml=plan.job.to_yaml(),
         code_version=code_version(),
-        model={"uri": model.uri, "version": model.version, "sha256": model.sha256,
+        model={"uri": redact_uri(model.uri), "version": model.version, "sha256": model.sha256,
                "registry_name": model.registry_name, "runtime": model.runtime,
-               "resolved_uri": f"models:/{model.registry_name}/{model.version}" if model.registry_name else model.path},
-        contract={"path": contract.path, "sha256": contract.sha256, "expectations": len(contract.expectations),
-                  "on_failure": spec.contract.on_failure} if contract else None,
-        tracking={"uri": spec.tracking.uri, "experiment_id": experiment_id, "run_id": run_id},
-        input_base=plan.selection.base,
+               "resolved_uri": redact_uri(f"models:/{model.registry_name}/{model.version}" if model.registry_name
+                                          else model.path)},
+        contract={"path": redact_uri(contract.path), "sha256": contract.sha256,
+                  "expectations": len(contract.expectations), "on_failure": spec.contract.on_failure}
+        if contract else None,
+        tracking={"uri": redact_uri(spec.tracking.uri), "experiment_id": experiment_id, "run_id": run_id},
+        input_base=redact_uri(plan.selection.base),
         input_fingerprint=plan.selection.fingerprint,
         inputs=inputs,
         outputs=outputs,
         max_age=spec.output.max_age,
-        quarantine_table=plan.quarantine.uri if plan.quarantine else None,
+        quarantine_table=redact_uri(plan.quarantine.uri) if plan.quarantine else None,
     )
 
 
@@ -350,22 +370,23 @@ def _record_plan(plan: Plan) -> None:
     mlflow.set_tags({
         "score.job": spec.name,
         "score.table": spec.output.table,
-        "score.table_uri": plan.table_uri,
-        "score.quarantine_table_uri": plan.quarantine.uri if plan.quarantine else "",
+        "score.table_uri": redact_uri(plan.table_uri),
+        "score.quarantine_table_uri": redact_uri(plan.quarantine.uri) if plan.quarantine else "",
         "score.partitions": ",".join(selection.labels)[:5000],
-        "score.model_uri": model.uri,
+        "score.model_uri": redact_uri(model.uri),
         "score.model_name": model.registry_name or Path(model.path).name,
         "score.model_version": model.version,
         "score.model_sha256": model.sha256,
-        "score.contract": plan.contract.path if plan.contract else "",
+        "score.contract": redact_uri(plan.contract.path) if plan.contract else "",
         "score.contract_sha256": plan.contract.sha256 if plan.contract else "",
         "score.input_fingerprint": selection.fingerprint,
         "score.code_version": code_version(),
         "score.run_key": plan.run_key,
+        "score.spec_env": ",".join(plan.job.env_vars),
     })
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        source = resolve_dataset_source(selection.base)
+        source = resolve_dataset_source(redact_uri(selection.base))
     dataset = MetaDataset(source=source, name=Path(selection.base).name, digest=selection.fingerprint[:36])
     mlflow.log_input(dataset, context="scoring", tags={
         "partitions": ",".join(selection.labels)[:500],
@@ -373,8 +394,8 @@ def _record_plan(plan: Plan) -> None:
         "rows": str(selection.num_rows),
         "fingerprint": selection.fingerprint,
     })
-    mlflow.log_text(plan.job.to_yaml(), "spec/resolved.yaml")
-    mlflow.log_text(selection.manifest(), "input/files.json")
+    mlflow.log_text(plan.job.to_yaml(), "spec/resolved.yaml")  # as written: `${VAR}` kept, never its value
+    mlflow.log_text(redact_uri(selection.manifest()), "input/files.json")
 
 
 def _record_counts(summary: RunSummary) -> None:
@@ -404,13 +425,15 @@ def _record_result(summary: RunSummary) -> None:
     })
 
 
-def code_version() -> str:
-    """The git commit of the code that ran (with `-dirty` for local changes), else the package version."""
-    here = Path(__file__).resolve().parent
+def code_version(root: str | Path | None = None) -> str:
+    """The git commit of the code that ran, `-dirty` when tracked files under `root` (default: the project
+    holding this package) differ from it, else the package version. Untracked files do not count: a report
+    written into the project by `score validate --report` would otherwise mark every later run dirty."""
+    root = Path(root) if root is not None else Path(__file__).resolve().parent.parent
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
         if commit.returncode == 0:
-            dirty = subprocess.run(["git", "status", "--porcelain", "--", "."], cwd=here.parent,
+            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "."], cwd=root,
                                    capture_output=True, text=True, timeout=5).stdout.strip()
             return commit.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):

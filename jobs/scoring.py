@@ -1,27 +1,25 @@
-"""The actor-pool stage: check a batch against the contract, score the rows that pass, add lineage.
+"""The actor-pool stage: score the rows that passed the check stage and add lineage.
 
-Rows that fail the contract leave with their reasons, so the writer can count and quarantine every one
-of them: no row leaves this stage unaccounted for. Under `on_failure: warn` they are scored too.
-With quarantine on, the failing rows' original columns travel as one Arrow IPC payload per batch.
+Rows arrive with `_reasons` from `jobs.checking` (null when a row passed). Failing rows are not scored
+(under `on_failure: warn` they are, when their model inputs allow it) and leave with their reasons, so the
+writer can count and quarantine every one of them: no row leaves this stage unaccounted for. With the
+quarantine on, every input column travels on beside the scores, so the writer has the failing rows whole.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from jobs.contracts import Contract, ContractValidator, expectation_key
 from jobs.models import InputBinding, ModelBinding, OutputBinding
 from jobs.runtimes import open_runtime
 
 REASONS = "_reasons"
 EVENT_TIME = "_event_time"
-QUARANTINED = "_quarantined_rows"  # on the first row of a batch: its failing rows, as an Arrow IPC stream
 SOURCE_FILE = "_source_file"
 LINEAGE_FIELDS = [
     pa.field("run_id", pa.string()),
@@ -35,15 +33,13 @@ REASON_TYPE = pa.list_(pa.struct([("expectation", pa.string()), ("column", pa.st
 class ScoringTask:
     """Everything an actor needs, built once on the driver. The model travels as an object-store ref."""
 
-    model_ref: object
+    model_ref: object  # ObjectRef of a runtimes.ModelFiles: the model file and its ONNX external data
     model_runtime: str
     model_suffix: str
     model_version: str
     binding: ModelBinding
-    contract: Contract | None
     on_failure: str
-    contract_engine: str
-    batch_level: tuple[str, ...]
+    null_inputs: str  # reject | pass
     run_id: str
     id_column: str
     partition_columns: tuple[str, ...]
@@ -53,15 +49,12 @@ class ScoringTask:
 
 
 class ScoreBatches:
-    """A Ray Data callable class: one model session and one GX context per actor."""
+    """A Ray Data callable class: one model session per actor."""
 
     def __init__(self, task: ScoringTask) -> None:
         import ray
 
         self.task = task
-        self.validator = (
-            ContractValidator(task.contract, task.contract_engine, task.batch_level) if task.contract else None
-        )
         self.runtime = open_runtime(
             task.model_runtime,
             ray.get(task.model_ref),
@@ -74,87 +67,32 @@ class ScoreBatches:
     def __call__(self, batch: pa.Table) -> pa.Table:
         task = self.task
         rows = batch.num_rows
-        failed = np.zeros(rows, dtype=bool)
-        reasons: list = [None] * rows
-        if self.validator is not None and rows:
-            # `path` is added by the reader for the quarantine table; the contract sees the file's columns.
-            validation = self.validator.validate(batch.drop_columns(["path"]) if "path" in batch.column_names
-                                                 else batch)
-            failed = validation.failed
-            for i, found in validation.reasons.items():
-                reasons[i] = found
-        unscorable = _null_inputs(batch, task.binding.input_columns, reasons)
-        failed_to_score = unscorable if task.on_failure == "warn" else failed | unscorable
-        failed = failed | unscorable
-        passed = batch.filter(pa.array(~failed_to_score)) if failed_to_score.any() else batch
+        skipped = pc.is_valid(batch.column(REASONS)).to_numpy(zero_copy_only=False)
+        if task.on_failure == "warn":  # failing rows are scored too, unless their inputs cannot be
+            skipped = _missing(batch, task.binding.input_columns) if task.null_inputs == "reject" else skipped & False
+        passed = batch.filter(pa.array(~skipped)) if skipped.any() else batch
         scores = score_table(self.runtime, task.binding, passed) if passed.num_rows else {}
 
-        columns: dict[str, pa.Array] = {
-            task.id_column: batch.column(task.id_column),
-            **{c: batch.column(c).cast(pa.string()) for c in task.partition_columns},
-        }
-        valid_positions = np.flatnonzero(~failed_to_score)
+        kept = batch.column_names if task.on_failure == "quarantine" else [task.id_column, *task.partition_columns]
+        columns: dict[str, pa.Array] = {c: batch.column(c) for c in kept if c != REASONS}
+        valid_positions = np.flatnonzero(~skipped)
         for field in task.binding.output_fields():
-            values = scores.get(field.name)
-            columns[field.name] = _spread(values, valid_positions, rows, field.type)
+            columns[field.name] = _spread(scores.get(field.name), valid_positions, rows, field.type)
         lineage = (task.run_id, task.model_version, dt.datetime.now(dt.timezone.utc))
         for field, value in zip(LINEAGE_FIELDS, lineage):
             columns[field.name] = pa.array([value] * rows, field.type)
         if task.event_time_column:
             columns[EVENT_TIME] = batch.column(task.event_time_column)
-        columns[REASONS] = pa.array(reasons, REASON_TYPE)
-        if task.on_failure == "quarantine":
-            columns[QUARANTINED] = _quarantine_payload(batch, failed, columns[REASONS])
+        columns[REASONS] = batch.column(REASONS)
         return pa.table(columns)
 
 
-class CheckBatches:
-    """`score validate`: the contract check alone; one summary row per batch (rows, failures, examples)."""
-
-    def __init__(self, contract: Contract, engine: str, batch_level: tuple[str, ...] = ()) -> None:
-        self.validator = ContractValidator(contract, engine, batch_level)
-
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        validation = self.validator.validate(batch)
-        failures, examples = {}, {}
-        for e in validation.per_expectation:
-            if e["rows_failed"]:
-                key = expectation_key(e["expectation"], e["column"])
-                failures[key], examples[key] = e["rows_failed"], e["examples"]
-        return pa.table({"rows": [batch.num_rows], "rows_failed": [int(validation.failed.sum())],
-                         "failures": [json.dumps(failures)], "examples": [json.dumps(examples)]})
-
-
-NULL_INPUT = "model_input_not_null"
-
-
-def _null_inputs(batch: pa.Table, columns: list[str], reasons: list) -> np.ndarray:
-    """Rows whose model inputs are null or NaN cannot be scored, contract or not: flag them with a reason."""
-    unscorable = np.zeros(batch.num_rows, dtype=bool)
+def _missing(batch: pa.Table, columns: list[str]) -> np.ndarray:
+    """Rows with a null or NaN model input."""
+    missing = np.zeros(batch.num_rows, dtype=bool)
     for column in columns:
-        mask = pc.is_null(batch.column(column), nan_is_null=True)
-        if not pc.any(mask).as_py():
-            continue
-        nulls = mask.to_numpy(zero_copy_only=False)
-        for i in np.flatnonzero(nulls).tolist():
-            reasons[i] = (reasons[i] or []) + [{"expectation": NULL_INPUT, "column": column, "value": "null"}]
-        unscorable |= nulls
-    return unscorable
-
-
-def _quarantine_payload(batch: pa.Table, failed: np.ndarray, reasons: pa.Array) -> pa.Array:
-    """The failing rows with all their original columns and reasons, serialised on the batch's first row."""
-    payload: list[bytes | None] = [None] * batch.num_rows
-    if failed.any():
-        mask = pa.array(failed)
-        rows = batch.filter(mask).append_column(REASONS, reasons.filter(mask))
-        if "path" in rows.column_names:
-            rows = rows.rename_columns([SOURCE_FILE if c == "path" else c for c in rows.column_names])
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, rows.schema) as writer:
-            writer.write_table(rows)
-        payload[0] = sink.getvalue().to_pybytes()
-    return pa.array(payload, pa.binary())
+        missing |= pc.is_null(batch.column(column), nan_is_null=True).to_numpy(zero_copy_only=False)
+    return missing
 
 
 def build_feeds(binding: ModelBinding, table: pa.Table) -> dict[str, np.ndarray]:
@@ -163,8 +101,14 @@ def build_feeds(binding: ModelBinding, table: pa.Table) -> dict[str, np.ndarray]
 
 
 def _feed(binding: InputBinding, table: pa.Table) -> np.ndarray:
-    dtype = object if binding.dtype == "string" else np.dtype(binding.dtype)
-    arrays = [table.column(c).to_numpy(zero_copy_only=False).astype(dtype, copy=False) for c in binding.columns]
+    """Nulls reach a model only under `model.null_inputs: pass`: as NaN in float inputs (Arrow's own
+    conversion), as the empty string in string inputs."""
+    if binding.dtype == "string":
+        arrays = [pc.fill_null(table.column(c), "").to_numpy(zero_copy_only=False).astype(object, copy=False)
+                  for c in binding.columns]
+    else:
+        arrays = [table.column(c).to_numpy(zero_copy_only=False).astype(binding.dtype, copy=False)
+                  for c in binding.columns]
     if binding.rank == 1:
         return arrays[0]
     return np.stack(arrays, axis=1)

@@ -23,7 +23,7 @@ from ray.data.datasource.datasink import WriteResult
 
 from jobs.inputs import partition_label
 from jobs.contracts import expectation_key
-from jobs.scoring import EVENT_TIME, QUARANTINED, REASONS
+from jobs.scoring import EVENT_TIME, REASONS
 from jobs.storage import filesystem
 from jobs.tables import TableTarget
 
@@ -95,15 +95,17 @@ class DeltaFilesSink(Datasink):
                 continue
             written.rows_seen += block.num_rows
             failed_mask = pc.is_valid(block.column(REASONS))
-            written.count_failed(block.filter(failed_mask))
+            failed = block.filter(failed_mask)
+            written.count_failed(failed)
             scored = block if self.on_failure == "warn" else block.filter(pc.invert(failed_mask))
-            written.rows_scored += scored.num_rows
-            for values, group in _groups(scored, self.output.partition_by):
-                written.files.append(write_file(self.output, values, group, self.run_id, ctx.task_idx))
-                written.note_event_time(partition_label(tuple(values.items())), group)
-            if self.quarantine is not None:
-                for rows in _quarantined(block):
-                    quarantine(written, self.quarantine, rows, self.run_id, ctx.task_idx)
+            for values, group in _groups(scored, self.output.input_partitioning):
+                file = write_file(self.output, values, group, self.run_id, ctx.task_idx)
+                written.files.append(file)
+                written.rows_scored += file["rows"]
+                written.note_event_time(partition_label(tuple(file["partition_values"].items())), group)
+            if self.quarantine is not None and failed.num_rows:
+                kept = [f.name for f in self.quarantine.schema if f.name not in ("run_id", "quarantined_at")]
+                quarantine(written, self.quarantine, failed.select(kept), self.run_id, ctx.task_idx)
         return written
 
     def on_write_complete(self, write_result: WriteResult) -> None:
@@ -114,11 +116,14 @@ class DeltaFilesSink(Datasink):
         return "WriteDeltaFiles"
 
 
-def write_file(target: TableTarget, values: dict[str, str], group: pa.Table, run_id: str, task: int) -> dict:
-    """Write one Parquet file of `target` (partition columns live in the path) and describe it for the commit."""
+def write_file(target: TableTarget, partition: dict[str, str], group: pa.Table, run_id: str, task: int) -> dict:
+    """Write one Parquet file of `target` holding the rows of one input `partition` and describe it for the
+    commit. Output partition columns live in the path; the other input partition columns get min/max
+    statistics, by which a later run finds the rows of that input partition (`jobs.tables.commit`)."""
     fs, root = filesystem(target.uri)
     data_schema = pa.schema([f for f in target.schema if f.name not in target.partition_by])
     data = group.select(data_schema.names).cast(data_schema)
+    values = {c: partition[c] for c in target.partition_by}
     folder = "/".join(f"{k}={v}" for k, v in values.items())
     rel = f"{folder}/" if folder else ""
     rel += f"part-{task:05d}-{run_id[:12]}-{uuid.uuid4().hex[:12]}.parquet"
@@ -128,8 +133,10 @@ def write_file(target: TableTarget, values: dict[str, str], group: pa.Table, run
     with fs.open_output_stream(path) as out:
         pq.write_table(data, out, compression="zstd")
     size = fs.get_file_info(path).size
-    stats = {"numRecords": data.num_rows, "nullCount": {c: data.column(c).null_count for c in data.column_names
-                                                        if not pa.types.is_nested(data.schema.field(c).type)}}
+    within = {c: v for c, v in partition.items() if c not in target.partition_by}
+    stats = {"numRecords": data.num_rows, "minValues": within, "maxValues": within,
+             "nullCount": {c: data.column(c).null_count for c in data.column_names
+                           if not pa.types.is_nested(data.schema.field(c).type)}}
     return {
         "path": rel,
         "size": size,
@@ -142,20 +149,13 @@ def write_file(target: TableTarget, values: dict[str, str], group: pa.Table, run
 
 def quarantine(written: WrittenFiles, target: TableTarget, rows: pa.Table, run_id: str, task: int) -> None:
     """Write failing rows (original columns and `_reasons`) to the quarantine table and count them."""
-    written.rows_quarantined += rows.num_rows
     now = dt.datetime.now(dt.timezone.utc)
     for name, value in (("run_id", run_id), ("quarantined_at", now)):
         rows = rows.append_column(name, pa.array([value] * rows.num_rows, target.schema.field(name).type))
-    for values, group in _groups(rows, target.partition_by):
-        written.quarantine_files.append(write_file(target, values, group, run_id, task))
-
-
-def _quarantined(block: pa.Table):
-    """The failing rows each batch carried in its quarantine payload."""
-    if QUARANTINED not in block.column_names:
-        return
-    for payload in block.column(QUARANTINED).drop_null().to_pylist():
-        yield pa.ipc.open_stream(payload).read_all()
+    for values, group in _groups(rows, target.input_partitioning):
+        file = write_file(target, values, group, run_id, task)
+        written.quarantine_files.append(file)
+        written.rows_quarantined += file["rows"]
 
 
 def _groups(table: pa.Table, partition_by: tuple[str, ...]):

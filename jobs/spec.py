@@ -22,6 +22,28 @@ from jobs.errors import SpecError
 SET_ORIGIN = "--set"
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _TABLE_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+# scheme://USERINFO@: the user info runs to the last @ before the path, query or fragment.
+_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://([^/?#\s\"]*)@")
+_CONTAINER_SCHEMES = ("abfs", "abfss", "wasb", "wasbs")  # their user info names a container, not a user
+
+
+class _SpecLoader(yaml.SafeLoader):
+    """YAML 1.2 core-schema scalars for job files and `--set`: only true/false are booleans and only plain
+    decimal numbers are numbers. PyYAML's YAML 1.1 reads `off`/`yes`/`no` as booleans, `0755` as octal, `1_000`
+    as 1000 and `2026-11-27` as a date, which the schema then rejects or mis-reads."""
+
+    yaml_implicit_resolvers: dict = {}
+
+
+for _tag, _pattern, _first in (
+    ("bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
+    ("null", r"^(?:~|null|Null|NULL|)$", ["~", "n", "N", ""]),
+    ("int", r"^[-+]?(?:0|[1-9][0-9]*)$", "-+0123456789"),
+    ("float", r"^[-+]?(?:(?:0|[1-9][0-9]*)(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?$"
+              r"|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$", "-+0123456789."),
+    ("merge", r"^<<$", "<"),
+):
+    _SpecLoader.add_implicit_resolver(f"tag:yaml.org,2002:{_tag}", re.compile(_pattern), list(_first))
 
 
 class _Strict(BaseModel):
@@ -74,6 +96,9 @@ class ModelSpec(_Strict):
     input_dtypes: dict[str, str] = Field(default_factory=dict)
     # model output -> one column, or a list with one column per index of a 2-D output (null skips it).
     outputs: dict[str, str | list[str | None]]
+    # Missing model inputs: `reject` fails the row (it is quarantined or fails the run); `pass` feeds null
+    # and NaN to the model as NaN (float inputs; string inputs get ""), for models that handle them.
+    null_inputs: Literal["reject", "pass"] = "reject"
 
     @field_validator("outputs")
     @classmethod
@@ -178,6 +203,10 @@ class LoadedSpec(BaseModel):
     defaults_file: Path | None
     root: Path
     overrides: tuple[str, ...] = ()
+    # The layered spec before `${VAR}` substitution, and the names of the variables it references: what runs
+    # record, since a substituted value may be a secret.
+    written: dict[str, Any] = Field(default_factory=dict)
+    env_vars: tuple[str, ...] = ()
 
     @property
     def resolved(self) -> dict[str, Any]:
@@ -189,7 +218,12 @@ class LoadedSpec(BaseModel):
         return hashlib.sha256(blob).hexdigest()
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.resolved, sort_keys=False)
+        """The spec as written (defaults + job + --set, `${VAR}` kept, URI user info masked), headed by the
+        names of the variables it references: never the substituted values, which may be secrets."""
+        order = list(JobSpec.model_fields)
+        doc = dict(sorted(self.written.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
+        header = f"# environment variables referenced (values not recorded): {', '.join(self.env_vars) or 'none'}\n"
+        return header + redact_uri(yaml.safe_dump(doc, sort_keys=False))
 
 
 def join_uri(base: str, *parts: str) -> str:
@@ -198,6 +232,20 @@ def join_uri(base: str, *parts: str) -> str:
 
 def is_remote(uri: str) -> bool:
     return "://" in uri and not uri.startswith("file://")
+
+
+def redact_uri(text: str) -> str:
+    """`text` with the user info of every URI in it masked (`https://user:token@host` -> `https://***@host`,
+    `postgresql://user:pw@host/db` -> `postgresql://***@host/db`): URIs are recorded and printed, and their
+    user info is usually a credential. Azure's `abfss://container@account...` names a container and stays."""
+
+    def mask(match: re.Match) -> str:
+        scheme, userinfo = match.group(1), match.group(2)
+        if scheme.lower() in _CONTAINER_SCHEMES and ":" not in userinfo:
+            return match.group(0)
+        return f"{scheme}://***@"
+
+    return _USERINFO.sub(mask, text)
 
 
 def load_spec(
@@ -219,8 +267,8 @@ def load_spec(
         _apply_override(set_doc, item)
 
     origins = _Origins(job_path, defaults_path, defaults, job, set_doc)
-    merged = _deep_merge(_deep_merge(_shorthand(defaults), _shorthand(job)), set_doc)
-    merged = _interpolate(merged, environ, origins, ())
+    written = _deep_merge(_deep_merge(_shorthand(defaults), _shorthand(job)), set_doc)
+    merged = _interpolate(written, environ, origins, ())
 
     try:
         spec = JobSpec.model_validate(merged)
@@ -228,7 +276,8 @@ def load_spec(
         raise _spec_error(exc, origins) from None
 
     spec = _resolve_paths(spec, root, origins)
-    return LoadedSpec(spec=spec, file=job_path, defaults_file=defaults_path, root=root, overrides=tuple(overrides))
+    return LoadedSpec(spec=spec, file=job_path, defaults_file=defaults_path, root=root, overrides=tuple(overrides),
+                      written=written, env_vars=_env_names(written))
 
 
 class _Origins:
@@ -298,7 +347,7 @@ def _find_defaults(job_path: Path) -> tuple[Path | None, Path]:
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        doc = yaml.safe_load(path.read_text())
+        doc = yaml.load(path.read_text(), Loader=_SpecLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
@@ -317,7 +366,7 @@ def _apply_override(doc: dict, item: str) -> None:
     if not sep or not key.strip():
         raise SpecError(SET_ORIGIN, item, "expected key=value, e.g. --set scoring.batch_size=8192")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = yaml.load(raw, Loader=_SpecLoader) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     parts = key.strip().split(".")
@@ -364,6 +413,15 @@ def _interpolate(node: Any, environ: dict[str, str], origins: _Origins, key: tup
 
     value = _ENV_REF.sub(substitute, node)
     return None if value == "" else value
+
+
+def _env_names(node: Any) -> tuple[str, ...]:
+    """The names of the `${VAR}` references anywhere in `node`, sorted."""
+    if isinstance(node, dict):
+        node = list(node.values())
+    if isinstance(node, list):
+        return tuple(sorted({name for item in node for name in _env_names(item)}))
+    return tuple(sorted({m.group(1) for m in _ENV_REF.finditer(node)})) if isinstance(node, str) else ()
 
 
 def _dotted(key: tuple) -> str:

@@ -9,97 +9,168 @@ meanwhile, this one fails instead of silently replacing (or duplicating) rows it
 from __future__ import annotations
 
 import json
+import time
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 
 from jobs.errors import RuntimeFailure, UsageError
+from jobs.inputs import Partition
 from jobs.storage import filesystem
 
 
 @dataclass(frozen=True)
 class TableTarget:
-    """One Delta table a run writes: defined by the plan, used by the writers and the commit."""
+    """One Delta table a run writes: defined by the plan, used by the writers and the commit.
+
+    Every file written holds the rows of exactly one input partition (its `input_partitioning` values are
+    the file's partition values plus, for input partition columns the table is not partitioned by, equal
+    min/max statistics), so a re-run can replace exactly the rows of the input partitions it scored even
+    when the table is partitioned more coarsely than the input."""
 
     uri: str
     schema: pa.Schema
     partition_by: tuple[str, ...]
+    input_partitioning: tuple[str, ...] = ()
     read_version: int | None = None  # the version the plan saw (None: the table did not exist)
+
+
+# How often a commit is re-checked and retried when other runs' commits land first.
+MAX_COMMIT_ATTEMPTS = 50
 
 
 def commit(
     target: TableTarget,
     files: list[dict],
-    mode: str,
-    replace: dict[str, list[str]],
+    replace: list[Partition],
     metadata: dict[str, Any],
     run_key: str | None = None,
+    discard_runs: list[str] = (),
 ) -> int:
     """Commit written files as one new table version and return it.
 
-    `mode` is `append` or `overwrite_partitions`; the latter removes the files of exactly the partitions in
-    `replace` (column -> values) in the same transaction. `metadata["score.partitions"]` names the input
-    partitions this run read: the overlap check compares them with what committed since `read_version`.
+    In the same transaction it removes the files holding the rows of the input partitions in `replace`
+    (empty for `append`) and every file of the runs in `discard_runs` (a dead run's half-committed rows).
+    `metadata["score.partitions"]` names the input partitions this run read: commits made since the plan's
+    `read_version` that touched any of them fail this run. The check and the commit are one atomic step:
+    the commit is made at exactly the version after the one checked (no automatic rebase), and when another
+    commit lands first, the new commits are checked and the commit is tried again on top of them.
     `run_key` is recorded as a Delta app transaction, so that a retry can tell it already committed.
     """
-    from deltalake import CommitProperties, DeltaTable, Schema, Transaction
+    from deltalake import DeltaTable, Schema
     from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
     from deltalake.transaction import AddAction, create_table_with_add_actions
 
-    from jobs.lineage import LOG_RETENTION, app_id
+    from jobs.lineage import LOG_RETENTION
 
-    actions = [
+    adds = [
         AddAction(f["path"], f["size"], f["partition_values"], f["modification_time"], True, f["stats"])
         for f in files
     ]
-    table_uri, schema, partition_by = target.uri, target.schema, list(target.partition_by)
-
-    def properties(table=None) -> CommitProperties:
-        transactions = None
-        if run_key:
-            previous = table.transaction_version(app_id(run_key)) if table is not None else None
-            transactions = [Transaction(app_id(run_key), (previous or 0) + 1)]
-        return CommitProperties(custom_metadata={k: str(v) for k, v in metadata.items() if v is not None},
-                                app_transactions=transactions)
-
-    try:
+    table_uri, partition_by = target.uri, list(target.partition_by) or None
+    partitions = metadata["score.partitions"].split(",")
+    for _ in range(MAX_COMMIT_ATTEMPTS):
         try:
             table = DeltaTable(table_uri)
         except TableNotFoundError:
             try:
                 create_table_with_add_actions(
-                    table_uri,
-                    Schema.from_arrow(schema),
-                    actions,
-                    mode="error",
-                    partition_by=partition_by or None,
+                    table_uri, Schema.from_arrow(target.schema), adds, mode="error", partition_by=partition_by,
                     configuration={"delta.logRetentionDuration": LOG_RETENTION},
-                    commit_properties=properties(),
+                    commit_properties=_properties(None, metadata, run_key),
                 )
+                return 0
             except DeltaError as exc:
-                raise RuntimeFailure(f"table {table_uri}: another run created the table first; nothing was "
-                                     f"written by this run: re-run it if its result is still wanted ({exc})") from None
-            return DeltaTable(table_uri).version()
-        _check_no_overlap(table, table_uri, target.read_version, metadata["score.partitions"].split(","))
-        filters = [(col, "in", values) for col, values in replace.items()] if mode == "overwrite_partitions" else None
-        table.create_write_transaction(
-            actions,
-            mode="overwrite" if filters else "append",
-            schema=schema,
-            partition_by=partition_by or None,
-            partition_filters=filters,
-            commit_properties=properties(table),
-        )
-        table.update_incremental()
-        return table.version()
-    except CommitFailedError as exc:
-        raise RuntimeFailure(
-            f"table {table_uri}: another run committed to the same partitions first; nothing was written "
-            f"by this run ({exc})"
-        ) from None
-    except DeltaError as exc:
-        raise RuntimeFailure(f"table {table_uri}: commit failed: {exc}") from None
+                if current_version(table_uri) is None:
+                    raise RuntimeFailure(f"table {table_uri}: creating the table failed: {exc}") from None
+                continue  # another run created it first: check its commit like any other
+        base = table.version()
+        _check_no_overlap(table, table_uri, target.read_version, partitions)
+        removes = _removals(table, target, replace, discard_runs)
+        try:
+            table.create_write_transaction(
+                [*adds, *removes], mode="append", schema=target.schema, partition_by=partition_by,
+                commit_properties=_properties(table, metadata, run_key),
+            )
+            return base + 1
+        except CommitFailedError as exc:
+            landed = _landed(table_uri, metadata["score.run_id"], base)
+            if landed is not None:
+                return landed
+            if current_version(table_uri) == base:  # nothing landed meanwhile: not a race, a real failure
+                raise RuntimeFailure(f"table {table_uri}: commit failed: {exc}") from None
+        except DeltaError as exc:
+            raise RuntimeFailure(f"table {table_uri}: commit failed: {exc}") from None
+    raise RuntimeFailure(f"table {table_uri}: other commits kept landing first ({MAX_COMMIT_ATTEMPTS} attempts); "
+                         "nothing was written by this run: re-run it")
+
+
+def _properties(table, metadata: dict[str, Any], run_key: str | None):
+    """Commit metadata (strings), the run key's app transaction, and no automatic rebase onto newer commits."""
+    from deltalake import CommitProperties, Transaction
+
+    from jobs.lineage import app_id
+
+    transactions = None
+    if run_key:
+        previous = table.transaction_version(app_id(run_key)) if table is not None else None
+        transactions = [Transaction(app_id(run_key), (previous or 0) + 1)]
+    return CommitProperties(custom_metadata={k: str(v) for k, v in metadata.items() if v is not None},
+                            app_transactions=transactions, max_commit_retries=0)
+
+
+def _landed(table_uri: str, run_id: str, base: int) -> int | None:
+    """The version this run committed after `base`, when a commit reported failure but was written."""
+    from deltalake import DeltaTable
+
+    table = DeltaTable(table_uri)
+    newer = table.version() - base
+    if newer <= 0:
+        return None
+    return next((c["version"] for c in table.history(newer) if c.get("score.run_id") == run_id
+                 and c.get("score.role") != "undo"), None)
+
+
+def _removals(table, target: TableTarget, replace: list[Partition], discard_runs: list[str]) -> list:
+    """Remove actions for the files holding rows of the input partitions in `replace`, and for every file
+    of the runs in `discard_runs`."""
+    from deltalake.transaction import RemoveAction
+
+    if not replace and not discard_runs:
+        return []
+    wanted = {tuple(v for _, v in p) for p in replace}
+    touched = {tuple(dict(p)[c] for c in target.partition_by) for p in replace}
+    markers = tuple(f"-{run_id[:12]}-" for run_id in discard_runs)
+    now = int(time.time() * 1000)
+    removes = []
+    for action in pa.table(table.get_add_actions(flatten=True)).to_pylist():
+        values = {c: action.get(f"partition.{c}") for c in target.partition_by}
+        doomed = bool(markers) and any(m in action["path"].rsplit("/", 1)[-1] for m in markers)
+        if not doomed and tuple(values.values()) in touched:
+            doomed = _input_partition(action, target) in wanted
+        if doomed:
+            removes.append(RemoveAction(action["path"], True, now, action["size_bytes"], values))
+    return removes
+
+
+def _input_partition(action: dict[str, Any], target: TableTarget) -> tuple[str, ...]:
+    """The input partition whose rows one file holds: partition values, else equal min/max statistics."""
+    values = []
+    for column in target.input_partitioning:
+        if column in target.partition_by:
+            values.append(action.get(f"partition.{column}"))
+            continue
+        low, high = action.get(f"min.{column}"), action.get(f"max.{column}")
+        if low is None or low != high:
+            raise RuntimeFailure(
+                f"table {target.uri}: file {action['path']} holds rows of several (or unknown) {column} values, "
+                "so the rows of one input partition cannot be replaced alone (was it written by another tool?); "
+                "nothing was written by this run: re-score its whole output partition or write to a new table"
+            )
+        values.append(low)
+    return tuple(values)
 
 
 # Operations that change no rows: a run that overlaps them in time has nothing to fear from them.
@@ -195,8 +266,11 @@ def check_compatible(target: TableTarget) -> int | None:
     return table.version()
 
 
-def discard_run_files(table_uri: str, run_id: str) -> int:
-    """Delete the files a failed run wrote but never committed (they carry the run id in their names)."""
+def discard_run_files(table_uri: str, run_id: str, after_version: int | None) -> int:
+    """Delete the files a failed run wrote but never committed (they carry the run id in their names).
+
+    A file that any log entry after `after_version` (the version the run's plan saw) adds is never
+    deleted: the run may have failed, or been interrupted, after its commit landed."""
     from pyarrow import fs as pafs
 
     fs, root = filesystem(table_uri)
@@ -205,7 +279,26 @@ def discard_run_files(table_uri: str, run_id: str) -> int:
         infos = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
     except OSError:
         return 0
-    doomed = [i.path for i in infos if i.type == pafs.FileType.File and marker in i.base_name]
+    committed = _added_since(fs, root, after_version)
+    doomed = [i.path for i in infos if i.type == pafs.FileType.File and marker in i.base_name
+              and not i.path.startswith(f"{root}/_delta_log/") and i.path[len(root) + 1:] not in committed]
     for path in doomed:
         fs.delete_file(path)
     return len(doomed)
+
+
+def _added_since(fs, root: str, after_version: int | None) -> set[str]:
+    """Paths (relative to the table) that the log's commit files after `after_version` add."""
+    added: set[str] = set()
+    version = -1 if after_version is None else after_version
+    while True:
+        version += 1
+        try:
+            with fs.open_input_stream(f"{root}/_delta_log/{version:020d}.json") as handle:
+                lines = handle.read().decode().splitlines()
+        except FileNotFoundError:
+            return added
+        for line in lines:
+            action = json.loads(line).get("add") if line.strip() else None
+            if action:
+                added.add(urllib.parse.unquote(action["path"]))

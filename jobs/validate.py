@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pyarrow.compute as pc
+
 from jobs.errors import ContractFailure, RuntimeFailure
 from jobs.spec import LoadedSpec, load_spec
 
@@ -25,20 +27,16 @@ def validate_job(
     from jobs.drift import fail_drifted
     from jobs.pipeline import check
     from jobs.plan import make_validation_plan
+    from jobs.scoring import REASONS
 
     started = time.monotonic()
     loaded = job if isinstance(job, LoadedSpec) else load_spec(job, overrides)
     plan = make_validation_plan(loaded, partitions)
-    pool = engine.size_pool(loaded.spec.scoring, engine.start(loaded.spec.engine))
-    batches = check(plan, pool)
-
+    engine.start(loaded.spec.engine)
     checked = fail_drifted(list(plan.selection.files), plan.drifted, None, "validate")
-    for batch in batches:
-        checked.rows_seen += batch["rows"]
-        checked.rows_failed += batch["rows_failed"]
-        checked.reasons.update(json.loads(batch["failures"]))
-        for key, values in json.loads(batch["examples"]).items():
-            checked.add_examples(key, values)
+    for batch in check(plan):
+        checked.rows_seen += batch.num_rows
+        checked.count_failed(batch.filter(pc.is_valid(batch.column(REASONS))))
     rows, rows_failed = checked.rows_seen, checked.rows_failed
     report = reports.contract_report(
         plan.contract, rows, dict(checked.reasons), checked.examples, rows_failed,

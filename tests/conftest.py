@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -97,12 +98,30 @@ class Project:
         from jobs.errors import ScoreError
         from jobs.run import run_job
 
+        with self.environment():
+            try:
+                return 0, asdict(run_job(job, partitions=partitions, overrides=overrides, **options))
+            except ScoreError as exc:
+                return exc.exit_code, asdict(exc.summary)
+
+    def validate(self, job: Path, partitions: str | None = None, overrides: tuple[str, ...] = ()) -> tuple[int, dict]:
+        """`validate_job` in this process: the exit code the CLI would give and the contract report."""
+        from jobs.errors import ContractFailure
+        from jobs.validate import validate_job
+
+        with self.environment():
+            try:
+                return 0, validate_job(job, partitions=partitions, overrides=overrides)
+            except ContractFailure as exc:
+                return exc.exit_code, exc.report
+
+    @contextmanager
+    def environment(self):
+        """This project's environment variables for an in-process run, restored afterwards."""
         saved = {k: os.environ.get(k) for k in _RUN_ENV}
         os.environ.update({k: self.env[k] for k in _RUN_ENV})
         try:
-            return 0, asdict(run_job(job, partitions=partitions, overrides=overrides, **options))
-        except ScoreError as exc:
-            return exc.exit_code, asdict(exc.summary)
+            yield
         finally:
             for key, value in saved.items():
                 if value is None:

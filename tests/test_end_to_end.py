@@ -62,8 +62,12 @@ def test_run_scores_every_row_like_the_model_and_records_lineage(fresh_project):
     got = scored.sort_by("customer_id")
     assert got.column("customer_id").equals(expected.column("customer_id"))
     assert got.column("ds").to_pylist() == expected.column("ds").to_pylist()
-    np.testing.assert_array_equal(got.column("churn_probability").to_numpy(), expected.column("p").to_numpy())
-    np.testing.assert_array_equal(got.column("churn_label").to_numpy(), expected.column("label").to_numpy())
+    # The actors score other batch sizes with other thread counts than this direct call: float32 rounding
+    # may differ in the last bits, so scores are equal within it, and labels wherever rounding cannot flip them.
+    p = expected.column("p").to_numpy()
+    np.testing.assert_allclose(got.column("churn_probability").to_numpy(), p, rtol=1e-6, atol=1e-7)
+    clear = np.abs(p - 0.5) > 1e-5
+    np.testing.assert_array_equal(got.column("churn_label").to_numpy()[clear], expected.column("label").to_numpy()[clear])
 
     commit = table.history(1)[0]
     assert commit["score.run_id"] == summary["run_id"]
@@ -217,7 +221,8 @@ def test_torchscript_model_with_stacked_features(fresh_project):
     with torch.no_grad():
         expected = module(torch.from_numpy(x)).numpy()[:, 0]
     got = DeltaTable(summary["table_uri"]).to_pyarrow_table().sort_by("customer_id")
-    np.testing.assert_array_equal(got.column("churn_probability").to_numpy(), expected)
+    # torch's kernels may pick another blocking for another batch size: equal within float32 rounding.
+    np.testing.assert_allclose(got.column("churn_probability").to_numpy(), expected, rtol=1e-6, atol=1e-7)
 
 
 def test_torch_export_program(fresh_project, tmp_path):
@@ -244,8 +249,10 @@ def test_torch_export_program(fresh_project, tmp_path):
     usage = np.stack([source.column(c).to_numpy().astype(np.float32) for c in ("data_usage_gb", "tenure_months")], 1)
     tickets = source.column("support_tickets_90d").to_numpy().astype(np.float32)
     expected, _ = program.module()(torch.from_numpy(usage), torch.from_numpy(tickets))
-    np.testing.assert_array_equal(got.column("risk").to_numpy(), expected.detach().numpy())
-    np.testing.assert_array_equal(got.column("risk_again").to_numpy(), expected.detach().numpy())
+    # The actor scores batches of another size than this call: equal within float32 rounding (a 3e-8
+    # difference in 1 of 6,000 scores was seen), never bit for bit.
+    np.testing.assert_allclose(got.column("risk").to_numpy(), expected.detach().numpy(), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(got.column("risk_again").to_numpy(), expected.detach().numpy(), rtol=1e-6, atol=1e-7)
 
 
 def test_skl2onnx_model_with_string_and_float_inputs(fresh_project, tmp_path):
