@@ -28,7 +28,7 @@ def bare_loop(job: str, partitions: str) -> tuple[int, float]:
 
     plan = make_plan(load_spec(job), partitions)
     started = time.perf_counter()
-    runtime = open_runtime(plan.model.runtime, plan.model.read_bytes(), ".onnx",
+    runtime = open_runtime(plan.model.runtime, plan.model.files(), ".onnx",
                            [o.name for o in plan.binding.outputs], use_gpu=False, threads=1)
     rows = 0
     for f in plan.selection.files:
