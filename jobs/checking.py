@@ -1,5 +1,6 @@
-"""The check stage: one Ray task per input partition reads its files and judges them against the contract
-as one Great Expectations batch, then passes the rows on, in batches, with the reasons they fail.
+"""The check stage: each input partition is read whole and judged against the contract as one Great
+Expectations batch; its rows then go on, in batches, with the reasons they fail. (Ray Data runs it as
+one task per partition, or fuses it into the scoring actors, which spares a trip through the object store.)
 
 A contract's verdict is a property of the data, never of how the engine cut it: `mostly`, uniqueness and
 aggregate expectations see the whole partition, whatever `scoring.batch_size` is and however a backfill

@@ -133,6 +133,9 @@ def _parser() -> argparse.ArgumentParser:
     query.add_argument("--version", action="append", default=[], metavar="N|TABLE=N",
                        help="read a table as of a version (TABLE=N when the query reads several; repeatable)")
     query.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    query.add_argument("--max-rows", type=int, default=10_000, metavar="N",
+                       help="print at most the first N rows, in every format, with a note on stderr when the result "
+                       "has more (default %(default)s; 0: no limit, the whole result is held in memory)")
     rollback = table_command("rollback", "restore an earlier version as a new version, recording why", _rollback)
     rollback.add_argument("table")
     rollback.add_argument("version", type=int)
@@ -272,17 +275,23 @@ def _query(args: argparse.Namespace) -> int:
             versions[name] = int(number)
         else:
             version = int(number)
-    result = run_query(args.sql, _warehouse(args), versions, version)
+    if args.max_rows < 0:
+        raise UsageError(f"--max-rows {args.max_rows}: give a number of rows, or 0 for no limit")
+    result = run_query(args.sql, _warehouse(args), versions, version, max_rows=args.max_rows)
+    table = result.table
     if args.format == "csv":
         import pyarrow.csv as pacsv
 
         args.stdout.flush()
-        pacsv.write_csv(result, args.stdout.buffer)
+        pacsv.write_csv(table, args.stdout.buffer)
         args.stdout.buffer.flush()
     elif args.format == "json" or args.json:
-        _print_json(result.to_pylist(), args.stdout)
+        _print_json(table.to_pylist(), args.stdout)
     else:
-        _print_rows(result.to_pylist(), result.column_names, args.stdout, empty="(no rows)")
+        _print_rows(table.to_pylist(), table.column_names, args.stdout, empty="(no rows)", limit=max(table.num_rows, 1))
+    if result.truncated:
+        print(f"score: query: printed the first {args.max_rows} rows; the result has more (narrow the query, "
+              "or --max-rows 0 for all)", file=sys.stderr)
     return 0
 
 

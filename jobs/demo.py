@@ -87,16 +87,15 @@ def where(table: str, table_uri: str, day: str) -> str:
 
 
 def sample_query(table_uri: str, day: str) -> str:
-    import duckdb
-    from deltalake import DeltaTable
+    """What `score query` prints for the newest day's top five (the same sandboxed, crash-free reader)."""
+    from jobs.query import run_query
 
-    con = duckdb.connect()
-    con.register("churn_scores", DeltaTable(table_uri).to_pyarrow_dataset())
-    result = con.sql(
+    warehouse, table = table_uri.rstrip("/").rsplit("/", 1)
+    result = run_query(
         "SELECT customer_id, ds, round(churn_probability, 4) AS churn_probability, model_version "
-        f"FROM churn_scores WHERE ds = '{day}' ORDER BY churn_probability DESC LIMIT 5"
-    )
-    return "\n".join("      " + line for line in str(result).splitlines())
+        f"FROM {table} WHERE ds = '{day}' ORDER BY churn_probability DESC LIMIT 5", warehouse,
+    ).table
+    return "\n".join("      " + line for line in str(result.to_pandas()).splitlines())
 
 
 def step(text: str) -> None:

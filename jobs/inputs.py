@@ -14,6 +14,7 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from collections import Counter
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from typing import Iterable
 
 import pyarrow as pa
@@ -180,8 +181,6 @@ def _list_files(fs: pafs.FileSystem, root: str, partitioning: tuple[str, ...]) -
 
 
 def _choose(available: list[Partition], partitioning: tuple[str, ...], terms: list[str], base: str) -> list[Partition]:
-    from decimal import Decimal, InvalidOperation
-
     def newest(values: Iterable[str]) -> str:
         """Numbers compare as numbers when every value is one (hour=9 < hour=10, padded or not); anything
         else as text, which orders ISO dates."""
@@ -231,8 +230,6 @@ def _choose(available: list[Partition], partitioning: tuple[str, ...], terms: li
 
 def _within(value: str, low: str, high: str | None) -> bool:
     """`value` is `low`, or in `low..high`: as numbers when all three are (hour=9..10), else as text (dates)."""
-    from decimal import Decimal, InvalidOperation
-
     if high is None:
         return value == low
     try:

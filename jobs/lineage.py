@@ -190,8 +190,17 @@ def parse_time(value: str) -> dt.datetime:
 
 def describe(table_uri: str, version: int | None = None) -> dict[str, Any]:
     """Lineage of one table version: per run whose rows it holds, everything that run used, with the
-    partitions of that run still in this version, and its MLflow run as the tracking store reports it."""
-    state = table_state(table_uri, version)
+    partitions of that run still in this version, and its MLflow run as the tracking store reports it.
+    A version the log does not hold is a usage error naming the versions it does (else it would list no runs)."""
+    from jobs.errors import UsageError
+
+    commits = history(table_uri)
+    known = [commit["version"] for commit in commits]
+    if version is not None and known and not known[0] <= version <= known[-1]:
+        name = table_uri.rstrip("/").rsplit("/", 1)[-1]
+        span = f"versions {known[0]}..{known[-1]}" if len(known) > 1 else f"only version {known[0]}"
+        raise UsageError(f"lineage: table {name} has no version {version} (it has {span})")
+    state = table_state(table_uri, version, commits)
     runs = []
     for run in state.runs:
         live_inputs = [rec for label, (rec, owner) in sorted(state.inputs.items()) if owner.run_id == run.run_id]

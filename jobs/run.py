@@ -93,7 +93,7 @@ def run_job(
             return summary
         summary.partitions, summary.run_key = plan.selection.labels, plan.run_key
         summary.rows_in = plan.selection.num_rows
-        summary.model_uri, summary.model_version = plan.model.uri, plan.model.version
+        summary.model_uri, summary.model_version = redact_uri(plan.model.uri), plan.model.version
         summary.model_sha256, summary.input_fingerprint = plan.model.sha256, plan.selection.fingerprint
         committed = None if force else commit_of_run_key(plan.output.uri, plan.run_key,
                                                           replaces=spec.output.mode != "append")
