@@ -85,17 +85,20 @@ def test_append_with_unscored_is_refused_at_plan_time(fresh_project):
 
 
 def test_a_failure_after_the_commit_landed_deletes_no_committed_file(fresh_project, monkeypatch):
-    """Guards: a failure in the bookkeeping after the Delta commit made the cleanup delete the files the
-    committed version references, leaving a table version that cannot be read."""
-    import jobs.run
+    """Guards: a failure (or Ctrl-C, SIGTERM) right after the Delta commit landed made the cleanup delete
+    the files the committed version references, leaving a table version that cannot be read."""
+    import jobs.tables
 
-    def broken(summary):
-        raise RuntimeError("bookkeeping failed after the commit")
+    real_commit = jobs.tables.commit
 
-    monkeypatch.setattr(jobs.run, "_record_result", broken)
+    def commit_then_interrupted(*args, **kwargs):
+        real_commit(*args, **kwargs)
+        raise KeyboardInterrupt  # e.g. SIGTERM arriving just after the commit
+
+    monkeypatch.setattr(jobs.tables, "commit", commit_then_interrupted)
     project = fresh_project
     job = project.job("landed")
-    with pytest.raises(RuntimeError, match="bookkeeping failed"):
+    with pytest.raises(KeyboardInterrupt):
         project.run(job)
     table = DeltaTable(str(project.warehouse / "landed"))
     assert table.version() == 0
