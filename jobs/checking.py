@@ -1,6 +1,6 @@
 """The check stage: each input partition is read whole and judged against the contract as one Great
-Expectations batch; its rows then go on, in batches, with the reasons they fail. (Ray Data runs it as
-one task per partition, or fuses it into the scoring actors, which spares a trip through the object store.)
+Expectations batch; its rows then go on, in batches, with the reasons they fail. One Ray task per partition,
+beside the scoring actors: on 2 CPUs the check of the next partition overlaps the scoring of this one.
 
 A contract's verdict is a property of the data, never of how the engine cut it: `mostly`, uniqueness and
 aggregate expectations see the whole partition, whatever `scoring.batch_size` is and however a backfill
@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from jobs.contracts import Contract, ContractValidator
 from jobs.inputs import Partition
-from jobs.scoring import REASON_TYPE, REASONS, SOURCE_FILE
+from jobs.scoring import REASON_TYPE, REASONS, SOURCE_FILE, SOURCE_ROW
 from jobs.storage import filesystem
 
 NULL_INPUT = "model_input_not_null"
@@ -41,7 +41,8 @@ class CheckTask:
     file_failures: dict[str, Reasons]  # path -> reasons every row of that file fails with (table-level)
     reject_nulls: tuple[str, ...]  # model input columns whose nulls (and NaNs) make a row unscorable
     batch_size: int
-    with_paths: bool  # keep each row's file in SOURCE_FILE, for the quarantine table
+    with_paths: bool  # keep each row's file and position in it (SOURCE_FILE, SOURCE_ROW), for the quarantine
+    partition_bytes: int  # the largest partition's files, uncompressed: what one check task holds at most
 
 
 _validators: dict[tuple, ContractValidator] = {}  # one per process: GX contexts must not be shared by threads
@@ -57,10 +58,11 @@ def check_partitions(batch: pa.Table, task: CheckTask) -> Iterator[pa.Table]:
             for i in range(start, end) if path in task.file_failures else ():
                 reasons[i] = list(task.file_failures[path])
         if task.contract is not None and table.num_rows:
-            checked = table.drop_columns([SOURCE_FILE]) if task.with_paths else table
-            for i, found in _validator(task).validate(checked).reasons.items():
+            for i, found in _validator(task).validate(table).reasons.items():
                 reasons[i] = (reasons[i] or []) + found
         _null_inputs(table, task.reject_nulls, reasons)
+        if task.with_paths:
+            table = _with_sources(table, spans)
         table = table.append_column(REASONS, pa.array(reasons, REASON_TYPE))
         for offset in range(0, table.num_rows, task.batch_size):
             yield table.slice(offset, task.batch_size)
@@ -74,20 +76,33 @@ def _validator(task: CheckTask) -> ContractValidator:
 
 
 def _read(task: CheckTask, partition: Partition, files: tuple[str, ...]) -> tuple[pa.Table, dict[str, tuple]]:
-    """The partition's rows (file columns, then partition columns, then the source file) and each file's
-    row span."""
+    """The partition's rows (file columns, then partition columns) and each file's row span."""
     fs, _ = filesystem(task.base)
     tables, spans, start = [], {}, 0
     for path in files:
-        table = pq.read_table(path, columns=list(task.file_columns), filesystem=fs).replace_schema_metadata(None)
+        table = read_columns(fs, path, task.file_columns)
         for column, value in partition:
             table = table.append_column(column, pa.array([value] * table.num_rows, pa.string()))
-        if task.with_paths:
-            table = table.append_column(SOURCE_FILE, pa.array([path] * table.num_rows, pa.string()))
         tables.append(table)
         spans[path] = (start, start + table.num_rows)
         start += table.num_rows
     return pa.concat_tables(tables).combine_chunks(), spans
+
+
+def read_columns(fs, path: str, columns: tuple[str, ...]) -> pa.Table:
+    """One input file's `columns`, as the check stage reads them (also how a failing row is read back)."""
+    return pq.read_table(path, columns=list(columns), filesystem=fs).replace_schema_metadata(None)
+
+
+def _with_sources(table: pa.Table, spans: dict[str, tuple[int, int]]) -> pa.Table:
+    """Each row's file (dictionary-encoded: a few bytes a row) and position in it, so that the writer can
+    read a failing row back whole for the quarantine table without every column travelling with every row."""
+    files = list(spans)
+    counts = [end - start for start, end in spans.values()]
+    indices = pa.array(np.repeat(np.arange(len(files), dtype=np.int32), counts))
+    positions = np.concatenate([np.arange(n, dtype=np.int64) for n in counts]) if counts else np.array([], np.int64)
+    table = table.append_column(SOURCE_FILE, pa.DictionaryArray.from_arrays(indices, pa.array(files, pa.string())))
+    return table.append_column(SOURCE_ROW, pa.array(positions))
 
 
 def _null_inputs(table: pa.Table, columns: tuple[str, ...], reasons: list) -> None:

@@ -35,6 +35,7 @@ class InputFile:
     partition: Partition
     num_rows: int = 0
     schema: pa.Schema | None = field(default=None, compare=False)
+    data_bytes: int = field(default=0, compare=False)  # uncompressed, all columns: what reading it costs
 
     def record(self) -> dict:
         return {"path": self.path, "size": self.size, "mtime_ns": self.mtime_ns, "rows": self.num_rows}
@@ -246,7 +247,8 @@ def _read_footers(fs: pafs.FileSystem, files: list[InputFile]) -> list[InputFile
         except (OSError, pa.ArrowException) as exc:
             raise UsageError(f"input file {f.path} is not readable Parquet: {exc}") from None
         schema = meta.schema.to_arrow_schema().remove_metadata()
-        return InputFile(f.path, f.size, f.mtime_ns, f.partition, meta.num_rows, schema)
+        data_bytes = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+        return InputFile(f.path, f.size, f.mtime_ns, f.partition, meta.num_rows, schema, data_bytes)
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         return list(pool.map(read, files))

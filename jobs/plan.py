@@ -88,11 +88,6 @@ def make_plan(job: LoadedSpec, partitions: str | list[str] | None = None, run_ke
     output = replace(output, read_version=check_compatible(output))
     quarantine = None
     if spec.contract and spec.contract.on_failure == "quarantine":
-        # The quarantined rows travel whole beside the scores: an input column may not share a score's name.
-        shared = sorted(set(names) & set(read_columns) - {spec.input.id_column, *partitioning})
-        if shared:
-            raise UsageError(f"model.outputs: column name(s) {shared} are also input columns the quarantine table "
-                             "keeps: name the outputs differently")
         quarantine = TableTarget(spec.table_uri(quarantine_table(spec.output.table)),
                                  _quarantine_schema(schema, read_columns, spec.input.partitioning), partition_by,
                                  partitioning)
@@ -147,11 +142,12 @@ def _plan_inputs(job: LoadedSpec, selector: str | list[str]) -> _Inputs:
     read_columns += list(spec.input.partitioning)
     drifted = selection.drift(read_columns)
 
-    partitions, failures = [], {}
+    partitions, failures, largest = [], {}, 0
     for partition, files in zip(selection.partitions, selection.by_partition().values()):
         clean = [f for f in files if f.path not in drifted]
         if clean:
             partitions.append((partition, tuple(f.path for f in clean)))
+            largest = max(largest, sum(f.data_bytes for f in clean))
         if contract:
             failures.update(file_failures(contract, clean, sum(f.num_rows for f in clean)))
     checks = CheckTask(
@@ -165,6 +161,7 @@ def _plan_inputs(job: LoadedSpec, selector: str | list[str]) -> _Inputs:
         reject_nulls=tuple(binding.input_columns) if spec.model.null_inputs == "reject" else (),
         batch_size=spec.scoring.batch_size,
         with_paths=bool(spec.contract and spec.contract.on_failure == "quarantine"),
+        partition_bytes=largest,
     )
     return _Inputs(selection, model, binding, contract, read_columns, drifted, checks)
 

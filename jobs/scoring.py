@@ -3,7 +3,7 @@
 Rows arrive with `_reasons` from `jobs.checking` (null when a row passed). Failing rows are not scored
 (under `on_failure: warn` they are, when their model inputs allow it) and leave with their reasons, so the
 writer can count and quarantine every one of them: no row leaves this stage unaccounted for. With the
-quarantine on, every input column travels on beside the scores, so the writer has the failing rows whole.
+quarantine on, each row's file and position travel on, so the writer can read a failing row back whole.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from jobs.runtimes import open_runtime
 REASONS = "_reasons"
 EVENT_TIME = "_event_time"
 SOURCE_FILE = "_source_file"
+SOURCE_ROW = "_source_row"  # the row's position in its file: how the writer reads a failing row back whole
 LINEAGE_FIELDS = [
     pa.field("run_id", pa.string()),
     pa.field("model_version", pa.string()),
@@ -73,8 +74,10 @@ class ScoreBatches:
         passed = batch.filter(pa.array(~skipped)) if skipped.any() else batch
         scores = score_table(self.runtime, task.binding, passed) if passed.num_rows else {}
 
-        kept = batch.column_names if task.on_failure == "quarantine" else [task.id_column, *task.partition_columns]
-        columns: dict[str, pa.Array] = {c: batch.column(c) for c in kept if c != REASONS}
+        kept = [task.id_column, *task.partition_columns]
+        if task.on_failure == "quarantine":
+            kept += [SOURCE_FILE, SOURCE_ROW]
+        columns: dict[str, pa.Array] = {c: batch.column(c) for c in kept}
         valid_positions = np.flatnonzero(~skipped)
         for field in task.binding.output_fields():
             columns[field.name] = _spread(scores.get(field.name), valid_positions, rows, field.type)

@@ -23,7 +23,8 @@ from ray.data.datasource.datasink import WriteResult
 
 from jobs.inputs import partition_label
 from jobs.contracts import expectation_key
-from jobs.scoring import EVENT_TIME, REASONS
+from jobs.checking import CheckTask, read_columns
+from jobs.scoring import EVENT_TIME, REASONS, SOURCE_FILE, SOURCE_ROW
 from jobs.storage import filesystem
 from jobs.tables import TableTarget
 
@@ -81,11 +82,13 @@ class WrittenFiles:
 class DeltaFilesSink(Datasink):
     """Splits each scored block: output rows to the output table, failing rows to the quarantine table."""
 
-    def __init__(self, output: TableTarget, quarantine: TableTarget | None, on_failure: str, run_id: str) -> None:
+    def __init__(self, output: TableTarget, quarantine: TableTarget | None, on_failure: str, run_id: str,
+                 source: CheckTask | None = None) -> None:
         self.output = output
         self.quarantine = quarantine
         self.on_failure = on_failure
         self.run_id = run_id
+        self.source = source  # where failing rows are read back from, whole, for the quarantine table
         self.written = WrittenFiles()
 
     def write(self, blocks: Iterable[pa.Table], ctx) -> WrittenFiles:
@@ -104,9 +107,23 @@ class DeltaFilesSink(Datasink):
                 written.rows_scored += file["rows"]
                 written.note_event_time(partition_label(tuple(file["partition_values"].items())), group)
             if self.quarantine is not None and failed.num_rows:
-                kept = [f.name for f in self.quarantine.schema if f.name not in ("run_id", "quarantined_at")]
-                quarantine(written, self.quarantine, failed.select(kept), self.run_id, ctx.task_idx)
+                quarantine(written, self.quarantine, self._read_back(failed), self.run_id, ctx.task_idx)
         return written
+
+    def _read_back(self, failed: pa.Table) -> pa.Table:
+        """The failing rows with every column the job read, from their files (few rows, so reading them
+        back is cheaper than carrying every column of every row through the scoring stage)."""
+        fs, _ = filesystem(self.source.base)
+        files = failed.column(SOURCE_FILE).cast(pa.string())
+        parts = []
+        for path in pc.unique(files).to_pylist():
+            rows = failed.filter(pc.equal(files, path))
+            part = read_columns(fs, path, self.source.file_columns).take(rows.column(SOURCE_ROW))
+            for column in self.quarantine.input_partitioning:
+                part = part.append_column(column, rows.column(column))
+            part = part.append_column(SOURCE_FILE, pa.array([path] * part.num_rows, pa.string()))
+            parts.append(part.append_column(REASONS, rows.column(REASONS)))
+        return pa.concat_tables(parts)
 
     def on_write_complete(self, write_result: WriteResult) -> None:
         for part in write_result.write_returns:
