@@ -37,7 +37,6 @@ class Plan:
     model: ModelArtifact
     binding: ModelBinding
     contract: Contract | None
-    read_columns: list[str]
     output: TableTarget
     quarantine: TableTarget | None
     drifted: dict[str, list[dict[str, str]]]  # file -> schema reasons: these files skip the pipeline
@@ -71,8 +70,7 @@ def make_plan(job: LoadedSpec, partitions: str | list[str] | None = None, run_ke
             "partitions to append"
         )
     inputs = _plan_inputs(job, selector)
-    selection, model, binding, contract, read_columns = (inputs.selection, inputs.model, inputs.binding,
-                                                         inputs.contract, inputs.read_columns)
+    selection, model, binding, contract = inputs.selection, inputs.model, inputs.binding, inputs.contract
     schema = selection.schema
     id_type = schema.field(spec.input.id_column).type
     fields = [pa.field(spec.input.id_column, id_type)]
@@ -89,12 +87,11 @@ def make_plan(job: LoadedSpec, partitions: str | list[str] | None = None, run_ke
     quarantine = None
     if spec.contract and spec.contract.on_failure == "quarantine":
         quarantine = TableTarget(spec.table_uri(quarantine_table(spec.output.table)),
-                                 _quarantine_schema(schema, read_columns, spec.input.partitioning), partition_by,
+                                 _quarantine_schema(schema, inputs.read_columns, spec.input.partitioning), partition_by,
                                  partitioning)
         quarantine = replace(quarantine, read_version=check_compatible(quarantine))
     key = run_key or default_run_key(job, selection, model, contract)
-    return Plan(job, selection, model, binding, contract, read_columns, output, quarantine, inputs.drifted, key,
-                inputs.checks)
+    return Plan(job, selection, model, binding, contract, output, quarantine, inputs.drifted, key, inputs.checks)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,6 @@ checks as `score run`, so what passes here passes there.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any

@@ -7,7 +7,6 @@ import onnxruntime as ort
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-import pytest
 from deltalake import DeltaTable
 from mlflow import MlflowClient
 
