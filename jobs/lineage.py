@@ -145,6 +145,16 @@ def table_state(table_uri: str, version: int | None = None, commits: list[dict] 
     return state
 
 
+def require_version(commits: list[dict[str, Any]], version: int | None, what: str) -> None:
+    """Refuse a version the log does not hold, in one line naming the versions it does."""
+    from jobs.errors import UsageError
+
+    known = [commit["version"] for commit in commits]
+    if version is not None and known and not known[0] <= version <= known[-1]:
+        span = f"versions {known[0]}..{known[-1]}" if len(known) > 1 else f"only version {known[0]}"
+        raise UsageError(f"{what} has no version {version} (it has {span})")
+
+
 def restored_version(commit: dict[str, Any]) -> int | None:
     """The version a RESTORE commit restored (-1 when unknown, e.g. restored by timestamp), else None."""
     if commit.get("operation") != "RESTORE":
@@ -192,14 +202,8 @@ def describe(table_uri: str, version: int | None = None) -> dict[str, Any]:
     """Lineage of one table version: per run whose rows it holds, everything that run used, with the
     partitions of that run still in this version, and its MLflow run as the tracking store reports it.
     A version the log does not hold is a usage error naming the versions it does (else it would list no runs)."""
-    from jobs.errors import UsageError
-
     commits = history(table_uri)
-    known = [commit["version"] for commit in commits]
-    if version is not None and known and not known[0] <= version <= known[-1]:
-        name = table_uri.rstrip("/").rsplit("/", 1)[-1]
-        span = f"versions {known[0]}..{known[-1]}" if len(known) > 1 else f"only version {known[0]}"
-        raise UsageError(f"lineage: table {name} has no version {version} (it has {span})")
+    require_version(commits, version, f"lineage: table {table_uri.rstrip('/').rsplit('/', 1)[-1]}")
     state = table_state(table_uri, version, commits)
     runs = []
     for run in state.runs:

@@ -241,9 +241,11 @@ def _model_sha256(path: Path, external: tuple[str, ...]) -> str:
 
 def _external_data(path: Path, where: str) -> tuple[str, ...]:
     """The external-data files an ONNX model keeps its weights in (sorted), each checked to be next to it."""
+    from google.protobuf.message import DecodeError
+
     try:
-        locations = _onnx_external_locations(path.read_bytes())
-    except (ValueError, IndexError):  # not an ONNX protobuf: the signature check names the problem
+        locations = _onnx_external_locations(path)
+    except DecodeError:  # not an ONNX model: the signature check names the problem
         return ()
     for loc in locations:
         relative = PurePosixPath(loc)
@@ -259,76 +261,15 @@ def _external_data(path: Path, where: str) -> tuple[str, ...]:
     return tuple(sorted(locations))
 
 
-# ONNX protobuf fields that hold tensors, directly or nested (onnx.proto); `onnx` itself is a dev dependency.
-_ONNX_NESTED = {
-    "model": {7: "graph", 25: "function"},
-    "graph": {1: "node", 5: "tensor", 15: "sparse"},
-    "function": {7: "node"},
-    "node": {5: "attribute"},
-    "attribute": {5: "tensor", 6: "graph", 10: "tensor", 11: "graph", 22: "sparse", 23: "sparse"},
-    "sparse": {1: "tensor", 2: "tensor"},
-}
-_TENSOR_EXTERNAL_DATA, _TENSOR_DATA_LOCATION, _EXTERNAL = 13, 14, 1
+def _onnx_external_locations(path: Path) -> set[str]:
+    """The `location` of every tensor the model keeps as external data (initializers and node attributes,
+    in subgraphs too), as onnx's own external-data helper walks them; the weights themselves are not read."""
+    import onnx
+    from onnx.external_data_helper import _get_all_tensors, uses_external_data
 
-
-def _onnx_external_locations(data: bytes) -> set[str]:
-    """The `location` of every tensor stored as external data, read from the protobuf wire format:
-    initializers, sparse initializers and node attributes, in subgraphs and functions too."""
-    view = memoryview(data)
-
-    def fields(start: int, end: int):
-        pos = start
-        while pos < end:
-            key, pos = _varint(view, pos)
-            number, wire = key >> 3, key & 7
-            if wire == 0:
-                value, pos = _varint(view, pos)
-                yield number, value, None
-            elif wire == 2:
-                length, pos = _varint(view, pos)
-                if pos + length > end:
-                    raise ValueError("truncated field")
-                yield number, pos, pos + length
-                pos += length
-            elif wire in (1, 5):
-                pos += 8 if wire == 1 else 4
-            else:
-                raise ValueError(f"wire type {wire}")
-        if pos != end:
-            raise ValueError("truncated message")
-
-    found: set[str] = set()
-    stack = [("model", 0, len(view))]
-    while stack:
-        kind, start, end = stack.pop()
-        if kind != "tensor":
-            stack.extend((_ONNX_NESTED[kind][n], a, b) for n, a, b in fields(start, end)
-                         if b is not None and n in _ONNX_NESTED[kind])
-            continue
-        location, external = None, False
-        for number, a, b in fields(start, end):
-            if number == _TENSOR_DATA_LOCATION and b is None:
-                external = a == _EXTERNAL
-            elif number == _TENSOR_EXTERNAL_DATA and b is not None:
-                entry = {n: bytes(view[x:y]).decode() for n, x, y in fields(a, b) if y is not None}
-                if entry.get(1) == "location":
-                    location = entry.get(2)
-        if external and location:
-            found.add(location)
-    return found
-
-
-def _varint(view: memoryview, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        byte = view[pos]
-        result |= (byte & 0x7F) << shift
-        pos += 1
-        if not byte & 0x80:
-            return result, pos
-        shift += 7
-        if shift > 63:
-            raise ValueError("varint too long")
+    model = onnx.load(str(path), load_external_data=False)
+    return {entry.value for tensor in _get_all_tensors(model) if uses_external_data(tensor)
+            for entry in tensor.external_data if entry.key == "location"}
 
 
 def _from_registry(name: str, alias: str | None, version: str | None, tracking: TrackingSpec):

@@ -135,16 +135,13 @@ def _dataset(name: str, uri: str, version: int | None):
     from deltalake.exceptions import DeltaError
     from pyarrow import fs as pafs
 
-    from jobs.lineage import history
+    from jobs.lineage import history, require_version
     from jobs.storage import filesystem
 
     try:
         table = DeltaTable(uri, version=version)
     except DeltaError as exc:
-        known = [commit["version"] for commit in history(uri)]
-        if version is not None and known and not known[0] <= version <= known[-1]:
-            span = f"versions {known[0]}..{known[-1]}" if known[-1] > known[0] else f"only version {known[0]}"
-            raise UsageError(f"query: table {name} has no version {version} (it has {span})") from None
+        require_version(history(uri), version, f"query: table {name}")
         raise UsageError(f"query: table {name} version {version}: {_first_line(exc)}") from None
     fs, root = filesystem(uri)
     return table.to_pyarrow_dataset(filesystem=pafs.SubTreeFileSystem(root, fs))

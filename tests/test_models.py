@@ -243,11 +243,10 @@ def test_onnx_external_data_is_hashed_registered_and_checked(external_model, pro
 
 
 def test_external_data_locations_are_found_in_attributes_and_subgraphs(tmp_path):
-    """Guards the protobuf walk that lists side files (onnx is only a dev dependency): it must find what
-    onnx itself finds, including tensors in node attributes and in an If branch, and nothing in a plain file."""
+    """Guards the listing of side files: tensors in node attributes and in an If branch count too, and a
+    plain file has none."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
-    from onnx.external_data_helper import _get_all_tensors, uses_external_data
 
     from jobs.models import _onnx_external_locations
 
@@ -266,16 +265,12 @@ def test_external_data_locations_are_found_in_attributes_and_subgraphs(tmp_path)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     plain = tmp_path / "plain.onnx"
     onnx.save_model(model, str(plain))
-    assert _onnx_external_locations(plain.read_bytes()) == set()
+    assert _onnx_external_locations(plain) == set()
 
     onnx.convert_model_to_external_data(model, all_tensors_to_one_file=False, size_threshold=0,
                                         convert_attribute=True)
     onnx.save_model(model, str(tmp_path / "split.onnx"))
-    saved = onnx.load(str(tmp_path / "split.onnx"), load_external_data=False)
-    expected = {e.value for t in _get_all_tensors(saved) if uses_external_data(t)
-                for e in t.external_data if e.key == "location"}
-    assert expected == {"c_value", "t_value", "e_value"}
-    assert _onnx_external_locations((tmp_path / "split.onnx").read_bytes()) == expected
+    assert _onnx_external_locations(tmp_path / "split.onnx") == {"c_value", "t_value", "e_value"}
 
 
 def test_onnx_external_data_scores_end_to_end_from_path_and_registry(fresh_project, external_model):
