@@ -32,8 +32,7 @@ Reasons = list[dict[str, str]]
 class CheckTask:
     """Everything the check stage needs, built once on the driver by the plan."""
 
-    base: str  # the input's URI: its filesystem reads the files
-    partitions: tuple[tuple[Partition, tuple[str, ...]], ...]  # each input partition and its clean files
+    partitions: tuple[tuple[Partition, tuple[str, ...]], ...]  # each input partition and its clean files (URIs)
     file_columns: tuple[str, ...]  # the columns read from the files (partition columns come from paths)
     contract: Contract | None
     engine: str
@@ -77,10 +76,9 @@ def _validator(task: CheckTask) -> ContractValidator:
 
 def _read(task: CheckTask, partition: Partition, files: tuple[str, ...]) -> tuple[pa.Table, dict[str, tuple]]:
     """The partition's rows (file columns, then partition columns) and each file's row span."""
-    fs, _ = filesystem(task.base)
     tables, spans, start = [], {}, 0
     for path in files:
-        table = read_columns(fs, path, task.file_columns)
+        table = read_columns(path, task.file_columns)
         for column, value in partition:
             table = table.append_column(column, pa.array([value] * table.num_rows, pa.string()))
         tables.append(table)
@@ -89,8 +87,9 @@ def _read(task: CheckTask, partition: Partition, files: tuple[str, ...]) -> tupl
     return pa.concat_tables(tables).combine_chunks(), spans
 
 
-def read_columns(fs, path: str, columns: tuple[str, ...]) -> pa.Table:
+def read_columns(uri: str, columns: tuple[str, ...]) -> pa.Table:
     """One input file's `columns`, as the check stage reads them (also how a failing row is read back)."""
+    fs, path = filesystem(uri)
     return pq.read_table(path, columns=list(columns), filesystem=fs).replace_schema_metadata(None)
 
 

@@ -66,7 +66,7 @@ def _terminate(signum, frame) -> None:
 
 def _print_failure(args: argparse.Namespace, exc: Exception, exit_code: int, error: str) -> None:
     """The failed run's summary as the one JSON object `--json` promises (run and validate print theirs)."""
-    if not getattr(args, "json", False) or args.command not in ("run", "validate"):
+    if not getattr(args, "json", False) or args.command not in ("run", "validate", "submit"):
         return
     from jobs.run import RunSummary
 
@@ -102,6 +102,19 @@ def _parser() -> argparse.ArgumentParser:
                      help="override a spec key, e.g. --set scoring.batch_size=8192 (repeatable)")
     run.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
     run.set_defaults(handler=_run)
+
+    submit = commands.add_parser("submit", help="run a job as a Ray Job on a cluster, follow it, exit with its code")
+    submit.add_argument("job", help="job spec inside this project, e.g. conf/jobs/churn_daily.yaml")
+    submit.add_argument("--address", help="the cluster's Ray Jobs API, e.g. http://head:8265 "
+                        "(default: RAY_API_SERVER_ADDRESS or RAY_ADDRESS)")
+    submit.add_argument("--python", default="python",
+                        help="the interpreter on the head node with this project's dependencies (default: %(default)s)")
+    submit.add_argument("--partitions", "-p", help="as for run")
+    submit.add_argument("--run-key", help="as for run")
+    submit.add_argument("--force", action="store_true", help="as for run")
+    submit.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="as for run")
+    submit.add_argument("--json", action="store_true", help="print the run's JSON summary (plus ray_job_id) on stdout")
+    submit.set_defaults(handler=_submit)
 
     validate = commands.add_parser("validate", help="check input partitions against the job's contract only")
     validate.add_argument("job")
@@ -177,6 +190,24 @@ def _run(args: argparse.Namespace) -> int:
     for key, failure in sorted((summary.contract or {}).get("failures", {}).items(), key=lambda kv: -kv[1]["rows"]):
         print(f"  contract: {key}: {failure['rows']} rows, e.g. {', '.join(failure['examples'])}", file=sys.stderr)
     return 0
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from jobs.submit import submit_job
+
+    done = submit_job(args.job, args.address, partitions=args.partitions, overrides=args.overrides,
+                      run_key=args.run_key, force=args.force, python=args.python)
+    summary = done.summary or {"status": "failed", "job": str(args.job), "exit_code": done.exit_code,
+                               "error": f"Ray job {done.ray_job_id} {done.status}: {done.message}"}
+    summary["ray_job_id"] = done.ray_job_id
+    if args.json:
+        print(json.dumps(summary), file=args.stdout, flush=True)
+    outcome = summary.get("error") or summary.get("message") or (
+        f"{summary.get('rows_scored')}/{summary.get('rows_in')} rows scored -> {summary.get('table')} "
+        f"v{summary.get('table_version')}")
+    print(f"score: Ray job {done.ray_job_id} {done.status.lower()} (exit {done.exit_code}): {summary['status']}: "
+          f"{outcome}", file=sys.stderr)
+    return done.exit_code
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -347,7 +378,7 @@ def _lineage(args: argparse.Namespace) -> int:
         if contract:
             print(f"  contract  {contract['path']} (sha256 {contract['sha256']}, {contract['expectations']} "
                   f"expectations, on_failure {contract['on_failure']})", file=out)
-        print(f"  code      {run['code_version']}", file=out)
+        print(f"  code      {run['code_version']} (jobs package sha256 {run.get('code_sha256') or '?'})", file=out)
         print(f"  spec      sha256 {run['spec_hash']} (resolved spec: --json, or MLflow spec/resolved.yaml)", file=out)
         status = mlflow.get("status") if mlflow.get("reachable") else f"not reachable: {mlflow.get('error')}"
         print(f"  MLflow    run {mlflow['run_id']} in experiment {mlflow['experiment_id']} at {mlflow['uri']} "

@@ -6,11 +6,13 @@ so actors are sized to leave room for reading and writing.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from jobs.errors import UsageError
 from jobs.spec import EngineSpec, ScoringSpec
@@ -20,25 +22,34 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class PoolSize:
+    """What each scoring actor takes and how many run; `resources` are the custom Ray resources per actor."""
+
     min_actors: int
     max_actors: int
     cpus_per_actor: float
     gpus_per_actor: float
+    resources: dict[str, float] = field(default_factory=dict, hash=False)
 
     @property
     def threads(self) -> int:
         return max(1, math.floor(self.cpus_per_actor))
 
 
-def start(engine: EngineSpec) -> dict[str, float]:
-    """Connect to `engine.ray_address` / `RAY_ADDRESS`, else start local Ray; returns cluster resources."""
+def start(engine: EngineSpec) -> str:
+    """Join `engine.address`, else start a local Ray; returns the digest of the `jobs` code the workers run.
+
+    On a remote cluster the driver's `jobs` package travels with the job (`project_runtime_env`) unless
+    `engine.ship_code` is false; either way every node is asked which code its workers import, and code that
+    differs from the driver's is refused: a run must not record one version and execute another."""
     import ray
     from ray.data import DataContext
 
     if not ray.is_initialized():
-        address = engine.ray_address or os.environ.get("RAY_ADDRESS") or None
+        address = engine.address
+        joins = address is not None and RAY_JOB_CONFIG not in os.environ  # a Ray Job already has its env
         ray.init(
             address=address,
+            runtime_env=project_runtime_env(engine.ship_code) if joins else None,
             include_dashboard=False,
             logging_level=logging.WARNING,
             log_to_driver=True,
@@ -48,27 +59,193 @@ def start(engine: EngineSpec) -> dict[str, float]:
     show = engine.progress_bars == "on" or (engine.progress_bars == "auto" and sys.stderr.isatty())
     context.enable_progress_bars = show
     context.print_on_execution_start = show
-    return ray.cluster_resources()
+    return _workers_code(engine)
 
 
-def size_pool(scoring: ScoringSpec, resources: dict[str, float]) -> PoolSize:
-    """Fit the requested pool into the cluster, keeping at least one CPU for reads and writes."""
-    cpus = float(resources.get("CPU", 1))
-    gpus = float(resources.get("GPU", 0))
+RAY_JOB_CONFIG = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set in a Ray Job's driver, whose runtime env ships the code
+# What never travels with a submitted project: data, tables, local state, environments. Ray refuses a
+# package over 500 MiB: big models belong in the registry (models:/, artifacts on object storage).
+PROJECT_EXCLUDES = [".git", ".venv", "venv", "data", "warehouse", ".score", "**/__pycache__", "*.egg-info",
+                    "*.parquet", ".pytest_cache", ".whl"]
+FORWARDED_ENV = ("AWS_", "MLFLOW_", "SCORE_", "GOOGLE_", "AZURE_")
+
+
+def forwarded_env() -> dict[str, str]:
+    """The driver's storage and tracking settings (`AWS_*`, `MLFLOW_*`, `SCORE_*`, ...), which the workers
+    need to reach the same storage. Their values go to the cluster, never to logs or records."""
+    return {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV)}
+
+
+def project_runtime_env(ship_code: bool = True, project: Path | None = None) -> dict:
+    """The Ray runtime environment of a job on a remote cluster: the driver's storage settings; with
+    `ship_code`, the `jobs` package this driver runs (Ray puts it first on the workers' PYTHONPATH, ahead
+    of whatever version the nodes have installed); with `project`, that folder as the working directory
+    (`conf/`, `data_contracts/`, `models/` builders: what a submitted job's driver reads)."""
+    env: dict = {"env_vars": forwarded_env(), "excludes": PROJECT_EXCLUDES}
+    if ship_code:
+        env["py_modules"] = [str(Path(__file__).resolve().parent)]
+    if project is not None:
+        env["working_dir"] = str(project)
+    return env
+
+
+def package_digest() -> str:
+    """sha256 over the `jobs` package's source files: the same wherever the same code is installed."""
+    package = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def _workers_code(engine: EngineSpec) -> str:
+    """The code digest every alive node's workers import; refuses nodes whose code differs from the driver's."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    driver = package_digest()
+    if engine.address is None:  # a local Ray runs this machine's files
+        return driver
+    remote = ray.remote(num_cpus=0)(package_digest)
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    digests = ray.get([remote.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
+                       .remote() for n in nodes])
+    differ = [n["NodeManagerAddress"] for n, d in zip(nodes, digests) if d != driver]
+    if differ:
+        how = ("the runtime environment did not take effect there" if engine.ship_code
+               else "install this version on every node, or set engine.ship_code: true to ship it with the job")
+        raise UsageError(f"Ray node(s) {', '.join(differ)} run other code than this driver (jobs package "
+                         f"sha256 {driver[:12]} here): {how}")
+    return driver
+
+
+def size_pool(scoring: ScoringSpec, nodes: list[dict]) -> PoolSize:
+    """Fit the requested pool into the alive nodes of `ray.nodes()`: an actor runs on one node, so each node
+    is counted by what it alone offers (CPUs, GPUs, the custom `scoring.resources`), and the actors together
+    leave at least one CPU of the cluster (half of a 1-CPU cluster) to the read, check and write tasks."""
+    offers = [(node.get("NodeManagerAddress", "?"), _offer(node)) for node in nodes if node.get("Alive")]
+    total_cpus = sum(offer.get("CPU", 0.0) for _, offer in offers)
+    budget = max(total_cpus - 1, total_cpus / 2)
+    hosts = [(address, offer, fit) for address, offer in offers
+             if offer.get("CPU", 0.0) > 0 and (fit := _fit_without_cpus(scoring, offer)) >= 1]
+    if not hosts:
+        raise UsageError(_refusal(scoring, offers))
     if scoring.gpus_per_actor > 0:
-        if gpus < scoring.gpus_per_actor:
-            raise UsageError(
-                f"scoring.gpus_per_actor is {scoring.gpus_per_actor} but the Ray cluster has {gpus:g} GPUs: "
-                "set it to 0 to score on CPUs"
-            )
-        fit = math.floor(gpus / scoring.gpus_per_actor)
-        cpu_share = min(scoring.cpus_per_actor, max(cpus - 1, 0.5) / max(1, min(fit, scoring.actors.max)))
+        # GPUs are the scarce part: shrink the CPU share so that every GPU that can hold an actor gets one.
+        wanted = min(scoring.actors.max, sum(fit for _, _, fit in hosts))
+        share = min(scoring.cpus_per_actor, budget / wanted,
+                    min(offer["CPU"] / min(fit, wanted) for _, offer, fit in hosts))
     else:
-        spare = max(cpus - 1, cpus / 2)
-        cpu_share = min(scoring.cpus_per_actor, spare)
-        fit = max(1, math.floor(spare / cpu_share))
-    max_actors = min(scoring.actors.max, fit)
-    size = PoolSize(min(scoring.actors.min, max_actors), max_actors, cpu_share, scoring.gpus_per_actor)
-    if max_actors < scoring.actors.max or cpu_share < scoring.cpus_per_actor:
-        log.info("actor pool sized to %s for %g CPUs / %g GPUs", size, cpus, gpus)
+        share = min(scoring.cpus_per_actor, budget, max(offer["CPU"] for _, offer, _ in hosts))
+    share = max(math.floor(share * 10_000) / 10_000, 0.0001)  # Ray counts resources in steps of 0.0001
+    per_node = {address: 0 for address, _ in offers}
+    for address, offer, fit in hosts:
+        per_node[address] += min(fit, _whole(offer["CPU"] / share))
+    max_actors = min(scoring.actors.max, sum(per_node.values()), _whole(budget / share))
+    size = PoolSize(min(scoring.actors.min, max_actors), max_actors, share, scoring.gpus_per_actor,
+                    dict(scoring.resources))
+    log.info("actor pool: %d-%d actors of %g CPU / %g GPU%s; room per node, in actors: %s; %g of the cluster's "
+             "%g CPUs stay free for reading and writing", size.min_actors, size.max_actors, share, size.gpus_per_actor,
+             "".join(f" / {v:g} {k}" for k, v in size.resources.items()),
+             ", ".join(f"{address} {count}" for address, count in per_node.items()),
+             total_cpus - max_actors * share, total_cpus)
     return size
+
+
+def wait_for_pool(scoring: ScoringSpec, poll_s: float = 5.0) -> PoolSize:
+    """`size_pool` over the cluster's nodes now. An autoscaling cluster keeps its GPU nodes at zero while idle,
+    so a GPU job that no node can hold yet asks the autoscaler for the GPUs of `scoring.actors.min` actors and
+    polls for up to `scoring.gpu_wait` until they fit (with `0s`, the default, it refuses at once)."""
+    import time
+
+    import ray
+
+    from jobs.freshness import parse_duration
+
+    wait_s = parse_duration(scoring.gpu_wait).total_seconds()
+    try:
+        return size_pool(scoring, ray.nodes())
+    except UsageError:
+        if scoring.gpus_per_actor <= 0 or wait_s <= 0:
+            raise
+    deadline = time.monotonic() + wait_s
+    _request_resources([{"GPU": scoring.gpus_per_actor, **scoring.resources}] * scoring.actors.min)
+    log.info("no node can hold a scoring actor yet: asked the autoscaler for GPU nodes, waiting up to %s "
+             "(scoring.gpu_wait)", scoring.gpu_wait)
+    try:
+        while True:
+            time.sleep(max(0.0, min(poll_s, deadline - time.monotonic())))
+            try:
+                pool = size_pool(scoring, ray.nodes())
+            except UsageError as exc:
+                if time.monotonic() >= deadline:
+                    raise UsageError(f"waited {scoring.gpu_wait} (scoring.gpu_wait) for GPU nodes, none came: "
+                                     f"{exc}") from None
+                continue
+            if pool.max_actors >= scoring.actors.min or time.monotonic() >= deadline:
+                return pool
+    finally:
+        _request_resources([])  # the request persists until overridden: let the cluster scale down again
+
+
+def _request_resources(bundles: list[dict[str, float]]) -> None:
+    """Ask the autoscaler to fit `bundles` (an empty list withdraws the request). Without an autoscaler
+    the request is only written to the cluster's key-value store and nothing reads it."""
+    from ray.autoscaler.sdk import request_resources
+
+    try:
+        request_resources(bundles=bundles)
+    except Exception as exc:  # no autoscaler API on this cluster: keep polling the nodes anyway
+        log.warning("could not ask the Ray autoscaler for %s: %s", bundles, exc)
+
+
+def _offer(node: dict) -> dict[str, float]:
+    """CPU, GPU and custom resources of a node; memory and Ray's own `node:`/`accelerator_type:` markers
+    are left out."""
+    return {name: float(amount) for name, amount in node.get("Resources", {}).items()
+            if name not in ("memory", "object_store_memory") and ":" not in name}
+
+
+def _fit_without_cpus(scoring: ScoringSpec, offer: dict[str, float]) -> float:
+    """How many actors a node's GPUs and custom resources hold (infinite when the actor asks neither)."""
+    asks = dict(scoring.resources)
+    if scoring.gpus_per_actor > 0:
+        asks["GPU"] = scoring.gpus_per_actor
+    return min((_whole(offer.get(name, 0.0) / amount) for name, amount in asks.items()), default=math.inf)
+
+
+def _whole(ratio: float) -> int:
+    """floor() that does not lose an actor to float rounding (15 / (15 / 8) is 7.999...)."""
+    return math.floor(ratio + 1e-9)
+
+
+def _refusal(scoring: ScoringSpec, offers: list[tuple[str, dict[str, float]]]) -> str:
+    """Why no node can hold one actor, naming the spec keys to change and what each node offers."""
+    if not offers:
+        return "the Ray cluster has no alive nodes"
+    reasons = []
+    for name, amount in scoring.resources.items():
+        if not any(offer.get(name, 0.0) >= amount for _, offer in offers):
+            short = ("no node of the cluster offers " + name if not any(name in offer for _, offer in offers)
+                     else f"no node of the cluster offers {amount:g} {name}")
+            reasons.append(f"scoring.resources asks {name}={amount:g} per actor but {short}")
+    gpus = scoring.gpus_per_actor
+    if gpus > 0 and not any(offer.get("GPU", 0.0) >= gpus for _, offer in offers):
+        most = max(offer.get("GPU", 0.0) for _, offer in offers)
+        has = f"no node has {gpus:g} GPUs (the most is {most:g})" if most else "the Ray cluster has no GPUs"
+        reasons.append(f"scoring.gpus_per_actor is {gpus:g} but {has}: set it to 0 to score on CPUs")
+    if not reasons:  # each ask is met somewhere, but never all of them on one node that also has CPUs
+        asked = ([f"GPU={gpus:g}"] if gpus > 0 else []) + [f"{k}={v:g}" for k, v in scoring.resources.items()]
+        keys = (["scoring.gpus_per_actor"] if gpus > 0 else []) + (["scoring.resources"] if scoring.resources else [])
+        if asked:
+            reasons.append(f"no node of the cluster with CPUs offers all that an actor asks ({', '.join(asked)}): "
+                           f"change {' or '.join(keys)}")
+        else:
+            reasons.append("no node of the Ray cluster has CPUs for the scoring actors")
+    return "; ".join(reasons) + "; nodes: " + ", ".join(_describe(address, offer) for address, offer in offers)
+
+
+def _describe(address: str, offer: dict[str, float]) -> str:
+    """`127.0.0.3 CPU 1 worker_node 2`: CPU first, then GPU, then custom resources by name."""
+    order = sorted(offer, key=lambda name: (name != "CPU", name != "GPU", name))
+    return " ".join([address, *(f"{name} {offer[name]:g}" for name in order if name == "CPU" or offer[name])])

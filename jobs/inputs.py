@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from pyarrow import fs as pafs
 
 from jobs.errors import UsageError
-from jobs.storage import filesystem
+from jobs.storage import filesystem, uri_of
 
 Partition = tuple[tuple[str, str], ...]
 
@@ -129,7 +129,7 @@ def select_input(
     """
     partitioning = tuple(partitioning)
     fs, root = filesystem(base)
-    available = _list_files(fs, root, partitioning)
+    available = _list_files(fs, root, partitioning, base)
     if not available:
         raise UsageError(f"input {base}: no Parquet files found")
     terms = selector_terms(selector)
@@ -141,7 +141,7 @@ def select_input(
     else:
         chosen = _choose(sorted(available), partitioning, terms, base)
     files = [f for p in chosen for f in available[p]]
-    files = _read_footers(fs, files)
+    files = _read_footers(files)
     return InputSelection(
         base=base,
         partitioning=partitioning,
@@ -158,7 +158,7 @@ def _reference_schema(files: list[InputFile]) -> pa.Schema:
     return next(f.schema for f in files if f.schema.to_string() == common)
 
 
-def _list_files(fs: pafs.FileSystem, root: str, partitioning: tuple[str, ...]) -> dict[Partition, list]:
+def _list_files(fs: pafs.FileSystem, root: str, partitioning: tuple[str, ...], base: str) -> dict[Partition, list]:
     infos = fs.get_file_info(pafs.FileSelector(root, recursive=True))
     found: dict[Partition, list[InputFile]] = {}
     for info in infos:
@@ -174,7 +174,7 @@ def _list_files(fs: pafs.FileSystem, root: str, partitioning: tuple[str, ...]) -
         if [k for k, _ in partition] != list(partitioning):
             continue
         found.setdefault(partition, []).append(
-            InputFile(path=info.path, size=info.size, mtime_ns=info.mtime_ns or 0, partition=partition)
+            InputFile(path=uri_of(info.path, base), size=info.size, mtime_ns=info.mtime_ns or 0, partition=partition)
         )
     for files in found.values():
         files.sort(key=lambda f: f.path)
@@ -239,10 +239,11 @@ def _within(value: str, low: str, high: str | None) -> bool:
         return low <= value <= high
 
 
-def _read_footers(fs: pafs.FileSystem, files: list[InputFile]) -> list[InputFile]:
+def _read_footers(files: list[InputFile]) -> list[InputFile]:
     def read(f: InputFile) -> InputFile:
+        fs, path = filesystem(f.path)
         try:
-            with fs.open_input_file(f.path) as handle:
+            with fs.open_input_file(path) as handle:
                 meta = pq.read_metadata(handle)
         except (OSError, pa.ArrowException) as exc:
             raise UsageError(f"input file {f.path} is not readable Parquet: {exc}") from None

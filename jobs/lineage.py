@@ -16,6 +16,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from jobs.storage import delta_table
+
 LINEAGE_KEY = "score.lineage"
 # The log is the lineage: keep commit files (they are small) ten years instead of Delta's 30 days.
 LOG_RETENTION = "interval 3650 days"
@@ -63,6 +65,7 @@ class RunRecord:
     max_age: str | None = None
     quarantine_table: str | None = None
     quarantine_version: int | None = None
+    code_sha256: str | None = None  # the `jobs` package the workers ran (`jobs.engine.package_digest`)
     table_version: int | None = field(default=None, compare=False)  # filled in when read from the log
 
     def to_json(self) -> str:
@@ -105,11 +108,10 @@ class TableState:
 
 def history(table_uri: str) -> list[dict[str, Any]]:
     """The table's commits, oldest first, each with its `version` (none for a table not created yet)."""
-    from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
 
     try:
-        return sorted(DeltaTable(table_uri).history(), key=lambda c: c["version"])
+        return sorted(delta_table(table_uri).history(), key=lambda c: c["version"])
     except TableNotFoundError:
         return []
 
@@ -171,11 +173,10 @@ def commit_of_run_key(table_uri: str, run_key: str, replaces: bool = True) -> Ru
     When runs replace partitions (`replaces`), a later run that re-scored any of the key's input partitions
     (another model, say) superseded it: the key is no longer committed and scores again.
     """
-    from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
 
     try:
-        table = DeltaTable(table_uri)
+        table = delta_table(table_uri)
     except TableNotFoundError:
         return None
     if table.transaction_version(app_id(run_key)) is None:
@@ -215,6 +216,7 @@ def describe(table_uri: str, version: int | None = None) -> dict[str, Any]:
             "job": run.job,
             "committed_version": run.table_version,
             "code_version": run.code_version,
+            "code_sha256": run.code_sha256,
             "spec_hash": run.spec_hash,
             "spec": run.spec_yaml,
             "model": run.model,

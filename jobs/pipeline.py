@@ -72,6 +72,7 @@ def execute(plan: Plan, run_id: str, pool: PoolSize) -> WrittenFiles:
         compute=ActorPoolStrategy(min_size=pool.min_actors, max_size=pool.max_actors),
         num_cpus=pool.cpus_per_actor,
         num_gpus=pool.gpus_per_actor,
+        resources=pool.resources or None,
     )
     scored.write_datasink(sink)
     return sink.written

@@ -20,6 +20,7 @@ from jobs.lineage import table_state
 from jobs.models import ModelArtifact, ModelBinding, bind_model, resolve_model
 from jobs.scoring import LINEAGE_FIELDS, REASON_TYPE, REASONS, SOURCE_FILE
 from jobs.spec import JobSpec, LoadedSpec
+from jobs.storage import is_remote
 from jobs.tables import TableTarget, check_compatible
 
 class NothingToScore(Exception):
@@ -91,6 +92,7 @@ def make_plan(job: LoadedSpec, partitions: str | list[str] | None = None, run_ke
                                  partitioning)
         quarantine = replace(quarantine, read_version=check_compatible(quarantine))
     key = run_key or default_run_key(job, selection, model, contract)
+    check_shared_storage(job)
     return Plan(job, selection, model, binding, contract, output, quarantine, inputs.drifted, key, inputs.checks)
 
 
@@ -148,7 +150,6 @@ def _plan_inputs(job: LoadedSpec, selector: str | list[str]) -> _Inputs:
         if contract:
             failures.update(file_failures(contract, clean, sum(f.num_rows for f in clean)))
     checks = CheckTask(
-        base=selection.base,
         partitions=tuple(partitions),
         file_columns=tuple(c for c in read_columns if c not in spec.input.partitioning),
         contract=contract,
@@ -161,6 +162,25 @@ def _plan_inputs(job: LoadedSpec, selector: str | list[str]) -> _Inputs:
         partition_bytes=largest,
     )
     return _Inputs(selection, model, binding, contract, read_columns, drifted, checks)
+
+
+def check_shared_storage(job: LoadedSpec) -> None:
+    """Refuse local input or warehouse paths when the job runs on a remote Ray cluster: workers read the
+    input and write the output files, and another node's local disk is not this machine's. A path every
+    node mounts (NFS) is declared with `shared: true`."""
+    spec, address = job.spec, job.spec.engine.address
+    if address is None:
+        return
+    for key, uri, shared in (("input.path", spec.input.path, spec.input.shared),
+                             ("warehouse.uri", spec.warehouse.uri, spec.warehouse.shared)):
+        if not is_remote(uri) and not shared:
+            section = key.split(".")[0]
+            raise UsageError(
+                f"{job.file}: {key} {uri} is a local path, but the job runs on the Ray cluster at {address}, "
+                f"whose worker nodes cannot see this machine's disk: use object storage (s3://bucket/prefix"
+                f"{', e.g. SCORE_WAREHOUSE' if section == 'warehouse' else ''}), or set {section}.shared: true "
+                "if every node mounts this path"
+            )
 
 
 def _select(spec: JobSpec, selector: str | list[str], model: ModelArtifact | None) -> InputSelection:
@@ -206,6 +226,7 @@ def make_validation_plan(job: LoadedSpec, partitions: str | list[str] | None = N
     if not spec.contract:
         raise UsageError(f"{job.file}: contract: the job has no contract to validate against")
     inputs = _plan_inputs(job, partitions or spec.input.partitions)
+    check_shared_storage(job)
     return ValidationPlan(job, inputs.selection, inputs.contract, inputs.drifted, inputs.checks)
 
 

@@ -131,15 +131,14 @@ def _pins(named: set[str], versions: dict[str, int], version: int | None) -> dic
 
 def _dataset(name: str, uri: str, version: int | None):
     """The Arrow dataset of one table version, reading through a native filesystem (see the module doc)."""
-    from deltalake import DeltaTable
     from deltalake.exceptions import DeltaError
     from pyarrow import fs as pafs
 
     from jobs.lineage import history, require_version
-    from jobs.storage import filesystem
+    from jobs.storage import delta_table, filesystem
 
     try:
-        table = DeltaTable(uri, version=version)
+        table = delta_table(uri, version=version)
     except DeltaError as exc:
         require_version(history(uri), version, f"query: table {name}")
         raise UsageError(f"query: table {name} version {version}: {_first_line(exc)}") from None

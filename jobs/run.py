@@ -129,9 +129,12 @@ def _score(plan: Plan, summary: RunSummary, started: float) -> None:
         try:
             from jobs.pipeline import execute
 
-            pool = engine.size_pool(spec.scoring, engine.start(spec.engine))
+            code_sha256 = engine.start(spec.engine)
+            mlflow.set_tag("score.code_sha256", code_sha256)
+            pool = engine.wait_for_pool(spec.scoring)
             mlflow.log_params({"actors_min": pool.min_actors, "actors_max": pool.max_actors,
-                               "cpus_per_actor": pool.cpus_per_actor, "gpus_per_actor": pool.gpus_per_actor})
+                               "cpus_per_actor": pool.cpus_per_actor, "gpus_per_actor": pool.gpus_per_actor,
+                               "resources_per_actor": pool.resources})
             try:
                 written = execute(plan, run_id, pool)
             except Exception as exc:  # Ray wraps worker failures in its own errors: surface the cause
@@ -153,7 +156,7 @@ def _score(plan: Plan, summary: RunSummary, started: float) -> None:
                     f"({_top_reasons(written)}); nothing was committed"
                 )
             scored_at = dt.datetime.now(dt.timezone.utc)
-            record = _run_record(plan, written, run_id, experiment_id, scored_at)
+            record = _run_record(plan, written, run_id, experiment_id, scored_at, code_sha256)
             marks = [r.watermark for r in record.outputs if r.watermark]
             summary.input_watermark = max(marks, key=parse_time) if marks else None
             if summary.input_watermark:
@@ -226,7 +229,8 @@ def _half_committed_runs(plan: Plan) -> list[str]:
                    and c["score.run_id"] not in output_runs})
 
 
-def _run_record(plan: Plan, written, run_id: str, experiment_id: str, scored_at: dt.datetime) -> RunRecord:
+def _run_record(plan: Plan, written, run_id: str, experiment_id: str, scored_at: dt.datetime,
+                code_sha256: str) -> RunRecord:
     """The lineage of this run as its output commit will record it."""
     spec, model, contract = plan.job.spec, plan.model, plan.contract
     inputs = [
@@ -262,6 +266,7 @@ def _run_record(plan: Plan, written, run_id: str, experiment_id: str, scored_at:
         outputs=outputs,
         max_age=spec.output.max_age,
         quarantine_table=redact_uri(plan.quarantine.uri) if plan.quarantine else None,
+        code_sha256=code_sha256,
     )
 
 

@@ -113,12 +113,11 @@ class DeltaFilesSink(Datasink):
     def _read_back(self, failed: pa.Table) -> pa.Table:
         """The failing rows with every column the job read, from their files (few rows, so reading them
         back is cheaper than carrying every column of every row through the scoring stage)."""
-        fs, _ = filesystem(self.source.base)
         files = failed.column(SOURCE_FILE).cast(pa.string())
         parts = []
         for path in pc.unique(files).to_pylist():
             rows = failed.filter(pc.equal(files, path))
-            part = read_columns(fs, path, self.source.file_columns).take(rows.column(SOURCE_ROW))
+            part = read_columns(path, self.source.file_columns).take(rows.column(SOURCE_ROW))
             for column in self.quarantine.input_partitioning:
                 part = part.append_column(column, rows.column(column))
             part = part.append_column(SOURCE_FILE, pa.array([path] * part.num_rows, pa.string()))

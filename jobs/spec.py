@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from jobs.errors import SpecError
+from jobs.storage import is_remote
 
 SET_ORIGIN = "--set"
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -56,6 +57,9 @@ class InputSpec(_Strict):
     partitions: str | list[str] = "latest"
     id_column: str
     event_time_column: str | None = None
+    # A local path that every node of a remote Ray cluster mounts (NFS, ...): without it, a local input
+    # path with a remote cluster is refused, since workers read the files.
+    shared: bool = False
 
 
 class ContractSpec(_Strict):
@@ -130,6 +134,28 @@ class ScoringSpec(_Strict):
     actors: ActorsSpec = ActorsSpec()
     cpus_per_actor: float = Field(1.0, gt=0)
     gpus_per_actor: float = Field(0.0, ge=0)
+    # Custom Ray resources each actor takes, e.g. {worker_node: 1}: actors then run only on nodes offering them.
+    resources: dict[str, float] = Field(default_factory=dict)
+    # How long a GPU job waits for an autoscaling cluster to add GPU nodes when none can hold an actor yet.
+    gpu_wait: str = "0s"
+
+    @field_validator("resources")
+    @classmethod
+    def _custom_resources(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, amount in value.items():
+            if name in ("CPU", "GPU"):
+                raise ValueError(f"{name} is set by scoring.{name.lower()}s_per_actor, not scoring.resources")
+            if not amount > 0:
+                raise ValueError(f"{name}: {amount:g} must be > 0")
+        return value
+
+    @field_validator("gpu_wait")
+    @classmethod
+    def _wait(cls, value: str) -> str:
+        from jobs.freshness import parse_duration
+
+        parse_duration(value)
+        return value
 
 
 class OutputSpec(_Strict):
@@ -152,6 +178,15 @@ class OutputSpec(_Strict):
 class EngineSpec(_Strict):
     ray_address: str | None = None
     progress_bars: Literal["auto", "on", "off"] = "auto"
+    # On a remote cluster: ship this project's code to the workers (a Ray runtime environment), or, when
+    # false, use what the nodes have installed and refuse to run if it differs from the driver's code.
+    ship_code: bool = True
+
+    @property
+    def address(self) -> str | None:
+        """The Ray cluster to join (`ray_address`, else `RAY_ADDRESS`); None starts a local Ray."""
+        address = self.ray_address or os.environ.get("RAY_ADDRESS") or None
+        return None if address in (None, "local") else address
 
 
 class TrackingSpec(_Strict):
@@ -162,6 +197,9 @@ class TrackingSpec(_Strict):
 
 class WarehouseSpec(_Strict):
     uri: str
+    # A local folder that every node of a remote Ray cluster mounts at the same path (NFS, ...): workers
+    # write the output files there. Without it, a local warehouse with a remote cluster is refused.
+    shared: bool = False
 
 
 class JobSpec(_Strict):
@@ -228,10 +266,6 @@ class LoadedSpec(BaseModel):
 
 def join_uri(base: str, *parts: str) -> str:
     return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts)])
-
-
-def is_remote(uri: str) -> bool:
-    return "://" in uri and not uri.startswith("file://")
 
 
 def redact_uri(text: str) -> str:

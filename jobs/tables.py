@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from jobs.errors import RuntimeFailure, UsageError
 from jobs.inputs import Partition
-from jobs.storage import filesystem
+from jobs.storage import delta_options, delta_table, filesystem
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ def commit(
     commit lands first, the new commits are checked and the commit is tried again on top of them.
     `run_key` is recorded as a Delta app transaction, so that a retry can tell it already committed.
     """
-    from deltalake import DeltaTable, Schema
+    from deltalake import Schema
     from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
     from deltalake.transaction import AddAction, create_table_with_add_actions
 
@@ -73,13 +73,13 @@ def commit(
     partitions = metadata["score.partitions"].split(",")
     for _ in range(MAX_COMMIT_ATTEMPTS):
         try:
-            table = DeltaTable(table_uri)
+            table = delta_table(table_uri)
         except TableNotFoundError:
             try:
                 create_table_with_add_actions(
                     table_uri, Schema.from_arrow(target.schema), adds, mode="error", partition_by=partition_by,
                     configuration={"delta.logRetentionDuration": LOG_RETENTION},
-                    commit_properties=_properties(None, metadata, run_key),
+                    storage_options=delta_options(table_uri), commit_properties=_properties(None, metadata, run_key),
                 )
                 return 0
             except DeltaError as exc:
@@ -123,9 +123,8 @@ def _properties(table, metadata: dict[str, Any], run_key: str | None):
 
 def _landed(table_uri: str, run_id: str, base: int) -> int | None:
     """The version this run committed after `base`, when a commit reported failure but was written."""
-    from deltalake import DeltaTable
 
-    table = DeltaTable(table_uri)
+    table = delta_table(table_uri)
     newer = table.version() - base
     if newer <= 0:
         return None
@@ -204,11 +203,10 @@ def _check_no_overlap(table, table_uri: str, read_version: int | None, partition
 
 
 def current_version(table_uri: str) -> int | None:
-    from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
 
     try:
-        return DeltaTable(table_uri).version()
+        return delta_table(table_uri).version()
     except TableNotFoundError:
         return None
 
@@ -219,9 +217,9 @@ def undo_commit(table_uri: str, committed: int, previous: int | None, run_id: st
     Only while that commit is still the latest: restoring over another run's later commit would drop it.
     Returns why it could not undo, for the error message, else None.
     """
-    from deltalake import CommitProperties, DeltaTable
+    from deltalake import CommitProperties
 
-    table = DeltaTable(table_uri)
+    table = delta_table(table_uri)
     if table.version() != committed:
         return (f"{table_uri} version {committed} holds this run's rows and could not be undone: other "
                 f"commits followed it; roll it back with `score rollback`")
@@ -239,11 +237,11 @@ def check_compatible(target: TableTarget) -> int | None:
 
     Returns the table's current version (None when it does not exist yet): the version the run reads."""
     table_uri, schema, partition_by = target.uri, target.schema, list(target.partition_by)
-    from deltalake import DeltaTable, Schema
+    from deltalake import Schema
     from deltalake.exceptions import TableNotFoundError
 
     try:
-        table = DeltaTable(table_uri)
+        table = delta_table(table_uri)
     except TableNotFoundError:
         return None
     existing_partitions = list(table.metadata().partition_columns)

@@ -17,7 +17,7 @@ from pyarrow import fs as pafs
 from jobs.errors import UsageError
 from jobs.lineage import history, parse_time, restored_version, table_state
 from jobs.spec import join_uri
-from jobs.storage import filesystem
+from jobs.storage import delta_table, filesystem
 
 # Delta's promise for time travel when the table does not set delta.deletedFileRetentionDuration.
 DEFAULT_RETENTION_HOURS = 168
@@ -65,11 +65,10 @@ def table_uri(table: str, warehouse: str) -> str:
 
 
 def describe(name: str, uri: str) -> TableInfo:
-    from deltalake import DeltaTable
 
     from jobs.freshness import format_duration, newest_partition
 
-    table = DeltaTable(uri)
+    table = delta_table(uri)
     actions = pa.table(table.get_add_actions(flatten=True))
     commits = history(uri)
     state = table_state(uri, commits=commits)
@@ -113,12 +112,12 @@ def versions(uri: str, limit: int | None = None) -> list[dict[str, Any]]:
 def rollback(uri: str, version: int, reason: str) -> dict[str, Any]:
     """Restore `version` of the table as a new version, recording why and who; and its quarantine table
     to the version the same runs left it at, so the two stay in step."""
-    from deltalake import CommitProperties, DeltaTable
+    from deltalake import CommitProperties
     from deltalake.exceptions import DeltaError
 
     if not reason.strip():
         raise UsageError("rollback: give --reason: it is recorded in the table's history")
-    table = DeltaTable(uri)
+    table = delta_table(uri)
     current = table.version()
     if not 0 <= version < current:
         raise UsageError(f"rollback {uri}: version {version} is not an earlier version (current is {current})")
@@ -130,15 +129,15 @@ def rollback(uri: str, version: int, reason: str) -> dict[str, Any]:
         table.restore(version, commit_properties=CommitProperties(custom_metadata=_strings(properties)))
     except DeltaError as exc:
         raise UsageError(f"rollback {uri} to version {version}: {exc} (vacuumed files cannot be restored)") from None
-    done["version"] = DeltaTable(uri).version()
+    done["version"] = delta_table(uri).version()
     run = next(iter(state.walked), None)
     if run and run.quarantine_table and run.quarantine_version is not None:
-        quarantine = DeltaTable(run.quarantine_table)
+        quarantine = delta_table(run.quarantine_table)
         if quarantine.version() != run.quarantine_version:
             quarantine.restore(run.quarantine_version, commit_properties=CommitProperties(
                 custom_metadata=_strings({**properties, "score.restored_version": run.quarantine_version})))
         done["quarantine"] = {"table": run.quarantine_table, "restored_version": run.quarantine_version,
-                              "version": DeltaTable(run.quarantine_table).version()}
+                              "version": delta_table(run.quarantine_table).version()}
     return done
 
 
@@ -149,11 +148,11 @@ def vacuum(uri: str, retention: str | None, dry_run: bool) -> dict[str, Any]:
     Refuses a retention shorter than the table promises (delta.deletedFileRetentionDuration, 7 days by
     default): versions inside that window must stay readable.
     """
-    from deltalake import CommitProperties, DeltaTable
+    from deltalake import CommitProperties
 
     from jobs.freshness import format_duration, parse_duration
 
-    table = DeltaTable(uri)
+    table = delta_table(uri)
     promised = _promised_hours(table)
     try:
         hours = promised if retention is None else parse_duration(retention).total_seconds() / 3600

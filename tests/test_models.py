@@ -308,11 +308,13 @@ def test_onnx_external_data_scores_end_to_end_from_path_and_registry(fresh_proje
     (16, 4, dict(actors={"min": 1, "max": 8}, gpus_per_actor=0.5), (1, 8, 1.0, 0.5)),
 ])
 def test_pool_is_sized_from_cluster_resources(cpus, gpus, wanted, expected):
-    size = size_pool(ScoringSpec(**wanted), {"CPU": cpus, "GPU": gpus})
+    node = {"Alive": True, "NodeManagerAddress": "127.0.0.1", "Resources": {"CPU": cpus, "GPU": gpus}}
+    size = size_pool(ScoringSpec(**wanted), [node])
     assert (size.min_actors, size.max_actors, size.cpus_per_actor, size.gpus_per_actor) == expected
     assert size.max_actors * size.cpus_per_actor < cpus or cpus == 1
 
 
 def test_gpu_job_on_a_cpu_cluster_is_a_usage_error():
-    with pytest.raises(UsageError, match="gpus_per_actor is 1.0 but the Ray cluster has 0 GPUs"):
-        size_pool(ScoringSpec(gpus_per_actor=1), {"CPU": 8})
+    node = {"Alive": True, "NodeManagerAddress": "127.0.0.1", "Resources": {"CPU": 8}}
+    with pytest.raises(UsageError, match="gpus_per_actor is 1 but the Ray cluster has no GPUs"):
+        size_pool(ScoringSpec(gpus_per_actor=1), [node])

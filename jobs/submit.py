@@ -1,0 +1,107 @@
+"""`score submit`: the same `score run` as a Ray Job on a cluster, followed to its end.
+
+The project folder becomes the job's working directory and this machine's `jobs` package travels with it
+(`engine.project_runtime_env`), so the cluster runs exactly the code and spec the submitter has; the
+storage and tracking settings (`SCORE_*`, `MLFLOW_*`, `AWS_*`) are forwarded as the job's environment and
+never printed. The job's own `score run --json` summary and exit code become this command's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from jobs.errors import RuntimeFailure, UsageError
+from jobs.spec import load_spec
+
+FINISHED = ("SUCCEEDED", "FAILED", "STOPPED")
+
+
+@dataclass
+class Submitted:
+    ray_job_id: str
+    status: str  # the Ray Job's: SUCCEEDED, FAILED or STOPPED
+    exit_code: int  # the entrypoint's, i.e. `score run`'s
+    summary: dict | None  # the run's JSON summary, when it printed one
+    message: str | None  # Ray's word on a job that never ran its entrypoint (runtime env set-up, ...)
+
+
+def submit_job(job: str | Path, address: str | None = None, *, partitions: str | None = None,
+               overrides: list[str] | tuple[str, ...] = (), run_key: str | None = None, force: bool = False,
+               python: str = "python", logs: TextIO = sys.stderr) -> Submitted:
+    """Submit `score run JOB` as a Ray Job at `address` (the cluster's dashboard, e.g. http://head:8265;
+    default: RAY_API_SERVER_ADDRESS / RAY_ADDRESS), stream its logs to `logs` and wait for its end.
+
+    The spec is loaded here first, so that a bad spec fails before anything is submitted. `python` is the
+    interpreter on the head node that has this project's dependencies (Ray Jobs run the entrypoint with
+    the head's PATH)."""
+    from ray.job_submission import JobSubmissionClient
+
+    from jobs.engine import project_runtime_env
+
+    loaded = load_spec(job, overrides)
+    try:
+        relative = loaded.file.relative_to(loaded.root)
+    except ValueError:
+        raise UsageError(f"{loaded.file}: a submitted job spec must lie inside its project {loaded.root}") from None
+    args = [python, "-m", "jobs.cli", "run", relative.as_posix(), "--json"]
+    args += ["--partitions", partitions] if partitions else []
+    args += [a for item in overrides for a in ("--set", item)]
+    args += ["--run-key", run_key] if run_key else []
+    args += ["--force"] if force else []
+    try:
+        client = JobSubmissionClient(address)
+    except (ConnectionError, ValueError, RuntimeError) as exc:
+        raise UsageError(f"submit: cannot reach the Ray Jobs API at {address or 'RAY_ADDRESS'}: {exc}") from None
+    job_id = client.submit_job(entrypoint=shlex.join(args), runtime_env=project_runtime_env(True, loaded.root),
+                               metadata={"score.job": loaded.spec.name})
+    print(f"score: submitted {loaded.spec.name} as Ray job {job_id}", file=logs, flush=True)
+    try:
+        summary = asyncio.run(_follow(client, job_id, logs))
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM of the submitter stops the job it started
+        client.stop_job(job_id)
+        raise
+    info = client.get_job_info(job_id)
+    status = str(getattr(info.status, "value", info.status))
+    if status not in FINISHED:
+        raise RuntimeFailure(f"Ray job {job_id}: its logs ended while it is {status}")
+    code = info.driver_exit_code
+    if code is None:
+        code = 0 if status == "SUCCEEDED" else 1
+    return Submitted(job_id, status, code, summary, info.message)
+
+
+async def _follow(client, job_id: str, logs: TextIO) -> dict | None:
+    """Copy the job's log lines to `logs` until it ends; returns the run's JSON summary line, kept out of them."""
+    summary, pending = None, ""
+    async for chunk in client.tail_job_logs(job_id):
+        pending += chunk
+        *lines, pending = pending.split("\n")
+        for line in lines:
+            found = _summary(line)
+            if found is not None:
+                summary = found
+            else:
+                print(line, file=logs, flush=True)
+    if pending:
+        found = _summary(pending)
+        if found is None:
+            print(pending, file=logs, flush=True)
+        summary = found or summary
+    return summary
+
+
+def _summary(line: str) -> dict | None:
+    """The run's `--json` summary: the one log line that is a JSON object with a status and a job."""
+    if not line.startswith("{"):
+        return None
+    try:
+        value = json.loads(line)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) and {"status", "job"} <= value.keys() else None
