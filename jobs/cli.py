@@ -14,7 +14,6 @@ import logging
 import os
 import signal
 import sys
-from pathlib import Path
 
 from jobs.errors import ScoreError
 
@@ -121,7 +120,8 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("--partitions", "-p", help="as for run")
     validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     validate.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout")
-    validate.add_argument("--report", metavar="PATH.html", help="also write the report as an HTML page")
+    validate.add_argument("--report", metavar="PATH.html",
+                          help="also write the report as an HTML page (a local path or an s3:// URI)")
     validate.set_defaults(handler=_validate)
 
     register = commands.add_parser("register-model", help="register a model file in the MLflow registry")
@@ -225,8 +225,9 @@ def _validate(args: argparse.Namespace) -> int:
         return 0
     if args.report:
         from jobs.reports import to_html
+        from jobs.storage import write_text
 
-        Path(args.report).write_text(to_html(report))
+        write_text(args.report, to_html(report))
     if args.json:
         print(json.dumps(report), file=args.stdout, flush=True)
     for entry in report["expectations"]:

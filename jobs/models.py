@@ -66,8 +66,7 @@ class ModelArtifact:
 
     def files(self) -> ModelFiles:
         """Everything the actors need to load the model, read once on the driver."""
-        folder = Path(self.path).parent
-        return ModelFiles(self.read_bytes(), tuple((loc, (folder / loc).read_bytes()) for loc in self.external))
+        return ModelFiles.read(self.path, self.external)
 
 
 @dataclass(frozen=True)

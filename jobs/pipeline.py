@@ -19,16 +19,19 @@ from jobs.scoring import REASONS, ScoreBatches, ScoringTask
 from jobs.sink import DeltaFilesSink, WrittenFiles
 
 
+CHECK_WORKER_BASE = 160 * 2**20  # a check worker's own memory (Arrow, pandas, the contract), measured: ~130 MiB
+
+
 def checked(checks: CheckTask) -> ray.data.Dataset:
     """Every selected row, partition by partition, with the reasons it fails (`_reasons`, null if none).
 
     A check task holds one whole partition, so it reserves that much memory (the footers' uncompressed
-    size, within half of what the smallest node offers). The reservation also keeps the check stage its
-    own tasks: Ray Data would otherwise fuse it into the scoring actors, serialising check and scoring
-    (measured: the job took 1.6x as long on 2 CPUs)."""
+    size plus the worker's own, within half of what the smallest node offers; less and Ray Data warns on
+    every run). The reservation also keeps the check stage its own tasks: Ray Data would otherwise fuse it
+    into the scoring actors, serialising check and scoring (measured: the job took 1.6x as long on 2 CPUs)."""
     partitions = ray.data.from_items([{"partition": i} for i in range(len(checks.partitions))],
                                      override_num_blocks=max(1, len(checks.partitions)))
-    wanted = 2 * checks.partition_bytes  # the partition read, and the batches cut from it
+    wanted = 2 * checks.partition_bytes + CHECK_WORKER_BASE  # the partition read, and the batches cut from it
     smallest = min((n["Resources"].get("memory", 0) for n in ray.nodes() if n.get("Alive")), default=0)
     memory = max(1, min(wanted, int(smallest // 2)) if smallest else wanted)
     return partitions.map_batches(check_partitions, fn_kwargs={"task": checks}, batch_size=1,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -20,21 +21,30 @@ class Runtime(Protocol):
 
 @dataclass(frozen=True)
 class ModelFiles:
-    """A model's bytes plus its ONNX external-data files (location as the model names it -> bytes).
+    """A model file plus its ONNX external-data files (location as the model names it -> contents).
 
     Shipped to the actors as one object-store value: workers need neither the registry nor a shared disk.
+    The contents are uint8 arrays, which Ray hands to an actor as read-only views of its node's one shared
+    copy: an actor then holds only its session's weights (with `bytes`, each actor first made a private
+    copy of the whole model: twice the model's size per actor while loading, measured).
     """
 
-    model: bytes
-    external: tuple[tuple[str, bytes], ...] = ()
+    model: np.ndarray
+    external: tuple[tuple[str, np.ndarray], ...] = ()
+
+    @classmethod
+    def read(cls, path: str | Path, external: tuple[str, ...] = ()) -> "ModelFiles":
+        folder = Path(path).parent
+        return cls(np.fromfile(path, dtype=np.uint8), tuple((loc, np.fromfile(folder / loc, dtype=np.uint8))
+                                                               for loc in external))
 
 
 def open_runtime(kind: str, model: bytes | ModelFiles, suffix: str, output_names: list[str], use_gpu: bool,
                  threads: int) -> Runtime:
-    files = model if isinstance(model, ModelFiles) else ModelFiles(model)
+    files = model if isinstance(model, ModelFiles) else ModelFiles(np.frombuffer(model, dtype=np.uint8))
     if kind == "onnx":
         return OnnxRuntime(files, use_gpu, threads)
-    return TorchRuntime(files.model, suffix, output_names, use_gpu, threads)
+    return TorchRuntime(files.model.tobytes(), suffix, output_names, use_gpu, threads)
 
 
 class OnnxRuntime:
@@ -55,7 +65,8 @@ class OnnxRuntime:
             if hasattr(ort, "preload_dlls"):
                 ort.preload_dlls()
             providers.insert(0, "CUDAExecutionProvider")
-        self.session = ort.InferenceSession(files.model, options, providers=providers)
+        # The graph itself is small when its weights are external; ORT copies the weights it is handed.
+        self.session = ort.InferenceSession(files.model.tobytes(), options, providers=providers)
         self.device = "cuda" if "CUDAExecutionProvider" in self.session.get_providers() else "cpu"
         self.output_names = [o.name for o in self.session.get_outputs()]
 

@@ -45,6 +45,13 @@ def uri_of(path: str, like: str) -> str:
     return f"{scheme}://{rest.split('/', 1)[0]}/{path.lstrip('/')}"  # host, then the path
 
 
+def write_text(uri: str, text: str) -> None:
+    """Write a small text file (a report) to a local path or an object-store URI."""
+    fs, path = filesystem(uri)
+    with fs.open_output_stream(path) as out:
+        out.write(text.encode())
+
+
 def delta_options(uri: str) -> dict[str, str] | None:
     """delta-rs storage options beyond what it reads from the environment: it refuses a plain-http S3
     endpoint (MinIO, moto, a gateway inside the cluster) unless told to allow it; pyarrow does not ask."""

@@ -32,6 +32,7 @@ pytestmark = pytest.mark.cluster
 BUCKET = "lake"
 INPUT = f"s3://{BUCKET}/customers"
 WAREHOUSE = f"s3://{BUCKET}/warehouse"
+DRIFTED_ROWS = 5  # rows of a file in the oldest partition whose `age` column is a string
 
 
 @dataclass
@@ -66,6 +67,10 @@ def stack(tmp_path_factory, models_dir):
     broken = break_rows(project)
     source = pa.concat_tables(pq.read_table(project.data / f"ds={d.isoformat()}")
                               .append_column("ds", pa.array([d.isoformat()] * ROWS_PER_DAY)) for d in DAYS)
+    drifted = pq.read_table(project.data / f"ds={DAYS[0].isoformat()}" / "part-0.parquet").slice(0, DRIFTED_ROWS)
+    drifted = drifted.set_column(0, "customer_id", pc.add(drifted.column("customer_id"), 10_000_000))
+    drifted = drifted.set_column(drifted.schema.get_field_index("age"), "age", drifted.column("age").cast(pa.string()))
+    pq.write_table(drifted, project.data / f"ds={DAYS[0].isoformat()}" / "part-2.parquet")
     try:
         with servers.s3_server(logs) as s3:
             s3.client().create_bucket(Bucket=BUCKET)
@@ -76,6 +81,9 @@ def stack(tmp_path_factory, models_dir):
                 project.env.update(s3.env, MLFLOW_TRACKING_URI=mlflow.uri, SCORE_WAREHOUSE=WAREHOUSE,
                                    SCORE_ARTIFACTS=f"s3://{BUCKET}/mlflow", RAY_ADDRESS=cluster.address,
                                    **cluster.env)
+                registered = project.score("register-model", str(models_dir / "model.onnx"), "--name", "churn",
+                                           "--alias", "champion")
+                assert registered.returncode == 0, registered.stderr[-3000:]
                 yield Stack(s3, mlflow, cluster, project, source, broken)
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
@@ -85,6 +93,7 @@ def cluster_job(stack: Stack, name: str, **changes) -> Path:
     return stack.project.job(name, **{
         "input__path": INPUT,
         "contract": {"suite": "data_contracts/customers.json", "on_failure": "quarantine", "max_bad_rows": 10},
+        "model__uri": "models:/churn@champion",  # in the MLflow server's registry, its file in the bucket
         "scoring__resources": {"worker_node": 1},  # the scoring actors go to the worker node
         **changes,
     })
@@ -146,7 +155,15 @@ def test_job_on_cluster_with_s3_and_mlflow_server(stack):
     from jobs.engine import package_digest
 
     assert run["code_sha256"] == package_digest()
+    assert (summary["model_uri"], run["model"]["resolved_uri"]) == ("models:/churn@champion", "models:/churn/1")
     assert [p["files"][0]["path"] for p in run["input"]["partitions"]] == [f"{INPUT}/ds={newest}/part-0.parquet"]
+
+    # The contract alone, checked on the cluster, its report written to the bucket.
+    proc = project.score("validate", str(job), "--partitions", f"ds={newest}", "--json",
+                         "--report", f"s3://{BUCKET}/reports/contract.html")
+    assert proc.returncode == 3, proc.stderr[-3000:]  # validate fails on any failing row
+    assert json.loads(proc.stdout)["rows_failed"] == len(stack.broken)
+    assert "reports/contract.html" in stack.s3.keys(BUCKET, "reports/")
 
     # A second day, then the table commands against the S3 table.
     proc, second = project.score_json("run", str(job), "--partitions", f"ds={older}")
@@ -189,6 +206,14 @@ def test_local_warehouse_with_the_cluster_is_refused(stack):
         f"{job}: warehouse.uri {project.root / 'warehouse'} is a local path, but the job runs on the Ray cluster "
         f"at {stack.cluster.address}, whose worker nodes cannot see this machine's disk: use object storage "
         "(s3://bucket/prefix, e.g. SCORE_WAREHOUSE), or set warehouse.shared: true if every node mounts this path")
+    assert not (project.root / "warehouse").exists()
+
+    # Declared shared (these nodes share this machine's disk, as NFS clients would), it runs.
+    proc, summary = project.score_json("run", str(job), "--set", "warehouse.shared=true",
+                                       env={"SCORE_WAREHOUSE": "warehouse"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert summary["table_uri"] == str(project.root / "warehouse" / "churn_local")
+    assert summary["rows_scored"] == ROWS_PER_DAY - len(stack.broken)
 
 
 def test_submit_runs_the_job_as_a_ray_job(stack):
@@ -199,9 +224,14 @@ def test_submit_runs_the_job_as_a_ray_job(stack):
                                        "--python", sys.executable)
     assert proc.returncode == 0, proc.stderr[-5000:]
     assert summary["status"] == "succeeded" and summary["table_version"] == 0
-    assert summary["rows_scored"] == ROWS_PER_DAY
+    assert (summary["rows_in"], summary["rows_scored"], summary["rows_quarantined"]) == (
+        ROWS_PER_DAY + DRIFTED_ROWS, ROWS_PER_DAY, DRIFTED_ROWS)
     assert summary["ray_job_id"]
     assert stack.delta("churn_submitted").to_pyarrow_table().num_rows == ROWS_PER_DAY
+    # The drifted file was read from the bucket by the driver on the head node and quarantined whole.
+    quarantine = stack.delta("churn_submitted__quarantine").to_pyarrow_table()
+    assert set(reasons_by_id(quarantine).values()) == {"schema(age)=string (expected int64)"}
+    assert set(quarantine.column("_source_file").to_pylist()) == {f"{INPUT}/ds={DAYS[0].isoformat()}/part-2.parquet"}
     assert stack.s3.env["AWS_SECRET_ACCESS_KEY"] not in proc.stdout + proc.stderr
     # The job's own failure comes back as its exit code and summary.
     proc, summary = project.score_json("submit", str(job.relative_to(project.root)), "--address",

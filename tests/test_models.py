@@ -318,3 +318,28 @@ def test_gpu_job_on_a_cpu_cluster_is_a_usage_error():
     node = {"Alive": True, "NodeManagerAddress": "127.0.0.1", "Resources": {"CPU": 8}}
     with pytest.raises(UsageError, match="gpus_per_actor is 1 but the Ray cluster has no GPUs"):
         size_pool(ScoringSpec(gpus_per_actor=1), [node])
+
+
+def test_model_files_reach_a_worker_as_views_of_the_shared_copy(external_model):
+    """Guards big models on many actors: the model and its external data travel as arrays, which a Ray
+    process receives as read-only views of its node's one object-store copy, not as a private copy each
+    (measured with a 192 MB external-data model: 393 MB -> 201 MB private memory per actor while loading).
+    A session opened from those views scores like onnxruntime reading the files itself."""
+    import onnxruntime as ort
+    import ray
+
+    from jobs import engine
+    from jobs.runtimes import ModelFiles, open_runtime
+    from jobs.spec import EngineSpec
+
+    engine.start(EngineSpec(ray_address="local"))
+    external = tuple(p.name for p in external_model.parent.iterdir() if p.name != external_model.name)
+    assert external, "the fixture model must have external data"
+    files = ray.get(ray.put(ModelFiles.read(external_model, external)))
+    for array in (files.model, *(a for _, a in files.external)):
+        assert not array.flags.writeable and not array.flags.owndata  # a view of shared memory
+    features = np.random.default_rng(7).random((64, len(EXTERNAL_FEATURES)), dtype=np.float32)
+    got = open_runtime("onnx", files, ".onnx", ["score"], False, 1).run({"features": features})["score"]
+    expected = ort.InferenceSession(str(external_model), providers=["CPUExecutionProvider"]).run(
+        ["score"], {"features": features})[0]
+    np.testing.assert_array_equal(got, expected)
