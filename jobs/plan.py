@@ -164,11 +164,11 @@ def _plan_inputs(job: LoadedSpec, selector: str | list[str]) -> _Inputs:
     return _Inputs(selection, model, binding, contract, read_columns, drifted, checks)
 
 
-def check_shared_storage(job: LoadedSpec) -> None:
-    """Refuse local input or warehouse paths when the job runs on a remote Ray cluster: workers read the
-    input and write the output files, and another node's local disk is not this machine's. A path every
-    node mounts (NFS) is declared with `shared: true`."""
-    spec, address = job.spec, job.spec.engine.address
+def check_shared_storage(job: LoadedSpec, address: str | None = None) -> None:
+    """Refuse local input or warehouse paths when the job runs on a remote Ray cluster (`address`, default
+    the spec's): workers read the input and write the output files, and another node's local disk is not
+    this machine's. A path every node mounts (NFS) is declared with `shared: true`."""
+    spec, address = job.spec, address or job.spec.engine.address
     if address is None:
         return
     for key, uri, shared in (("input.path", spec.input.path, spec.input.shared),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shlex
 import sys
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import TextIO
 
 from jobs.errors import RuntimeFailure, UsageError
+from jobs.plan import check_shared_storage
 from jobs.spec import load_spec
 
 FINISHED = ("SUCCEEDED", "FAILED", "STOPPED")
@@ -45,6 +47,11 @@ def submit_job(job: str | Path, address: str | None = None, *, partitions: str |
     from jobs.engine import project_runtime_env
 
     loaded = load_spec(job, overrides)
+    where = address or os.environ.get("RAY_API_SERVER_ADDRESS") or os.environ.get("RAY_ADDRESS")
+    if not where:
+        raise UsageError("submit: give the cluster's Ray Jobs API with --address (e.g. http://head:8265) or set "
+                         "RAY_API_SERVER_ADDRESS / RAY_ADDRESS")
+    check_shared_storage(loaded, where)  # the job runs on the cluster: fail here, before submitting
     try:
         relative = loaded.file.relative_to(loaded.root)
     except ValueError:
@@ -57,7 +64,7 @@ def submit_job(job: str | Path, address: str | None = None, *, partitions: str |
     try:
         client = JobSubmissionClient(address)
     except (ConnectionError, ValueError, RuntimeError) as exc:
-        raise UsageError(f"submit: cannot reach the Ray Jobs API at {address or 'RAY_ADDRESS'}: {exc}") from None
+        raise UsageError(f"submit: cannot reach the Ray Jobs API at {where}: {exc}") from None
     job_id = client.submit_job(entrypoint=shlex.join(args), runtime_env=project_runtime_env(True, loaded.root),
                                metadata={"score.job": loaded.spec.name})
     print(f"score: submitted {loaded.spec.name} as Ray job {job_id}", file=logs, flush=True)

@@ -129,10 +129,11 @@ def test_output_that_does_not_match_the_existing_table(project):
 
 
 def test_local_input_with_a_remote_cluster_is_refused_before_ray_is_joined(project):
-    """Workers on other nodes cannot read this machine's disk: refused at plan time (the cluster test,
+    """Workers on other nodes cannot read this machine's disk: refused at plan time, and by `score submit`
+    before it submits anything (the cluster test,
     tests/test_cluster.py, shows the same for the warehouse, and `shared: true` accepted)."""
     job = project.job("local_input")
-    for command in ("run", "validate"):
+    for command in ("run", "validate", "submit"):
         proc = project.score(command, str(job), env=NO_RAY)
         assert proc.returncode == 2, proc.stderr[-3000:]
         assert (f"score: error: {job}: input.path {project.data} is a local path, but the job runs on the Ray "
