@@ -50,8 +50,10 @@ def _handle(args: argparse.Namespace) -> int:
         print(f"score: error: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM from a scheduler: the run cleaned up on its way out
-        _print_failure(args, exc, EXIT_INTERRUPTED, "interrupted: files this run had not committed were removed")
-        print("score: interrupted: files this run had not committed were removed", file=sys.stderr)
+        why = str(exc) if str(exc).startswith("interrupted") else (
+            "interrupted: files this run had not committed were removed")
+        _print_failure(args, exc, EXIT_INTERRUPTED, why)
+        print(f"score: {why}", file=sys.stderr)
         return EXIT_INTERRUPTED
 
 
@@ -197,9 +199,7 @@ def _submit(args: argparse.Namespace) -> int:
 
     done = submit_job(args.job, args.address, partitions=args.partitions, overrides=args.overrides,
                       run_key=args.run_key, force=args.force, python=args.python)
-    summary = done.summary or {"status": "failed", "job": str(args.job), "exit_code": done.exit_code,
-                               "error": f"Ray job {done.ray_job_id} {done.status}: {done.message}"}
-    summary["ray_job_id"] = done.ray_job_id
+    summary = done.summary
     if args.json:
         print(json.dumps(summary), file=args.stdout, flush=True)
     outcome = summary.get("error") or summary.get("message") or (

@@ -19,6 +19,14 @@ from jobs.spec import EngineSpec, ScoringSpec
 
 log = logging.getLogger(__name__)
 
+RAY_JOB_CONFIG = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set in a Ray Job's driver, whose runtime env ships the code
+# What never travels with a submitted project: data, tables, local state, environments. Ray refuses a
+# package over 500 MiB: big models belong in the registry (models:/, artifacts on object storage).
+PROJECT_EXCLUDES = [".git", ".venv", "venv", "data", "warehouse", ".score", "**/__pycache__", "*.egg-info",
+                    "*.parquet", ".pytest_cache", ".whl"]
+FORWARDED_ENV = ("AWS_", "MLFLOW_", "SCORE_", "GOOGLE_", "AZURE_")
+LOCAL_ENV = ("_FILE", "_PROFILE", "_CREDENTIALS", "_CONFIG_FILE")  # name files or profiles on this machine
+
 
 @dataclass(frozen=True)
 class PoolSize:
@@ -35,21 +43,22 @@ class PoolSize:
         return max(1, math.floor(self.cpus_per_actor))
 
 
-def start(engine: EngineSpec) -> str:
-    """Join `engine.address`, else start a local Ray; returns the digest of the `jobs` code the workers run.
-
-    On a remote cluster the driver's `jobs` package travels with the job (`project_runtime_env`) unless
-    `engine.ship_code` is false; either way every node is asked which code its workers import, and code that
-    differs from the driver's is refused: a run must not record one version and execute another."""
+def start(engine: EngineSpec) -> None:
+    """Join `engine.address`, else start a local Ray (never one that `RAY_ADDRESS` names behind the spec's
+    back). On a remote cluster the job carries a runtime environment (`project_runtime_env`)."""
     import ray
     from ray.data import DataContext
 
     if not ray.is_initialized():
         address = engine.address
+        if address and address.startswith("ray://"):
+            raise UsageError(f"engine.ray_address {address}: Ray Client (ray://) is not supported (Ray advises its "
+                             "Jobs API for data and ML workloads): run the driver on a node of the cluster with "
+                             "RAY_ADDRESS=HEAD:6379, or use score submit")
         joins = address is not None and RAY_JOB_CONFIG not in os.environ  # a Ray Job already has its env
         ray.init(
-            address=address,
-            runtime_env=project_runtime_env(engine.ship_code) if joins else None,
+            address=address or "local",
+            runtime_env=project_runtime_env(engine.ship_code, forward_env=engine.forward_env) if joins else None,
             include_dashboard=False,
             logging_level=logging.WARNING,
             log_to_driver=True,
@@ -59,29 +68,22 @@ def start(engine: EngineSpec) -> str:
     show = engine.progress_bars == "on" or (engine.progress_bars == "auto" and sys.stderr.isatty())
     context.enable_progress_bars = show
     context.print_on_execution_start = show
-    return _workers_code(engine)
-
-
-RAY_JOB_CONFIG = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set in a Ray Job's driver, whose runtime env ships the code
-# What never travels with a submitted project: data, tables, local state, environments. Ray refuses a
-# package over 500 MiB: big models belong in the registry (models:/, artifacts on object storage).
-PROJECT_EXCLUDES = [".git", ".venv", "venv", "data", "warehouse", ".score", "**/__pycache__", "*.egg-info",
-                    "*.parquet", ".pytest_cache", ".whl"]
-FORWARDED_ENV = ("AWS_", "MLFLOW_", "SCORE_", "GOOGLE_", "AZURE_")
 
 
 def forwarded_env() -> dict[str, str]:
     """The driver's storage and tracking settings (`AWS_*`, `MLFLOW_*`, `SCORE_*`, ...), which the workers
-    need to reach the same storage. Their values go to the cluster, never to logs or records."""
-    return {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV)}
+    need to reach the same storage. Paths to files and profile names are left out: they name things on the
+    driver's machine. The values go to the cluster, never to logs or records."""
+    return {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV) and not k.endswith(LOCAL_ENV)}
 
 
-def project_runtime_env(ship_code: bool = True, project: Path | None = None) -> dict:
-    """The Ray runtime environment of a job on a remote cluster: the driver's storage settings; with
-    `ship_code`, the `jobs` package this driver runs (Ray puts it first on the workers' PYTHONPATH, ahead
-    of whatever version the nodes have installed); with `project`, that folder as the working directory
-    (`conf/`, `data_contracts/`, `models/` builders: what a submitted job's driver reads)."""
-    env: dict = {"env_vars": forwarded_env(), "excludes": PROJECT_EXCLUDES}
+def project_runtime_env(ship_code: bool = True, project: Path | None = None, forward_env: bool = True) -> dict:
+    """The Ray runtime environment of a job on a remote cluster: the driver's storage settings (unless the
+    nodes have their own: `forward_env`); with `ship_code`, the `jobs` package this driver runs (Ray puts
+    it first on the workers' PYTHONPATH, ahead of whatever version the nodes have installed); with
+    `project`, that folder as the working directory (`conf/`, `data_contracts/`, `models/` builders: what
+    a submitted job's driver reads)."""
+    env: dict = {"env_vars": forwarded_env() if forward_env else {}, "excludes": PROJECT_EXCLUDES}
     if ship_code:
         env["py_modules"] = [str(Path(__file__).resolve().parent)]
     if project is not None:
@@ -98,19 +100,27 @@ def package_digest() -> str:
     return digest.hexdigest()
 
 
-def _workers_code(engine: EngineSpec) -> str:
-    """The code digest every alive node's workers import; refuses nodes whose code differs from the driver's."""
+def workers_code(engine: EngineSpec) -> str:
+    """The digest of the `jobs` code every alive node's workers import (asked once the pool is sized, so
+    that GPU nodes an autoscaler added are asked too); refuses nodes whose code differs from the driver's.
+    A run must not record one version and execute another."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     driver = package_digest()
     if engine.address is None:  # a local Ray runs this machine's files
         return driver
-    remote = ray.remote(num_cpus=0)(package_digest)
+    remote = ray.remote(num_cpus=0)(package_digest)  # pickled by name: each worker imports its own package
     nodes = [n for n in ray.nodes() if n.get("Alive")]
-    digests = ray.get([remote.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
-                       .remote() for n in nodes])
-    differ = [n["NodeManagerAddress"] for n, d in zip(nodes, digests) if d != driver]
+    asked = [remote.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
+             .remote() for n in nodes]
+    differ = []
+    for node, ref in zip(nodes, asked):
+        try:
+            if ray.get(ref) != driver:
+                differ.append(node["NodeManagerAddress"])
+        except ray.exceptions.RayError:  # a node without the package, or with a release that predates the check
+            differ.append(f"{node['NodeManagerAddress']} (cannot import it)")
     if differ:
         how = ("the runtime environment did not take effect there" if engine.ship_code
                else "install this version on every node, or set engine.ship_code: true to ship it with the job")

@@ -164,15 +164,17 @@ def _plan_inputs(job: LoadedSpec, selector: str | list[str]) -> _Inputs:
     return _Inputs(selection, model, binding, contract, read_columns, drifted, checks)
 
 
-def check_shared_storage(job: LoadedSpec, address: str | None = None) -> None:
-    """Refuse local input or warehouse paths when the job runs on a remote Ray cluster (`address`, default
-    the spec's): workers read the input and write the output files, and another node's local disk is not
-    this machine's. A path every node mounts (NFS) is declared with `shared: true`."""
+def check_shared_storage(job: LoadedSpec, address: str | None = None, writes: bool = True) -> None:
+    """Refuse local input or warehouse (when the job `writes`) paths when the job runs on a remote Ray
+    cluster (`address`, default the spec's): workers read the input and write the output files, and another
+    node's local disk is not this machine's. A path every node mounts (NFS) is declared with `shared: true`."""
     spec, address = job.spec, address or job.spec.engine.address
     if address is None:
         return
-    for key, uri, shared in (("input.path", spec.input.path, spec.input.shared),
-                             ("warehouse.uri", spec.warehouse.uri, spec.warehouse.shared)):
+    paths = [("input.path", spec.input.path, spec.input.shared)]
+    if writes:
+        paths.append(("warehouse.uri", spec.warehouse.uri, spec.warehouse.shared))
+    for key, uri, shared in paths:
         if not is_remote(uri) and not shared:
             section = key.split(".")[0]
             raise UsageError(
@@ -226,7 +228,7 @@ def make_validation_plan(job: LoadedSpec, partitions: str | list[str] | None = N
     if not spec.contract:
         raise UsageError(f"{job.file}: contract: the job has no contract to validate against")
     inputs = _plan_inputs(job, partitions or spec.input.partitions)
-    check_shared_storage(job)
+    check_shared_storage(job, writes=False)
     return ValidationPlan(job, inputs.selection, inputs.contract, inputs.drifted, inputs.checks)
 
 

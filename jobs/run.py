@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 import re
 import subprocess
 import time
@@ -129,9 +130,10 @@ def _score(plan: Plan, summary: RunSummary, started: float) -> None:
         try:
             from jobs.pipeline import execute
 
-            code_sha256 = engine.start(spec.engine)
-            mlflow.set_tag("score.code_sha256", code_sha256)
+            engine.start(spec.engine)
             pool = engine.wait_for_pool(spec.scoring)
+            code_sha256 = engine.workers_code(spec.engine)
+            mlflow.set_tag("score.code_sha256", code_sha256)
             mlflow.log_params({"actors_min": pool.min_actors, "actors_max": pool.max_actors,
                                "cpus_per_actor": pool.cpus_per_actor, "gpus_per_actor": pool.gpus_per_actor,
                                "resources_per_actor": pool.resources})
@@ -430,10 +432,15 @@ def _record_result(summary: RunSummary) -> None:
     })
 
 
+CODE_VERSION_ENV = "SCORE_CODE_VERSION"  # set by `score submit`: the project travels without its .git
+
+
 def code_version(root: str | Path | None = None) -> str:
     """The git commit of the code that ran, `-dirty` when tracked files under `root` (default: the project
     holding this package) differ from it, else the package version. Untracked files do not count: a report
     written into the project by `score validate --report` would otherwise mark every later run dirty."""
+    if root is None and os.environ.get(CODE_VERSION_ENV):  # a submitted job: the submitter's checkout
+        return os.environ[CODE_VERSION_ENV]
     root = Path(root) if root is not None else Path(__file__).resolve().parent.parent
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)

@@ -19,7 +19,7 @@ class Runtime(Protocol):
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ModelFiles:
     """A model file plus its ONNX external-data files (location as the model names it -> contents).
 

@@ -181,6 +181,9 @@ class EngineSpec(_Strict):
     # On a remote cluster: ship this project's code to the workers (a Ray runtime environment), or, when
     # false, use what the nodes have installed and refuse to run if it differs from the driver's code.
     ship_code: bool = True
+    # On a remote cluster: forward this driver's AWS_*, MLFLOW_*, SCORE_* (GOOGLE_*, AZURE_*) settings to the
+    # workers; false when the nodes have their own (instance roles, IRSA, their environment).
+    forward_env: bool = True
 
     @property
     def address(self) -> str | None:

@@ -13,13 +13,16 @@ import json
 import os
 import shlex
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from jobs.errors import RuntimeFailure, UsageError
+from jobs.errors import UsageError
 from jobs.plan import check_shared_storage
+from jobs.run import CODE_VERSION_ENV, code_version
 from jobs.spec import load_spec
+from jobs.storage import is_remote
 
 FINISHED = ("SUCCEEDED", "FAILED", "STOPPED")
 
@@ -29,8 +32,7 @@ class Submitted:
     ray_job_id: str
     status: str  # the Ray Job's: SUCCEEDED, FAILED or STOPPED
     exit_code: int  # the entrypoint's, i.e. `score run`'s
-    summary: dict | None  # the run's JSON summary, when it printed one
-    message: str | None  # Ray's word on a job that never ran its entrypoint (runtime env set-up, ...)
+    summary: dict  # the run's JSON summary plus `ray_job_id` (built from Ray's word if the run printed none)
 
 
 def submit_job(job: str | Path, address: str | None = None, *, partitions: str | None = None,
@@ -52,6 +54,7 @@ def submit_job(job: str | Path, address: str | None = None, *, partitions: str |
         raise UsageError("submit: give the cluster's Ray Jobs API with --address (e.g. http://head:8265) or set "
                          "RAY_API_SERVER_ADDRESS / RAY_ADDRESS")
     check_shared_storage(loaded, where)  # the job runs on the cluster: fail here, before submitting
+    _check_reachable_from_head(loaded)
     try:
         relative = loaded.file.relative_to(loaded.root)
     except ValueError:
@@ -65,22 +68,45 @@ def submit_job(job: str | Path, address: str | None = None, *, partitions: str |
         client = JobSubmissionClient(address)
     except (ConnectionError, ValueError, RuntimeError) as exc:
         raise UsageError(f"submit: cannot reach the Ray Jobs API at {where}: {exc}") from None
-    job_id = client.submit_job(entrypoint=shlex.join(args), runtime_env=project_runtime_env(True, loaded.root),
+    runtime_env = project_runtime_env(True, loaded.root, forward_env=loaded.spec.engine.forward_env)
+    runtime_env["env_vars"][CODE_VERSION_ENV] = code_version()  # the project travels without its .git
+    job_id = client.submit_job(entrypoint=shlex.join(args), runtime_env=runtime_env,
                                metadata={"score.job": loaded.spec.name})
     print(f"score: submitted {loaded.spec.name} as Ray job {job_id}", file=logs, flush=True)
     try:
         summary = asyncio.run(_follow(client, job_id, logs))
+        info = client.get_job_info(job_id)
+        while str(getattr(info.status, "value", info.status)) not in FINISHED:  # the log stream ended early
+            time.sleep(2)
+            info = client.get_job_info(job_id)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM of the submitter stops the job it started
         client.stop_job(job_id)
-        raise
-    info = client.get_job_info(job_id)
+        raise KeyboardInterrupt(f"interrupted: Ray job {job_id} was stopped") from None
     status = str(getattr(info.status, "value", info.status))
-    if status not in FINISHED:
-        raise RuntimeFailure(f"Ray job {job_id}: its logs ended while it is {status}")
     code = info.driver_exit_code
     if code is None:
         code = 0 if status == "SUCCEEDED" else 1
-    return Submitted(job_id, status, code, summary, info.message)
+    if summary is None:  # the job ended before its run printed a summary (runtime env set-up, a crash)
+        summary = {"status": "succeeded" if code == 0 else "failed", "job": loaded.spec.name, "exit_code": code,
+                   "error": None if code == 0 else f"Ray job {job_id} {status}: {info.message}"}
+    return Submitted(job_id, status, code, {**summary, "ray_job_id": job_id})
+
+
+def _check_reachable_from_head(loaded) -> None:
+    """A submitted job's driver runs on the head node, in a copy of the project without its data, state or
+    ignored files: its tracking store and model must be reachable from there."""
+    spec = loaded.spec
+    if spec.tracking.uri.startswith(("sqlite:", "file:")) or "://" not in spec.tracking.uri:
+        raise UsageError(f"{loaded.file}: tracking.uri {spec.tracking.uri} is a local store, but a submitted job "
+                         "runs on the cluster's head node: set MLFLOW_TRACKING_URI to an MLflow server")
+    if not is_remote(spec.tracking.artifact_location):
+        raise UsageError(f"{loaded.file}: tracking.artifact_location {spec.tracking.artifact_location} is local, "
+                         "but a submitted job runs on the cluster's head node: set SCORE_ARTIFACTS to object "
+                         "storage (s3://bucket/prefix)")
+    if not spec.model.uri.startswith("models:/") and not is_remote(spec.model.uri):
+        raise UsageError(f"{loaded.file}: model.uri {spec.model.uri} is a file on this machine, which a submitted "
+                         "job's driver on the head node cannot read: register it (score register-model PATH "
+                         "--name NAME --alias ALIAS) and use models:/NAME@ALIAS")
 
 
 async def _follow(client, job_id: str, logs: TextIO) -> dict | None:

@@ -123,7 +123,6 @@ def _properties(table, metadata: dict[str, Any], run_key: str | None):
 
 def _landed(table_uri: str, run_id: str, base: int) -> int | None:
     """The version this run committed after `base`, when a commit reported failure but was written."""
-
     table = delta_table(table_uri)
     newer = table.version() - base
     if newer <= 0:

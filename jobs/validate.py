@@ -32,6 +32,7 @@ def validate_job(
     loaded = job if isinstance(job, LoadedSpec) else load_spec(job, overrides)
     plan = make_validation_plan(loaded, partitions)
     engine.start(loaded.spec.engine)
+    engine.workers_code(loaded.spec.engine)
     checked = fail_drifted(list(plan.selection.files), plan.drifted, None, "validate")
     for batch in check(plan):
         checked.rows_seen += batch.num_rows

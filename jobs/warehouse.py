@@ -65,7 +65,6 @@ def table_uri(table: str, warehouse: str) -> str:
 
 
 def describe(name: str, uri: str) -> TableInfo:
-
     from jobs.freshness import format_duration, newest_partition
 
     table = delta_table(uri)

@@ -77,7 +77,7 @@ def start(name: str, args: list[str], logs: Path, env: dict[str, str]) -> Starte
     return Started(name, proc, log)
 
 
-def wait_until(ready, what: str, started: Started, timeout: float = 90) -> None:
+def wait_until(ready, what: str, started: Started, timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if started.proc.poll() is not None:
@@ -166,11 +166,9 @@ class RayCluster:
 
 
 def _ray_start(name: str, ip: str, extra: list[str], tmp: Path, logs: Path, env: dict[str, str]) -> Started:
-    ports = ["--node-manager-port", str(free_port(ip)), "--object-manager-port", str(free_port(ip)),
-             "--dashboard-agent-listen-port", str(free_port(ip)), "--dashboard-agent-grpc-port", str(free_port(ip)),
-             "--metrics-export-port", str(free_port(ip)), "--runtime-env-agent-port", str(free_port(ip))]
+    # Ray picks free ports itself, except the dashboard agent's (a fixed default the two nodes would share).
     return start(name, [str(BIN / "ray"), "start", "--block", f"--node-ip-address={ip}", "--num-cpus=1",
-                        f"--temp-dir={tmp}", *ports, *extra], logs, env)
+                        f"--temp-dir={tmp}", f"--dashboard-agent-listen-port={free_port(ip)}", *extra], logs, env)
 
 
 @contextmanager

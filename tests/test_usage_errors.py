@@ -139,3 +139,33 @@ def test_local_input_with_a_remote_cluster_is_refused_before_ray_is_joined(proje
         assert (f"score: error: {job}: input.path {project.data} is a local path, but the job runs on the Ray "
                 "cluster at 127.0.0.1:9, whose worker nodes cannot see this machine's disk: use object storage "
                 "(s3://bucket/prefix), or set input.shared: true if every node mounts this path") in proc.stderr
+
+
+def test_ray_client_address_is_refused_with_what_to_use_instead(project):
+    proc = project.score("run", str(project.job("ray_client")), "--set", "input.shared=true", "--set",
+                         "warehouse.shared=true", env={"RAY_ADDRESS": "ray://127.0.0.1:9"})
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert ("score: error: engine.ray_address ray://127.0.0.1:9: Ray Client (ray://) is not supported (Ray advises "
+            "its Jobs API for data and ML workloads): run the driver on a node of the cluster with "
+            "RAY_ADDRESS=HEAD:6379, or use score submit") in proc.stderr
+
+
+def test_submit_refuses_what_the_head_node_cannot_reach_before_submitting(project):
+    """A submitted job's driver runs on the head node: a local MLflow store, artifact location or model file
+    would be missing there. Each is refused by name before anything is submitted (no cluster at this address)."""
+    job = project.job("submit_local")
+    shared = ["--set", "input.shared=true", "--set", "warehouse.shared=true"]
+    steps = [
+        ([], f"tracking.uri sqlite:///{project.root / '.score' / 'mlflow.db'} is a local store, but a submitted "
+             "job runs on the cluster's head node: set MLFLOW_TRACKING_URI to an MLflow server"),
+        (["--set", "tracking.uri=http://127.0.0.1:9"],
+         f"tracking.artifact_location {(project.root / '.score' / 'mlartifacts').as_uri()} is local"),
+        (["--set", "tracking.uri=http://127.0.0.1:9", "--set", "tracking.artifact_location=s3://lake/mlflow"],
+         f"model.uri {project.models / 'model.onnx'} is a file on this machine, which a submitted job's driver on "
+         "the head node cannot read: register it (score register-model PATH --name NAME --alias ALIAS) and use "
+         "models:/NAME@ALIAS"),
+    ]
+    for extra, message in steps:
+        proc = project.score("submit", str(job), "--address", "http://127.0.0.2:9", *shared, *extra)
+        assert proc.returncode == 2, proc.stderr[-3000:]
+        assert f"score: error: {job}: {message}" in proc.stderr
