@@ -10,6 +10,7 @@ import hashlib
 import logging
 import math
 import os
+import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,8 @@ def start(engine: EngineSpec) -> None:
             raise UsageError(f"engine.ray_address {address}: Ray Client (ray://) is not supported (Ray advises its "
                              "Jobs API for data and ML workloads): run the driver on a node of the cluster with "
                              "RAY_ADDRESS=HEAD:6379, or use score submit")
+        if address:
+            _reachable(address)
         joins = address is not None and RAY_JOB_CONFIG not in os.environ  # a Ray Job already has its env
         ray.init(
             address=address or "local",
@@ -68,6 +71,19 @@ def start(engine: EngineSpec) -> None:
     show = engine.progress_bars == "on" or (engine.progress_bars == "auto" and sys.stderr.isatty())
     context.enable_progress_bars = show
     context.print_on_execution_start = show
+
+
+def _reachable(address: str, timeout_s: float = 10) -> None:
+    """Refuse a cluster address nothing answers at: `ray.init` retries such an address for ever (measured:
+    10 minutes of "Failed to connect to GCS" and still waiting), which a scheduler sees as a hung job."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():  # `auto` and other forms Ray resolves itself
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise UsageError(f"engine.ray_address {address}: no Ray cluster answers there ({exc.strerror or exc}): "
+                         "start it, or fix RAY_ADDRESS / engine.ray_address (HEAD:6379, the head's GCS port)") from None
 
 
 def forwarded_env() -> dict[str, str]:

@@ -258,7 +258,7 @@ def _run_record(plan: Plan, written, run_id: str, experiment_id: str, scored_at:
                "registry_name": model.registry_name, "runtime": model.runtime,
                "resolved_uri": redact_uri(f"models:/{model.registry_name}/{model.version}" if model.registry_name
                                           else model.path)},
-        contract={"path": redact_uri(contract.path), "sha256": contract.sha256,
+        contract={"path": redact_uri(plan.job.project_path(contract.path)), "sha256": contract.sha256,
                   "expectations": len(contract.expectations), "on_failure": spec.contract.on_failure}
         if contract else None,
         tracking={"uri": redact_uri(spec.tracking.uri), "experiment_id": experiment_id, "run_id": run_id},
@@ -384,7 +384,7 @@ def _record_plan(plan: Plan) -> None:
         "score.model_name": model.registry_name or Path(model.path).name,
         "score.model_version": model.version,
         "score.model_sha256": model.sha256,
-        "score.contract": redact_uri(plan.contract.path) if plan.contract else "",
+        "score.contract": redact_uri(plan.job.project_path(plan.contract.path)) if plan.contract else "",
         "score.contract_sha256": plan.contract.sha256 if plan.contract else "",
         "score.input_fingerprint": selection.fingerprint,
         "score.code_version": code_version(),

@@ -249,6 +249,14 @@ class LoadedSpec(BaseModel):
     written: dict[str, Any] = Field(default_factory=dict)
     env_vars: tuple[str, ...] = ()
 
+    def project_path(self, path: str) -> str:
+        """`path` relative to the project root when it lies inside it: what records keep, since a submitted
+        job runs in a temporary copy of the project on the head node."""
+        try:
+            return Path(path).relative_to(self.root).as_posix()
+        except ValueError:
+            return path
+
     @property
     def resolved(self) -> dict[str, Any]:
         return self.spec.model_dump(mode="json")

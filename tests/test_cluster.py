@@ -233,6 +233,14 @@ def test_submit_runs_the_job_as_a_ray_job(stack):
     assert set(reasons_by_id(quarantine).values()) == {"schema(age)=string (expected int64)"}
     assert set(quarantine.column("_source_file").to_pylist()) == {f"{INPUT}/ds={DAYS[0].isoformat()}/part-2.parquet"}
     assert stack.s3.env["AWS_SECRET_ACCESS_KEY"] not in proc.stdout + proc.stderr
+    # Lineage names what the submitter had, not the head's temporary copy of the project.
+    from jobs.run import code_version
+
+    proc = project.score("lineage", "churn_submitted", "--json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = json.loads(proc.stdout)["runs"]
+    assert run["code_version"] == code_version()
+    assert run["contract"]["path"] == "data_contracts/customers.json"
     # The job's own failure comes back as its exit code and summary.
     proc, summary = project.score_json("submit", str(job.relative_to(project.root)), "--address",
                                        stack.cluster.dashboard, "--partitions", "ds=1999-01-01",
