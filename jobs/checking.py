@@ -80,7 +80,7 @@ def _read(task: CheckTask, partition: Partition, files: tuple[str, ...]) -> tupl
     for path in files:
         table = read_columns(path, task.file_columns)
         for column, value in partition:
-            table = table.append_column(column, pa.array([value] * table.num_rows, pa.string()))
+            table = table.append_column(column, pa.repeat(pa.scalar(value, pa.string()), table.num_rows))
         tables.append(table)
         spans[path] = (start, start + table.num_rows)
         start += table.num_rows

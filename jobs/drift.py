@@ -33,7 +33,7 @@ def fail_drifted(
         if not reasons:
             continue
         written.rows_seen += f.num_rows
-        rows = _read(f).append_column(REASONS, pa.array([reasons] * f.num_rows, REASON_TYPE))
+        rows = _read(f).append_column(REASONS, pa.repeat(pa.scalar(reasons, REASON_TYPE), f.num_rows))
         written.count_failed(rows)
         if target is not None:
             quarantine(written, target, _conform(rows, f, target.schema), run_id, DRIFT_TASK)
@@ -69,9 +69,9 @@ def _conform(rows: pa.Table, f: InputFile, schema: pa.Schema) -> pa.Table:
         if field.name in ("run_id", "quarantined_at"):
             continue
         if field.name in partition:
-            columns[field.name] = pa.array([partition[field.name]] * rows.num_rows, pa.string())
+            columns[field.name] = pa.repeat(pa.scalar(partition[field.name], pa.string()), rows.num_rows)
         elif field.name == SOURCE_FILE:
-            columns[field.name] = pa.array([f.path] * rows.num_rows, pa.string())
+            columns[field.name] = pa.repeat(pa.scalar(f.path, pa.string()), rows.num_rows)
         elif field.name in rows.column_names:
             columns[field.name] = _cast(rows.column(field.name), field.type)
         else:

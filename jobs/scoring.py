@@ -83,7 +83,7 @@ class ScoreBatches:
             columns[field.name] = _spread(scores.get(field.name), valid_positions, rows, field.type)
         lineage = (task.run_id, task.model_version, dt.datetime.now(dt.timezone.utc))
         for field, value in zip(LINEAGE_FIELDS, lineage):
-            columns[field.name] = pa.array([value] * rows, field.type)
+            columns[field.name] = pa.repeat(pa.scalar(value, field.type), rows)
         if task.event_time_column:
             columns[EVENT_TIME] = batch.column(task.event_time_column)
         columns[REASONS] = batch.column(REASONS)

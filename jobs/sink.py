@@ -120,7 +120,7 @@ class DeltaFilesSink(Datasink):
             part = read_columns(path, self.source.file_columns).take(rows.column(SOURCE_ROW))
             for column in self.quarantine.input_partitioning:
                 part = part.append_column(column, rows.column(column))
-            part = part.append_column(SOURCE_FILE, pa.array([path] * part.num_rows, pa.string()))
+            part = part.append_column(SOURCE_FILE, pa.repeat(pa.scalar(path, pa.string()), part.num_rows))
             parts.append(part.append_column(REASONS, rows.column(REASONS)))
         return pa.concat_tables(parts)
 
@@ -167,7 +167,7 @@ def quarantine(written: WrittenFiles, target: TableTarget, rows: pa.Table, run_i
     """Write failing rows (original columns and `_reasons`) to the quarantine table and count them."""
     now = dt.datetime.now(dt.timezone.utc)
     for name, value in (("run_id", run_id), ("quarantined_at", now)):
-        rows = rows.append_column(name, pa.array([value] * rows.num_rows, target.schema.field(name).type))
+        rows = rows.append_column(name, pa.repeat(pa.scalar(value, target.schema.field(name).type), rows.num_rows))
     for values, group in _groups(rows, target.input_partitioning):
         file = write_file(target, values, group, run_id, task)
         written.quarantine_files.append(file)
