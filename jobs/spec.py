@@ -12,10 +12,10 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from jobs.errors import SpecError
 from jobs.storage import is_remote
@@ -45,6 +45,16 @@ for _tag, _pattern, _first in (
     ("merge", r"^<<$", "<"),
 ):
     _SpecLoader.add_implicit_resolver(f"tag:yaml.org,2002:{_tag}", re.compile(_pattern), list(_first))
+
+
+def _duration(value: str) -> str:
+    from jobs.freshness import parse_duration
+
+    parse_duration(value)
+    return value
+
+
+Duration = Annotated[str, AfterValidator(_duration)]  # e.g. 26h, 90m, 2d: what `parse_duration` reads
 
 
 class _Strict(BaseModel):
@@ -137,7 +147,7 @@ class ScoringSpec(_Strict):
     # Custom Ray resources each actor takes, e.g. {worker_node: 1}: actors then run only on nodes offering them.
     resources: dict[str, float] = Field(default_factory=dict)
     # How long a GPU job waits for an autoscaling cluster to add GPU nodes when none can hold an actor yet.
-    gpu_wait: str = "0s"
+    gpu_wait: Duration = "0s"
 
     @field_validator("resources")
     @classmethod
@@ -149,13 +159,6 @@ class ScoringSpec(_Strict):
                 raise ValueError(f"{name}: {amount:g} must be > 0")
         return value
 
-    @field_validator("gpu_wait")
-    @classmethod
-    def _wait(cls, value: str) -> str:
-        from jobs.freshness import parse_duration
-
-        parse_duration(value)
-        return value
 
 
 class OutputSpec(_Strict):
@@ -163,16 +166,7 @@ class OutputSpec(_Strict):
     partition_by: list[str] = Field(default_factory=list)
     mode: Literal["overwrite_partitions", "append"] = "overwrite_partitions"
     # Freshness limit of the table, e.g. 26h: `score freshness TABLE` uses it when --max-age is not given.
-    max_age: str | None = None
-
-    @field_validator("max_age")
-    @classmethod
-    def _duration(cls, value: str | None) -> str | None:
-        from jobs.freshness import parse_duration
-
-        if value is not None:
-            parse_duration(value)
-        return value
+    max_age: Duration | None = None
 
 
 class EngineSpec(_Strict):

@@ -76,13 +76,13 @@ def submit_job(job: str | Path, address: str | None = None, *, partitions: str |
     try:
         summary = asyncio.run(_follow(client, job_id, logs))
         info = client.get_job_info(job_id)
-        while str(getattr(info.status, "value", info.status)) not in FINISHED:  # the log stream ended early
+        while _status(info) not in FINISHED:  # the log stream ended early
             time.sleep(2)
             info = client.get_job_info(job_id)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM of the submitter stops the job it started
         client.stop_job(job_id)
         raise KeyboardInterrupt(f"interrupted: Ray job {job_id} was stopped") from None
-    status = str(getattr(info.status, "value", info.status))
+    status = _status(info)
     code = info.driver_exit_code
     if code is None:
         code = 0 if status == "SUCCEEDED" else 1
@@ -109,23 +109,27 @@ def _check_reachable_from_head(loaded) -> None:
                          "--name NAME --alias ALIAS) and use models:/NAME@ALIAS")
 
 
+def _status(info) -> str:
+    return str(getattr(info.status, "value", info.status))
+
+
 async def _follow(client, job_id: str, logs: TextIO) -> dict | None:
     """Copy the job's log lines to `logs` until it ends; returns the run's JSON summary line, kept out of them."""
     summary, pending = None, ""
-    async for chunk in client.tail_job_logs(job_id):
-        pending += chunk
-        *lines, pending = pending.split("\n")
+
+    def pass_on(lines: list[str]) -> None:
+        nonlocal summary
         for line in lines:
             found = _summary(line)
-            if found is not None:
-                summary = found
-            else:
+            if found is None:
                 print(line, file=logs, flush=True)
-    if pending:
-        found = _summary(pending)
-        if found is None:
-            print(pending, file=logs, flush=True)
-        summary = found or summary
+            else:
+                summary = found
+
+    async for chunk in client.tail_job_logs(job_id):
+        *lines, pending = (pending + chunk).split("\n")
+        pass_on(lines)
+    pass_on([pending] if pending else [])
     return summary
 
 
