@@ -14,7 +14,7 @@ TORCH_PIP_ARGS ?=
 PIP := $(VENV)/bin/python -m pip
 STAMP := $(VENV)/.installed-$(ACCEL)
 
-.PHONY: install demo test test-slow clean
+.PHONY: install demo test test-slow bench clean
 
 install: $(STAMP)
 
@@ -35,6 +35,11 @@ test: install
 
 test-slow: install
 	$(VENV)/bin/python -m pytest -m slow
+
+# `score bench` on the reference workloads at full size (about 15 minutes on 2 cores): before a release, and
+# after any change to the read, check, score or write path. SCORE_BENCH_SCALE=0.02 checks the suite itself.
+bench: install
+	$(VENV)/bin/python -m pytest -m benchmarks -s
 
 clean:
 	rm -rf data warehouse .score models/churn/*.onnx models/churn/*.pt

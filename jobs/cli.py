@@ -126,6 +126,16 @@ def _parser() -> argparse.ArgumentParser:
                           help="also write the report as an HTML page (a local path or an s3:// URI)")
     validate.set_defaults(handler=_validate)
 
+    bench = commands.add_parser("bench", help="measure a job on a sample against the bare loop; recommend settings")
+    bench.add_argument("job", help="job spec, e.g. conf/jobs/churn_daily.yaml")
+    bench.add_argument("--rows", type=int, default=None, metavar="N",
+                       help="sample size: the first N rows of the selected partitions (default 500000)")
+    bench.add_argument("--repeat", type=int, default=3, metavar="R", help="interleaved repeats; medians (default 3)")
+    bench.add_argument("--partitions", "-p", help="as for run (default: the job's input.partitions; unscored: all)")
+    bench.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="as for run")
+    bench.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout")
+    bench.set_defaults(handler=_bench)
+
     register = commands.add_parser("register-model", help="register a model file in the MLflow registry")
     register.add_argument("path", help="a .onnx, .pt (TorchScript) or .pt2 (torch.export) file")
     register.add_argument("--name", required=True)
@@ -159,6 +169,11 @@ def _parser() -> argparse.ArgumentParser:
     vacuum.add_argument("table")
     vacuum.add_argument("--retention", help="e.g. 240h or 30d; never shorter than the table promises (default 7d)")
     vacuum.add_argument("--dry-run", action="store_true", help="list the files without deleting them")
+    optimize = table_command("optimize", "compact small files into fewer, larger ones (same rows, one new version)",
+                             _optimize)
+    optimize.add_argument("table")
+    optimize.add_argument("--target-size", type=float, metavar="MB",
+                          help="target file size in MB (default: 128, as output.target_file_mb)")
     lineage = table_command("lineage", "where a table version's rows came from: inputs, model, contract, code, run",
                             _lineage)
     lineage.add_argument("table")
@@ -239,6 +254,18 @@ def _validate(args: argparse.Namespace) -> int:
     if error:
         print(f"score: error: {error}", file=sys.stderr)
         return error.exit_code
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from jobs.bench import DEFAULT_ROWS, bench_job, format_report
+
+    report = bench_job(args.job, rows=DEFAULT_ROWS if args.rows is None else args.rows, repeat=args.repeat,
+                       partitions=args.partitions, overrides=args.overrides)
+    if args.json:
+        print(json.dumps(report), file=args.stdout, flush=True)
+    else:
+        print(format_report(report), file=args.stdout, flush=True)
     return 0
 
 
@@ -355,6 +382,22 @@ def _vacuum(args: argparse.Namespace) -> int:
               "that no version within the retention needs", file=args.stdout)
         for path in done["files"]:
             print(f"  {path}", file=args.stdout)
+    return 0
+
+
+def _optimize(args: argparse.Namespace) -> int:
+    from jobs.tables import optimize
+
+    done = optimize(_table(args), args.target_size)
+    if args.json:
+        _print_json(done, args.stdout)
+    elif done["version"] == done["version_before"]:
+        print(f"{args.table}: nothing to compact ({done['files_before']} file(s)); still version {done['version']}",
+              file=args.stdout)
+    else:
+        rows = "unchanged" if done["rows_after"] == done["rows_before"] else f"was {done['rows_before']}"
+        print(f"{args.table}: {done['files_before']} -> {done['files_after']} files, {done['rows_after']} rows "
+              f"({rows}) as version {done['version']}", file=args.stdout)
     return 0
 
 

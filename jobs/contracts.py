@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from jobs.errors import UsageError
 
 COLUMN_KWARGS = ("column", "column_A", "column_B")
 LIST_KWARGS = ("column_list", "column_set")
+log = logging.getLogger(__name__)
 _COMPLETE = {"result_format": "COMPLETE", "partial_unexpected_count": 0, "return_unexpected_index_query": False}
 
 
@@ -63,8 +65,32 @@ def load_contract(path: str | Path) -> Contract:
     for i, exp in enumerate(document["expectations"]):
         if not isinstance(exp, dict) or "type" not in exp:
             raise UsageError(f"contract {path}: expectations[{i}] has no 'type'")
-    _build_suite(document, str(path))
-    return Contract(str(path), document["name"], document, hashlib.sha256(raw).hexdigest())
+    sha256 = hashlib.sha256(raw).hexdigest()
+    _check_suite(document, str(path), sha256)
+    return Contract(str(path), document["name"], document, sha256)
+
+
+def _check_suite(document: dict, where: str, sha256: str) -> None:
+    """`_build_suite`, once per suite file content and GX version: importing GX alone takes ~2.7 s, most of
+    a small run's planning, and the driver needs GX for nothing else when every expectation runs natively.
+    The cache holds only verdicts of suites that built (an empty file each), so a bad suite is refused every
+    time with its message. `SCORE_CACHE_DIR` moves the cache (default: ~/.cache/score-jobs)."""
+    from importlib.metadata import version
+
+    verdict = cache_dir() / "contracts" / f"{sha256}-gx{version('great_expectations')}"
+    if verdict.exists():
+        return
+    _build_suite(document, where)
+    try:
+        verdict.parent.mkdir(parents=True, exist_ok=True)
+        verdict.touch()
+    except OSError as exc:  # a read-only home: the check just runs again next time
+        log.debug("contract check not cached at %s: %s", verdict, exc)
+
+
+def cache_dir() -> Path:
+    """Where derived files that can always be made again are kept (contract verdicts)."""
+    return Path(os.environ.get("SCORE_CACHE_DIR") or Path.home() / ".cache" / "score-jobs")
 
 
 def _build_suite(document: dict, where: str):

@@ -66,6 +66,8 @@ class RunRecord:
     quarantine_table: str | None = None
     quarantine_version: int | None = None
     code_sha256: str | None = None  # the `jobs` package the workers ran (`jobs.engine.package_digest`)
+    engine: str | None = None  # ray, or inline (a small local run, scored in the driver process)
+    devices: dict[str, int] | None = None  # rows by the device the model ran on ("cpu", "cuda:0 (NVIDIA H200)")
     table_version: int | None = field(default=None, compare=False)  # filled in when read from the log
 
     def to_json(self) -> str:

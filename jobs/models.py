@@ -19,6 +19,7 @@ import pyarrow as pa
 from jobs.errors import UsageError
 from jobs.runtimes import ModelFiles
 from jobs.spec import ModelSpec, TrackingSpec
+from jobs.text import ATTENTION_MASK, TOKEN_COLUMNS, TOKEN_TYPE_IDS, TextInput, load_tokenizer
 
 log = logging.getLogger(__name__)
 MODEL_SUFFIXES = (".onnx", ".pt", ".pt2", ".ts", ".torchscript")
@@ -60,13 +61,19 @@ class ModelArtifact:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     external: tuple[str, ...] = ()  # external-data locations, relative to the model file's folder
+    tokenizer: str | None = None  # the tokenizer file shipped with the model (model.tokenizer); in `sha256` too
+    precision: str = "fp32"  # scoring.precision (jobs.precision); `path` and `sha256` stay the source model's
+    converted_path: str | None = None  # the cached fp16/int8 conversion of an ONNX model, scored instead of `path`
+    converted_external: tuple[str, ...] = ()
 
     def read_bytes(self) -> bytes:
         return Path(self.path).read_bytes()
 
     def files(self) -> ModelFiles:
-        """Everything the actors need to load the model, read once on the driver."""
-        return ModelFiles.read(self.path, self.external)
+        """Everything the actors need to load the model, read once on the driver (the converted model, if any)."""
+        if self.converted_path:
+            return ModelFiles.read(self.converted_path, self.converted_external, self.precision)
+        return ModelFiles.read(self.path, self.external, self.precision)
 
 
 @dataclass(frozen=True)
@@ -75,6 +82,7 @@ class InputBinding:
     columns: tuple[str, ...]
     dtype: str
     rank: int
+    tokens: bool = False  # a token column [N, max_length] made by the tokenize stage (jobs.text), not read
 
 
 @dataclass(frozen=True)
@@ -83,12 +91,14 @@ class OutputBinding:
     columns: tuple[str | None, ...]  # one per index of a 2-D output (None skips it), or a single column
     dtype: str
     per_index: bool = False
-    as_list: bool = False  # a 2-D output kept whole, as a list column
+    as_list: bool = False  # a 2-D output kept whole, as a fixed-size list column of `width` values
+    width: int | None = None
+    pooling: str | None = None  # token states [N, T, D] pooled to [N, D] first (jobs.text.pool)
 
     def fields(self) -> list[pa.Field]:
-        value_type = pa.from_numpy_dtype(np.dtype(self.dtype))
+        value_type = pa.from_numpy_dtype(np.dtype("float32" if self.dtype == "float16" else self.dtype))
         if self.as_list:
-            value_type = pa.list_(value_type)
+            value_type = pa.list_(value_type, self.width)
         return [pa.field(c, value_type) for c in self.columns if c is not None]
 
 
@@ -98,10 +108,13 @@ class ModelBinding:
 
     inputs: tuple[InputBinding, ...]
     outputs: tuple[OutputBinding, ...]
+    text: TextInput | None = None  # token inputs are made from this text column
 
     @property
     def input_columns(self) -> list[str]:
-        return list(dict.fromkeys(c for b in self.inputs for c in b.columns))
+        """The columns read from the input files (for token inputs: the text column)."""
+        read = [c for b in self.inputs if not b.tokens for c in b.columns]
+        return list(dict.fromkeys(read + ([self.text.column] if self.text else [])))
 
     def output_fields(self) -> list[pa.Field]:
         return [f for b in self.outputs for f in b.fields()]
@@ -126,6 +139,9 @@ def resolve_model(spec: ModelSpec, tracking: TrackingSpec) -> ModelArtifact:
         digest = _model_sha256(path, external)
     except OSError as exc:
         raise UsageError(f"model.uri: cannot read model file {path}: {exc.strerror}") from None
+    tokenizer = path.parent / spec.tokenizer.file if spec.tokenizer else None
+    if tokenizer is not None:
+        load_tokenizer(tokenizer, spec.tokenizer.max_length)
     if registered and digest != registered:
         raise UsageError(
             f"model.uri {spec.uri}: version {version} of {name!r} is not the model that was registered: its files "
@@ -135,6 +151,8 @@ def resolve_model(spec: ModelSpec, tracking: TrackingSpec) -> ModelArtifact:
             "score that version."
         )
     inputs, outputs = _signature(path, runtime, spec)
+    if tokenizer is not None:  # after the registry check, which knows the model files only
+        digest = hashlib.sha256(f"{digest}\n{_sha256(tokenizer)}  tokenizer".encode()).hexdigest()
     return ModelArtifact(
         uri=spec.uri,
         path=str(path),
@@ -145,6 +163,7 @@ def resolve_model(spec: ModelSpec, tracking: TrackingSpec) -> ModelArtifact:
         inputs=inputs,
         outputs=outputs,
         external=external,
+        tokenizer=str(tokenizer) if tokenizer else None,
     )
 
 
@@ -159,6 +178,9 @@ def bind_model(artifact: ModelArtifact, spec: ModelSpec, schema: pa.Schema, wher
     inputs = []
     for tensor in artifact.inputs:
         mapped = spec.inputs.get(tensor.name, tensor.name)
+        if spec.tokenizer and mapped in TOKEN_COLUMNS:
+            inputs.append(_token_input(tensor, mapped, spec.tokenizer.max_length))
+            continue
         columns = (mapped,) if isinstance(mapped, str) else tuple(mapped)
         for column in columns:
             if column not in schema.names:
@@ -178,6 +200,9 @@ def bind_model(artifact: ModelArtifact, spec: ModelSpec, schema: pa.Schema, wher
                 f"model input {tensor.name!r} takes {width} column(s) per row; model.inputs gives {len(columns)}"
             )
         inputs.append(InputBinding(tensor.name, columns, tensor.dtype, rank))
+    text = _text_input(artifact, spec, schema, where, inputs)
+    if spec.pooling and text is None:
+        raise UsageError("model.pooling needs model.tokenizer: pooling averages token states over the attention mask")
 
     produced = {t.name: t for t in artifact.outputs}
     outputs = []
@@ -190,15 +215,62 @@ def bind_model(artifact: ModelArtifact, spec: ModelSpec, schema: pa.Schema, wher
                 f"model output {name!r} is {tensor.dtype}, not a tensor; re-export it as a tensor "
                 "(for skl2onnx classifiers: options={'zipmap': False})"
             )
-        width = tensor.shape[1] if tensor.shape and len(tensor.shape) > 1 else None
+        shape, pooling = tensor.shape, None
+        if shape is not None and len(shape) == 3:
+            if not spec.pooling:
+                raise UsageError(f"model output {name!r} is token states {_dims(shape)}: set model.pooling (mean or "
+                                 "cls) to store one vector per row")
+            shape, pooling = (shape[0], shape[2]), spec.pooling
+        width = shape[1] if shape and len(shape) > 1 else None
         if isinstance(target, list):
             if width is not None and width != len(target):
                 raise UsageError(f"model output {name!r} has {width} values per row; model.outputs lists {len(target)}")
             outputs.append(OutputBinding(name, tuple(target), tensor.dtype, per_index=True))
         else:
-            as_list = tensor.shape is not None and len(tensor.shape) > 1 and width != 1
-            outputs.append(OutputBinding(name, (target,), tensor.dtype, as_list=as_list))
-    return ModelBinding(tuple(inputs), tuple(outputs))
+            as_list = shape is not None and len(shape) > 1 and width != 1
+            outputs.append(OutputBinding(name, (target,), tensor.dtype, as_list=as_list, width=width if as_list else None,
+                                         pooling=pooling))
+    if spec.pooling and not any(o.pooling for o in outputs):
+        raise UsageError(f"model.pooling is {spec.pooling}, but no output mapped in model.outputs is token states "
+                         "[N, T, D]: remove model.pooling")
+    return ModelBinding(tuple(inputs), tuple(outputs), text)
+
+
+def _token_input(tensor: TensorSpec, column: str, max_length: int) -> InputBinding:
+    """A model input fed from the tokenize stage: integer ids [N, max_length]."""
+    if not tensor.dtype.startswith(("int", "uint")):
+        raise UsageError(f"model input {tensor.name!r} ({tensor.dtype}) is fed {column} from model.tokenizer, "
+                         "which are integers: re-export the model with an int64 input")
+    length = tensor.shape[1] if tensor.shape and len(tensor.shape) == 2 else None
+    if tensor.shape is not None and len(tensor.shape) != 2:
+        raise UsageError(f"model input {tensor.name!r} is {_dims(tensor.shape)}; token inputs are [N, T]")
+    if length is not None and length != max_length:
+        raise UsageError(f"model input {tensor.name!r} takes {length} tokens per row; model.tokenizer.max_length is "
+                         f"{max_length}: set it to {length}")
+    return InputBinding(tensor.name, (column,), tensor.dtype, 2, tokens=True)
+
+
+def _text_input(artifact: ModelArtifact, spec: ModelSpec, schema: pa.Schema, where: str,
+                inputs: list[InputBinding]) -> TextInput | None:
+    """The tokenize stage's settings, once its text column and the model's token inputs are checked."""
+    if spec.tokenizer is None:
+        return None
+    column = spec.tokenizer.column
+    if column not in schema.names:
+        raise UsageError(f"model.tokenizer.column: column {column!r} is not in {where}; columns are {schema.names}")
+    if _cast_problem(schema.field(column).type, "string"):
+        raise UsageError(f"model.tokenizer.column: column {column!r} is {schema.field(column).type} in {where}, "
+                         "not text")
+    fed = {b.columns[0] for b in inputs if b.tokens}
+    if not fed:
+        raise UsageError(f"model.tokenizer: no model input takes token ids ({', '.join(TOKEN_COLUMNS)}, by name or "
+                         f"mapped under model.inputs); the model's inputs are {[t.name for t in artifact.inputs]}")
+    return TextInput(artifact.tokenizer, Path(artifact.tokenizer).read_text(), column, spec.tokenizer.max_length,
+                     token_type_ids=TOKEN_TYPE_IDS in fed)
+
+
+def _dims(shape: tuple[int | None, ...]) -> str:
+    return "[" + ", ".join("N" if i == 0 else "?" if d is None else str(d) for i, d in enumerate(shape)) + "]"
 
 
 def _cast_problem(column: pa.DataType, dtype: str) -> str | None:
@@ -344,11 +416,11 @@ def register_model(path: str | Path, name: str, alias: str | None, tracking: Tra
 
 def _signature(path: Path, runtime: str, spec: ModelSpec) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
     if runtime == "onnx":
-        return _onnx_signature(path)
+        return _onnx_signature(path, spec)
     return _torch_signature(path, spec)
 
 
-def _onnx_signature(path: Path):
+def _onnx_signature(path: Path, spec: ModelSpec):
     import onnxruntime as ort
 
     try:
@@ -360,7 +432,33 @@ def _onnx_signature(path: Path):
         shape = tuple(d if isinstance(d, int) else None for d in arg.shape) if arg.shape is not None else None
         return TensorSpec(arg.name, _ONNX_TYPES.get(arg.type, arg.type), shape)
 
-    return tuple(spec_of(a) for a in session.get_inputs()), tuple(spec_of(a) for a in session.get_outputs())
+    inputs, outputs = tuple(spec_of(a) for a in session.get_inputs()), tuple(spec_of(a) for a in session.get_outputs())
+    symbolic = [t.name for t in outputs if t.shape and None in t.shape[1:] and t.name in spec.outputs]
+    if not symbolic:
+        return inputs, outputs
+    # A list column's width must be known before any row is read (the table's schema is fixed): run two rows.
+    try:
+        results = session.run(symbolic, {t.name: _probe(t, spec) for t in inputs})
+    except Exception as exc:  # onnxruntime raises its own untyped errors
+        raise UsageError(f"model output(s) {symbolic} have symbolic dimensions and the model rejects a probe of two "
+                         f"rows shaped from model.inputs ({str(exc).splitlines()[0]}); re-export it with fixed output "
+                         "dimensions") from None
+    probed = {name: (None, *r.shape[1:]) for name, r in zip(symbolic, results)}
+    return inputs, tuple(TensorSpec(t.name, t.dtype, probed.get(t.name, t.shape)) for t in outputs)
+
+
+def _probe(tensor: TensorSpec, spec: ModelSpec) -> np.ndarray:
+    """Two rows for `tensor`, shaped as the job feeds it: zeros (ones for an attention mask, "" for strings)."""
+    mapped = spec.inputs.get(tensor.name, tensor.name)
+    if spec.tokenizer and mapped in TOKEN_COLUMNS:
+        shape = (2, spec.tokenizer.max_length)
+    elif tensor.shape is not None and len(tensor.shape) == 1:
+        shape = (2,)
+    else:
+        shape = (2, (tensor.shape[1] if tensor.shape else None) or (1 if isinstance(mapped, str) else len(mapped)))
+    if tensor.dtype == "string":
+        return np.full(shape, "", dtype=object)
+    return (np.ones if mapped == ATTENTION_MASK else np.zeros)(shape, dtype=tensor.dtype)
 
 
 def _torch_signature(path: Path, spec: ModelSpec):
@@ -378,11 +476,13 @@ def _torch_signature(path: Path, spec: ModelSpec):
     probe = []
     for name in names:
         mapped = spec.inputs.get(name, name)
-        width = 1 if isinstance(mapped, str) else len(mapped)
-        dtype = spec.input_dtypes.get(name, "float32")
-        shape = (None,) if isinstance(mapped, str) else (None, width)
-        inputs.append(TensorSpec(name, dtype, shape))
-        probe.append(torch.zeros((2, *shape[1:]), dtype=getattr(torch, dtype)))
+        if spec.tokenizer and mapped in TOKEN_COLUMNS:
+            tensor = TensorSpec(name, spec.input_dtypes.get(name, "int64"), (None, spec.tokenizer.max_length))
+        else:
+            shape = (None,) if isinstance(mapped, str) else (None, len(mapped))
+            tensor = TensorSpec(name, spec.input_dtypes.get(name, "float32"), shape)
+        inputs.append(tensor)
+        probe.append(torch.from_numpy(_probe(tensor, spec)))
     try:
         with torch.no_grad():
             result = module(*probe)

@@ -18,6 +18,7 @@ from jobs.errors import UsageError
 from jobs.inputs import UNSCORED, InputSelection, Partition, partition_label, select_input, selector_terms
 from jobs.lineage import table_state
 from jobs.models import ModelArtifact, ModelBinding, bind_model, resolve_model
+from jobs.precision import with_precision
 from jobs.scoring import LINEAGE_FIELDS, REASON_TYPE, REASONS, SOURCE_FILE
 from jobs.spec import JobSpec, LoadedSpec
 from jobs.storage import is_remote
@@ -93,6 +94,8 @@ def make_plan(job: LoadedSpec, partitions: str | list[str] | None = None, run_ke
         quarantine = replace(quarantine, read_version=check_compatible(quarantine))
     key = run_key or default_run_key(job, selection, model, contract)
     check_shared_storage(job)
+    # Last, once everything else holds: an ONNX fp16/int8 conversion is made here (once, then cached).
+    model = with_precision(model, spec.scoring.precision, job.root, where=f"{job.file}: scoring.precision")
     return Plan(job, selection, model, binding, contract, output, quarantine, inputs.drifted, key, inputs.checks)
 
 
@@ -131,7 +134,7 @@ def _plan_inputs(job: LoadedSpec, selector: str | list[str]) -> _Inputs:
     binding = bind_model(model, spec.model, schema, where)
     if spec.model.null_inputs == "pass":
         for b in binding.inputs:
-            if b.dtype not in ("float32", "float64", "float16", "string"):
+            if not b.tokens and b.dtype not in ("float32", "float64", "float16", "string"):
                 raise UsageError(f"model.null_inputs pass: model input {b.name!r} is {b.dtype}, which cannot hold a "
                                  "missing value: use null_inputs reject, or a float input")
 

@@ -55,6 +55,8 @@ class RunSummary:
     input_watermark: str | None = None
     freshness_lag_s: float | None = None
     contract: dict[str, Any] | None = None
+    engine: str | None = None  # ray, or inline (a small local run scored in the driver: engine.inline_max_rows)
+    devices: dict[str, int] = field(default_factory=dict)  # rows by the device the model ran on
     duration_s: float = 0.0
     rows_per_s: float = 0.0
     exit_code: int = 0
@@ -122,27 +124,36 @@ def _score(plan: Plan, summary: RunSummary, started: float) -> None:
     from jobs.tables import discard_run_files
 
     spec = plan.job.spec
+    inline = engine.runs_inline(spec, plan.selection.num_rows)
+    summary.engine = "inline" if inline else "ray"
+    ray_started = None if inline else engine.start_soon(spec.engine)
     tracking.connect(spec.tracking)
     with mlflow.start_run(run_name=f"{spec.name} {plan.selection.labels[0]}") as run:
         summary.run_id = run_id = run.info.run_id
         experiment_id = run.info.experiment_id
         _record_plan(plan)
         try:
-            from jobs.pipeline import execute
+            from jobs.pipeline import execute, execute_inline
 
-            engine.start(spec.engine)
-            pool = engine.wait_for_pool(spec.scoring)
-            code_sha256 = engine.workers_code(spec.engine)
+            if inline:
+                code_sha256 = engine.package_digest()
+                mlflow.log_params({"engine": "inline"})
+            else:
+                ray_started.result()
+                pool = engine.wait_for_pool(spec.scoring)
+                code_sha256 = engine.workers_code(spec.engine)
+                mlflow.log_params({"engine": "ray", "actors_min": pool.min_actors, "actors_max": pool.max_actors,
+                                   "cpus_per_actor": pool.cpus_per_actor, "gpus_per_actor": pool.gpus_per_actor,
+                                   "threads_per_actor": pool.threads, "resources_per_actor": pool.resources})
             mlflow.set_tag("score.code_sha256", code_sha256)
-            mlflow.log_params({"actors_min": pool.min_actors, "actors_max": pool.max_actors,
-                               "cpus_per_actor": pool.cpus_per_actor, "gpus_per_actor": pool.gpus_per_actor,
-                               "resources_per_actor": pool.resources})
             try:
-                written = execute(plan, run_id, pool)
+                written = execute_inline(plan, run_id) if inline else execute(plan, run_id, pool)
             except Exception as exc:  # Ray wraps worker failures in its own errors: surface the cause
                 raise RuntimeFailure(f"the scoring pipeline failed: {root_cause(exc)}") from exc
             written.merge(fail_drifted(list(plan.selection.files), plan.drifted, plan.quarantine, run_id))
             summary.rows_scored, summary.rows_quarantined = written.rows_scored, written.rows_quarantined
+            summary.devices = dict(written.devices)
+            mlflow.set_tag("score.devices", json.dumps(summary.devices))
             summary.contract = _contract_summary(plan, written)
             _record_contract(plan, written, run_id)
             _check_counts(plan, written)
@@ -158,7 +169,7 @@ def _score(plan: Plan, summary: RunSummary, started: float) -> None:
                     f"({_top_reasons(written)}); nothing was committed"
                 )
             scored_at = dt.datetime.now(dt.timezone.utc)
-            record = _run_record(plan, written, run_id, experiment_id, scored_at, code_sha256)
+            record = _run_record(plan, written, run_id, experiment_id, scored_at, code_sha256, summary.engine)
             marks = [r.watermark for r in record.outputs if r.watermark]
             summary.input_watermark = max(marks, key=parse_time) if marks else None
             if summary.input_watermark:
@@ -232,7 +243,7 @@ def _half_committed_runs(plan: Plan) -> list[str]:
 
 
 def _run_record(plan: Plan, written, run_id: str, experiment_id: str, scored_at: dt.datetime,
-                code_sha256: str) -> RunRecord:
+                code_sha256: str, engine: str) -> RunRecord:
     """The lineage of this run as its output commit will record it."""
     spec, model, contract = plan.job.spec, plan.model, plan.contract
     inputs = [
@@ -269,6 +280,8 @@ def _run_record(plan: Plan, written, run_id: str, experiment_id: str, scored_at:
         max_age=spec.output.max_age,
         quarantine_table=redact_uri(plan.quarantine.uri) if plan.quarantine else None,
         code_sha256=code_sha256,
+        engine=engine,
+        devices=dict(written.devices),
     )
 
 
@@ -372,6 +385,7 @@ def _record_plan(plan: Plan) -> None:
         "batch_size": spec.scoring.batch_size,
         "actors": f"{spec.scoring.actors.min}..{spec.scoring.actors.max}",
         "runtime": model.runtime,
+        "precision": model.precision,
         "output_mode": spec.output.mode,
     })
     mlflow.set_tags({

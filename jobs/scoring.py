@@ -16,12 +16,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from jobs.models import InputBinding, ModelBinding, OutputBinding
-from jobs.runtimes import open_runtime
+from jobs.runtimes import ModelFiles, open_runtime
+from jobs.text import ATTENTION_MASK, pool, token_matrix
 
 REASONS = "_reasons"
 EVENT_TIME = "_event_time"
 SOURCE_FILE = "_source_file"
 SOURCE_ROW = "_source_row"  # the row's position in its file: how the writer reads a failing row back whole
+DEVICE = "_device"  # where the row's actor ran its model ("cpu", "cuda:0 (NVIDIA H200)"): the writer counts rows by it
 LINEAGE_FIELDS = [
     pa.field("run_id", pa.string()),
     pa.field("model_version", pa.string()),
@@ -34,7 +36,7 @@ REASON_TYPE = pa.list_(pa.struct([("expectation", pa.string()), ("column", pa.st
 class ScoringTask:
     """Everything an actor needs, built once on the driver. The model travels as an object-store ref."""
 
-    model_ref: object  # ObjectRef of a runtimes.ModelFiles: the model file and its ONNX external data
+    model: object  # a runtimes.ModelFiles (the model file and its ONNX external data), or an ObjectRef of one
     model_runtime: str
     model_suffix: str
     model_version: str
@@ -53,12 +55,15 @@ class ScoreBatches:
     """A Ray Data callable class: one model session per actor."""
 
     def __init__(self, task: ScoringTask) -> None:
-        import ray
-
         self.task = task
+        model = task.model
+        if not isinstance(model, ModelFiles):  # an object-store ref: each node holds one shared copy
+            import ray
+
+            model = ray.get(model)
         self.runtime = open_runtime(
             task.model_runtime,
-            ray.get(task.model_ref),
+            model,
             task.model_suffix,
             [o.name for o in task.binding.outputs],
             task.use_gpu,
@@ -87,6 +92,7 @@ class ScoreBatches:
         if task.event_time_column:
             columns[EVENT_TIME] = batch.column(task.event_time_column)
         columns[REASONS] = batch.column(REASONS)
+        columns[DEVICE] = pa.DictionaryArray.from_arrays(pa.array(np.zeros(rows, np.int8)), [self.runtime.device])
         return pa.table(columns)
 
 
@@ -105,7 +111,9 @@ def build_feeds(binding: ModelBinding, table: pa.Table) -> dict[str, np.ndarray]
 
 def _feed(binding: InputBinding, table: pa.Table) -> np.ndarray:
     """Nulls reach a model only under `model.null_inputs: pass`: as NaN in float inputs (Arrow's own
-    conversion), as the empty string in string inputs."""
+    conversion), as the empty string in string inputs. Token columns are viewed as [N, T] without copying."""
+    if binding.tokens:
+        return token_matrix(table, binding.columns[0]).astype(binding.dtype, copy=False)
     if binding.dtype == "string":
         arrays = [pc.fill_null(table.column(c), "").to_numpy(zero_copy_only=False).astype(object, copy=False)
                   for c in binding.columns]
@@ -122,7 +130,10 @@ def score_table(runtime, binding: ModelBinding, table: pa.Table) -> dict[str, pa
     results = runtime.run(build_feeds(binding, table))
     out: dict[str, pa.Array] = {}
     for ob in binding.outputs:
-        out.update(_output_columns(ob, np.asarray(results[ob.name]), table.num_rows))
+        values = np.asarray(results[ob.name])
+        if ob.pooling:
+            values = pool(values, token_matrix(table, ATTENTION_MASK), ob.pooling)
+        out.update(_output_columns(ob, values, table.num_rows))
     return out
 
 
@@ -134,8 +145,11 @@ def _output_columns(binding: OutputBinding, values: np.ndarray, rows: int) -> di
         return {c: pa.array(values[:, i]) for i, c in enumerate(binding.columns) if c is not None}
     if binding.as_list:
         values = values.reshape(rows, -1)
-        flat = pa.array(values.ravel())
-        return {binding.columns[0]: pa.FixedSizeListArray.from_arrays(flat, values.shape[1]).cast(pa.list_(flat.type))}
+        if binding.width is not None and values.shape[1] != binding.width:
+            raise ValueError(f"model output {binding.name!r} has {values.shape[1]} values per row; the plan found "
+                             f"{binding.width}")
+        values = values.astype(np.float32, copy=False) if values.dtype == np.float16 else values
+        return {binding.columns[0]: pa.FixedSizeListArray.from_arrays(pa.array(values.ravel()), values.shape[1])}
     return {binding.columns[0]: pa.array(values.reshape(rows))}
 
 

@@ -100,6 +100,14 @@ class ContractSpec(_Strict):
         return None
 
 
+class TokenizerSpec(_Strict):
+    """A Hugging Face `tokenizers` JSON file shipped with the model, and the text column it encodes."""
+
+    file: str  # relative paths are looked up in the model file's folder (a registry version's artifacts)
+    column: str
+    max_length: int = Field(gt=0)  # every text is padded and truncated to this many tokens
+
+
 class ModelSpec(_Strict):
     uri: str
     runtime: Literal["onnx", "torch"] | None = None
@@ -113,6 +121,10 @@ class ModelSpec(_Strict):
     # Missing model inputs: `reject` fails the row (it is quarantined or fails the run); `pass` feeds null
     # and NaN to the model as NaN (float inputs; string inputs get ""), for models that handle them.
     null_inputs: Literal["reject", "pass"] = "reject"
+    # Text models: the text column becomes input_ids / attention_mask (jobs.text) ...
+    tokenizer: TokenizerSpec | None = None
+    # ... and token states [N, T, D] become one vector per row: mean over the attention mask, or the first token.
+    pooling: Literal["mean", "cls"] | None = None
 
     @field_validator("outputs")
     @classmethod
@@ -144,10 +156,17 @@ class ScoringSpec(_Strict):
     actors: ActorsSpec = ActorsSpec()
     cpus_per_actor: float = Field(1.0, gt=0)
     gpus_per_actor: float = Field(0.0, ge=0)
+    # The model runtime's threads per actor; unset: a CPU actor uses its node's cores divided among the actors
+    # there (its CPU reservation only makes room for the read and write tasks), a GPU actor its cpus_per_actor.
+    threads_per_actor: int | None = Field(None, gt=0)
     # Custom Ray resources each actor takes, e.g. {worker_node: 1}: actors then run only on nodes offering them.
     resources: dict[str, float] = Field(default_factory=dict)
     # How long a GPU job waits for an autoscaling cluster to add GPU nodes when none can hold an actor yet.
     gpu_wait: Duration = "0s"
+    # Arithmetic the model runs in (jobs.precision): fp16 = torch autocast, or the ONNX model converted once to
+    # float16; bf16 = torch autocast only; int8 = ONNX dynamic quantization only. Checked against the runtime
+    # at plan time; inputs and outputs stay float32 either way.
+    precision: Literal["fp32", "fp16", "bf16", "int8"] = "fp32"
 
     @field_validator("resources")
     @classmethod
@@ -161,12 +180,18 @@ class ScoringSpec(_Strict):
 
 
 
+TARGET_FILE_MB = 128  # output.target_file_mb's default, and `score optimize --target-size`'s
+
+
 class OutputSpec(_Strict):
     table: str = Field(pattern=_TABLE_NAME)
     partition_by: list[str] = Field(default_factory=list)
     mode: Literal["overwrite_partitions", "append"] = "overwrite_partitions"
     # Freshness limit of the table, e.g. 26h: `score freshness TABLE` uses it when --max-age is not given.
     max_age: Duration | None = None
+    # Output files hold up to this many MB of scored rows (Arrow, before compression), one input partition
+    # each; also `score optimize`'s default target. Larger: fewer files, more memory per write task.
+    target_file_mb: float = Field(TARGET_FILE_MB, gt=0)
 
 
 class EngineSpec(_Strict):
@@ -178,6 +203,10 @@ class EngineSpec(_Strict):
     # On a remote cluster: forward this driver's AWS_*, MLFLOW_*, SCORE_* (GOOGLE_*, AZURE_*) settings to the
     # workers; false when the nodes have their own (instance roles, IRSA, their environment).
     forward_env: bool = True
+    # Runs of at most this many rows on a local engine (no cluster, no GPUs) score in the driver process without
+    # starting Ray: the same stages, files, table and lineage, minus the ~10 s Ray and its workers take to start.
+    # 0: always start Ray.
+    inline_max_rows: int = Field(200_000, ge=0)
 
     @property
     def address(self) -> str | None:

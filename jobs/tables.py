@@ -1,4 +1,4 @@
-"""Delta tables in the warehouse: one atomic commit per run, and cleaning up after a failed one.
+"""Delta tables in the warehouse: one atomic commit per run, cleaning up after a failed one, and compaction.
 
 Files written by workers are invisible until the commit names them; a run that fails before committing
 deletes its files (and `vacuum` would remove any left behind), so a failed run leaves no partial version.
@@ -8,6 +8,7 @@ meanwhile, this one fails instead of silently replacing (or duplicating) rows it
 
 from __future__ import annotations
 
+import getpass
 import json
 import time
 import urllib.parse
@@ -18,6 +19,7 @@ import pyarrow as pa
 
 from jobs.errors import RuntimeFailure, UsageError
 from jobs.inputs import Partition
+from jobs.spec import TARGET_FILE_MB
 from jobs.storage import delta_options, delta_table, filesystem
 
 
@@ -140,7 +142,7 @@ def _removals(table, target: TableTarget, replace: list[Partition], discard_runs
         return []
     wanted = {tuple(v for _, v in p) for p in replace}
     touched = {tuple(dict(p)[c] for c in target.partition_by) for p in replace}
-    markers = tuple(f"-{run_id[:12]}-" for run_id in discard_runs)
+    markers = tuple(run_marker(run_id) for run_id in discard_runs)
     now = int(time.time() * 1000)
     removes = []
     for action in pa.table(table.get_add_actions(flatten=True)).to_pylist():
@@ -199,6 +201,11 @@ def _check_no_overlap(table, table_uri: str, read_version: int | None, partition
                 f"while this run was scoring the same partition(s) {', '.join(overlap[:5])}; nothing was "
                 "written by this run: re-run it if its result is still wanted"
             )
+
+
+def run_marker(run_id: str) -> str:
+    """The part of the names of the files a run writes that says which run wrote them."""
+    return f"-{run_id[:12]}-"
 
 
 def current_version(table_uri: str) -> int | None:
@@ -271,7 +278,7 @@ def discard_run_files(table_uri: str, run_id: str, after_version: int | None) ->
     from pyarrow import fs as pafs
 
     fs, root = filesystem(table_uri)
-    marker = f"-{run_id[:12]}-"
+    marker = run_marker(run_id)
     try:
         infos = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
     except OSError:
@@ -299,3 +306,75 @@ def _added_since(fs, root: str, after_version: int | None) -> set[str]:
             action = json.loads(line).get("add") if line.strip() else None
             if action:
                 added.add(urllib.parse.unquote(action["path"]))
+
+
+def optimize(table_uri: str, target_mb: float | None = None) -> dict[str, Any]:
+    """Compact small files into files of about `target_mb` with delta-rs's own optimize: one new version
+    (role `optimize` in `score history`) with the same rows; earlier versions stay readable until vacuumed.
+
+    delta-rs compacts within an output partition, and every file must keep holding one input partition's
+    rows (a re-run replaces exactly those files), so a table whose runs read input partitions finer than its
+    output partitions is refused, and so is a quarantine table still holding a dead run's rows (its re-run
+    finds them by file name)."""
+    from deltalake import CommitProperties, WriterProperties
+    from deltalake.exceptions import DeltaError
+
+    target_mb = TARGET_FILE_MB if target_mb is None else target_mb
+    if not target_mb > 0:
+        raise UsageError(f"optimize {table_uri}: --target-size {target_mb:g}: give a size in MB above 0")
+    table = delta_table(table_uri)
+    _check_compactable(table, table_uri)
+    version, (files, rows) = table.version(), _files_and_rows(table)
+    properties = CommitProperties(custom_metadata={"score.role": "optimize", "score.user": getpass.getuser(),
+                                                   "score.target_file_mb": f"{target_mb:g}"})
+    try:
+        metrics = table.optimize.compact(target_size=int(target_mb * 2**20), commit_properties=properties,
+                                         writer_properties=WriterProperties(compression="ZSTD"))
+    except DeltaError as exc:
+        raise RuntimeFailure(f"optimize {table_uri}: {exc}; the table was not changed: run it again") from None
+    files_after, rows_after = _files_and_rows(table)
+    return {"table": table_uri, "version_before": version, "version": table.version(),
+            "files_before": files, "files_after": files_after, "rows_before": rows, "rows_after": rows_after,
+            "files_added": metrics["numFilesAdded"], "files_removed": metrics["numFilesRemoved"],
+            "target_file_mb": target_mb}
+
+
+def _files_and_rows(table) -> tuple[int, int]:
+    actions = pa.table(table.get_add_actions(flatten=True))
+    return actions.num_rows, sum(actions.column("num_records").to_pylist()) if actions.num_rows else 0
+
+
+def _check_compactable(table, table_uri: str) -> None:
+    """Refuse to compact files whose rows a re-run or a retry must still find file by file."""
+    from jobs.lineage import history
+    from jobs.plan import quarantine_table
+
+    commits = history(table_uri)
+    partition_by = list(table.metadata().partition_columns)
+    read_by = sorted({part.split("=", 1)[0] for commit in commits
+                      for label in (commit.get("score.partitions") or "").split(",")
+                      for part in label.split("/") if "=" in part})
+    finer = [column for column in read_by if column not in partition_by]
+    if finer:
+        raise UsageError(
+            f"optimize {table_uri}: runs read this table's input partitions by {read_by}, but it is partitioned "
+            f"by {partition_by or 'nothing'}: compaction would merge rows of different {finer} values into one "
+            "file, and a re-run of one input partition could then no longer replace its rows alone; only a table "
+            f"partitioned by every input partition column can be compacted (output.partition_by: {read_by}, "
+            "in a new output.table)"
+        )
+    suffix = quarantine_table("")
+    if not table_uri.rstrip("/").endswith(suffix):
+        return
+    output_runs = {c.get("score.run_id") for c in history(table_uri.rstrip("/")[: -len(suffix)])}
+    names = [uri.rsplit("/", 1)[-1] for uri in table.file_uris()]
+    dead = sorted({(c["score.run_id"], c.get("score.run_key")) for c in commits
+                   if c.get("score.role") == "quarantine" and c["score.run_id"] not in output_runs
+                   and any(run_marker(c["score.run_id"]) in name for name in names)})
+    if dead:
+        run_id, run_key = dead[0]
+        raise UsageError(
+            f"optimize {table_uri}: it holds quarantined rows of run {run_id}, whose output commit never landed "
+            f"(still running, or died); its re-run (run key {run_key}) removes them by file name, which "
+            "compaction would hide: run that first, then optimize"
+        )

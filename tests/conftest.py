@@ -45,7 +45,9 @@ class Project:
         self.env = {**os.environ, "MLFLOW_TRACKING_URI": "", "SCORE_WAREHOUSE": "", "RAY_ADDRESS": "",
                     "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
         (root / "conf" / "jobs").mkdir(parents=True)
-        shutil.copy(REPO / "conf" / "defaults.yaml", root / "conf" / "defaults.yaml")
+        defaults = yaml.safe_load((REPO / "conf" / "defaults.yaml").read_text())
+        defaults["engine"]["inline_max_rows"] = 0  # tests run on Ray unless they ask for the inline engine
+        (root / "conf" / "defaults.yaml").write_text(yaml.safe_dump(defaults, sort_keys=False))
         shutil.copytree(REPO / "data_contracts", root / "data_contracts")
         self.data = root / "data" / "customers"
         self.rows = synthetic.write_partitions(self.data, DAYS, ROWS_PER_DAY, files_per_day=2)
