@@ -203,12 +203,13 @@ def test_written_row_counts_are_the_rows_in_the_files(tmp_path, monkeypatch):
     """Guards: the row-count invariant counted rows before they were split into files, so a group lost
     in the split would still have passed the check."""
     import jobs.sink
-    from jobs.scoring import REASON_TYPE, REASONS
+    from jobs.scoring import DEVICE, REASON_TYPE, REASONS
     from jobs.sink import DeltaFilesSink
     from jobs.tables import TableTarget
 
     target = TableTarget(str(tmp_path / "t"), pa.schema([("id", pa.int64()), ("ds", pa.string())]), ("ds",), ("ds",))
-    block = pa.table({"id": [1, 2, 3], "ds": ["d1", "d1", "d2"], REASONS: pa.nulls(3, REASON_TYPE)})
+    block = pa.table({"id": [1, 2, 3], "ds": ["d1", "d1", "d2"], REASONS: pa.nulls(3, REASON_TYPE),
+                      DEVICE: pa.array(["cpu"] * 3).dictionary_encode()})
     real_groups = jobs.sink._groups
     monkeypatch.setattr(jobs.sink, "_groups", lambda table, columns: list(real_groups(table, columns))[:1])
 
