@@ -68,6 +68,7 @@ class ScoreBatches:
             [o.name for o in task.binding.outputs],
             task.use_gpu,
             task.threads,
+            spinning=False,
         )
 
     def __call__(self, batch: pa.Table) -> pa.Table:
