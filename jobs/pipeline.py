@@ -5,21 +5,19 @@ Streaming end to end; the driver only sees the small file descriptions the write
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
-from pathlib import Path
 
 import pyarrow as pa
 import ray
 import ray.data
-from ray.data import ActorPoolStrategy
+from ray.data import ActorPoolStrategy, Datasink
+from ray.data.datasource.datasink import WriteResult
 
 from jobs.checking import CheckTask, check_partitions
 from jobs.engine import PoolSize
 from jobs.plan import Plan, ValidationPlan
-from jobs.scoring import REASONS, ScoreBatches, ScoringTask
-from jobs.sink import DeltaFilesSink, WrittenFiles
-from jobs.text import Tokenize, tokenized
+from jobs.scoring import REASONS, ScoreBatches, scoring_task
+from jobs.sink import TableWriter, WrittenFiles
+from jobs.text import tokenized
 
 
 CHECK_WORKER_BASE = 160 * 2**20  # a check worker's own memory (Arrow, pandas, the contract), measured: ~130 MiB
@@ -49,31 +47,13 @@ def check(plan: ValidationPlan) -> list[pa.Table]:
                                                                                              batch_size=None)]
 
 
-def scoring_task(plan: Plan, run_id: str, model: object, threads: int, use_gpu: bool) -> ScoringTask:
-    spec = plan.job.spec
-    return ScoringTask(
-        model=model,
-        model_runtime=plan.model.runtime,
-        model_suffix=Path(plan.model.path).suffix,
-        model_version=plan.model.version,
-        binding=plan.binding,
-        on_failure=spec.contract.on_failure if spec.contract else "fail",
-        null_inputs=spec.model.null_inputs,
-        run_id=run_id,
-        id_column=spec.input.id_column,
-        partition_columns=tuple(spec.input.partitioning),
-        event_time_column=spec.input.event_time_column,
-        threads=threads,
-        use_gpu=use_gpu,
-    )
-
-
 def execute(plan: Plan, run_id: str, pool: PoolSize) -> WrittenFiles:
     """The run's rows through Ray Data: check tasks -> (tokenise actors) -> scoring actors -> write tasks."""
     spec = plan.job.spec
     on_failure = spec.contract.on_failure if spec.contract else "fail"
     task = scoring_task(plan, run_id, ray.put(plan.model.files()), pool.threads, pool.gpus_per_actor > 0)
-    sink = DeltaFilesSink(plan.output, plan.quarantine, on_failure, run_id, plan.checks, spec.output.target_file_mb)
+    sink = DeltaFilesSink(TableWriter(plan.output, plan.quarantine, on_failure, run_id, plan.checks,
+                                      spec.output.target_file_mb))
     if not plan.checks.partitions:
         return sink.written
     rows = checked(plan.checks)
@@ -93,24 +73,26 @@ def execute(plan: Plan, run_id: str, pool: PoolSize) -> WrittenFiles:
     return sink.written
 
 
-@dataclass(frozen=True)
-class InlineTask:
-    """What a Ray Data write task tells a Datasink about itself; here there is one task."""
 
-    task_idx: int = 0
+class DeltaFilesSink(Datasink):
+    """Ray Data's side of a `TableWriter`: each write task writes its blocks and returns what it wrote; the
+    driver's copy merges those descriptions into `written`, for the one commit."""
 
+    def __init__(self, writer: TableWriter) -> None:
+        self.writer = writer
+        self.written = WrittenFiles()
 
-def execute_inline(plan: Plan, run_id: str) -> WrittenFiles:
-    """The same stages in this process, one partition at a time, without Ray: for runs so small that
-    starting Ray and its workers would take most of their time (`engine.inline_max_rows`). The checks,
-    scores, files and counts are those of `execute`; only the scheduling differs."""
-    spec = plan.job.spec
-    on_failure = spec.contract.on_failure if spec.contract else "fail"
-    sink = DeltaFilesSink(plan.output, plan.quarantine, on_failure, run_id, plan.checks, spec.output.target_file_mb)
-    scorer = ScoreBatches(scoring_task(plan, run_id, plan.model.files(), os.cpu_count() or 1, use_gpu=False))
-    tokenize = Tokenize(plan.binding.text, os.cpu_count() or 1) if plan.binding.text is not None else None
-    for index in range(len(plan.checks.partitions)):
-        batches = check_partitions(pa.table({"partition": [index]}), plan.checks)
-        scored = (scorer(tokenize(batch) if tokenize else batch) for batch in batches)
-        sink.written.merge(sink.write(scored, InlineTask()))
-    return sink.written
+    @property
+    def min_bytes_per_write(self) -> int:
+        """Ray Data bundles scored blocks up to this size before a write task: files of the target size."""
+        return self.writer.target_file_bytes
+
+    def write(self, blocks, ctx) -> WrittenFiles:
+        return self.writer.write(blocks, ctx.task_idx)
+
+    def on_write_complete(self, write_result: WriteResult) -> None:
+        for part in write_result.write_returns:
+            self.written.merge(part)
+
+    def get_name(self) -> str:
+        return "WriteDeltaFiles"

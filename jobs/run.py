@@ -133,8 +133,6 @@ def _score(plan: Plan, summary: RunSummary, started: float) -> None:
         experiment_id = run.info.experiment_id
         _record_plan(plan)
         try:
-            from jobs.pipeline import execute, execute_inline
-
             if inline:
                 code_sha256 = engine.package_digest()
                 mlflow.log_params({"engine": "inline"})
@@ -147,7 +145,14 @@ def _score(plan: Plan, summary: RunSummary, started: float) -> None:
                                    "threads_per_actor": pool.threads, "resources_per_actor": pool.resources})
             mlflow.set_tag("score.code_sha256", code_sha256)
             try:
-                written = execute_inline(plan, run_id) if inline else execute(plan, run_id, pool)
+                if inline:
+                    from jobs.inline import execute_inline
+
+                    written = execute_inline(plan, run_id)
+                else:
+                    from jobs.pipeline import execute
+
+                    written = execute(plan, run_id, pool)
             except Exception as exc:  # Ray wraps worker failures in its own errors: surface the cause
                 raise RuntimeFailure(f"the scoring pipeline failed: {root_cause(exc)}") from exc
             written.merge(fail_drifted(list(plan.selection.files), plan.drifted, plan.quarantine, run_id))

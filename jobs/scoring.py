@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -18,6 +20,9 @@ import pyarrow.compute as pc
 from jobs.models import InputBinding, ModelBinding, OutputBinding
 from jobs.runtimes import ModelFiles, open_runtime
 from jobs.text import ATTENTION_MASK, pool, token_matrix
+
+if TYPE_CHECKING:
+    from jobs.plan import Plan
 
 REASONS = "_reasons"
 EVENT_TIME = "_event_time"
@@ -49,6 +54,26 @@ class ScoringTask:
     event_time_column: str | None
     threads: int
     use_gpu: bool
+
+
+def scoring_task(plan: Plan, run_id: str, model: object, threads: int, use_gpu: bool) -> ScoringTask:
+    """The scoring stage's task for a plan: `model` is its files, or an object-store ref of them."""
+    spec = plan.job.spec
+    return ScoringTask(
+        model=model,
+        model_runtime=plan.model.runtime,
+        model_suffix=Path(plan.model.path).suffix,
+        model_version=plan.model.version,
+        binding=plan.binding,
+        on_failure=spec.contract.on_failure if spec.contract else "fail",
+        null_inputs=spec.model.null_inputs,
+        run_id=run_id,
+        id_column=spec.input.id_column,
+        partition_columns=tuple(spec.input.partitioning),
+        event_time_column=spec.input.event_time_column,
+        threads=threads,
+        use_gpu=use_gpu,
+    )
 
 
 class ScoreBatches:

@@ -7,7 +7,7 @@ fills a file), instead of a file per scored batch. Each file's add action carrie
 statistics of its data columns, so readers skip files (`customer_id = 42` opens one file, not all).
 
 Each write task returns small descriptions (file path, size, partition values, row counts, contract
-reasons, event-time watermark); the driver's copy of the sink collects them in `on_write_complete`.
+reasons, event-time watermark); the driver merges them.
 """
 
 from __future__ import annotations
@@ -26,8 +26,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from ray.data import Datasink
-from ray.data.datasource.datasink import WriteResult
 
 from jobs.inputs import partition_label
 from jobs.contracts import expectation_key
@@ -98,9 +96,10 @@ class WrittenFiles:
         self.watermarks[label] = max(mark, self.watermarks.get(label, mark))
 
 
-class DeltaFilesSink(Datasink):
+class TableWriter:
     """Splits the scored rows: output rows to the output table, failing rows to the quarantine table, in
-    files of about `target_file_bytes` (Arrow size in memory; compressed Parquet is smaller)."""
+    files of about `target_file_bytes` (Arrow size in memory; compressed Parquet is smaller). Free of Ray:
+    the Ray Data write tasks (`jobs.pipeline.DeltaFilesSink`) and the inline engine both call `write`."""
 
     def __init__(self, output: TableTarget, quarantine: TableTarget | None, on_failure: str, run_id: str,
                  source: CheckTask | None = None, target_file_mb: float = TARGET_FILE_MB) -> None:
@@ -110,14 +109,9 @@ class DeltaFilesSink(Datasink):
         self.run_id = run_id
         self.source = source  # where failing rows are read back from, whole, for the quarantine table
         self.target_file_bytes = max(1, int(target_file_mb * 2**20))
-        self.written = WrittenFiles()
 
-    @property
-    def min_bytes_per_write(self) -> int:
-        """Ray Data bundles scored blocks up to this size before a write task: files of the target size."""
-        return self.target_file_bytes
-
-    def write(self, blocks: Iterable[pa.Table], ctx) -> WrittenFiles:
+    def write(self, blocks: Iterable[pa.Table], task: int) -> WrittenFiles:
+        """Write `blocks` (task `task`'s share of the scored rows) and describe what was written."""
         written = WrittenFiles()
         scored_rows = _PartitionRows(self.output.input_partitioning, self.target_file_bytes)
         failing: list[pa.Table] = []
@@ -134,14 +128,14 @@ class DeltaFilesSink(Datasink):
                 scored = block if self.on_failure == "warn" else block.filter(pc.invert(failed_mask))
             written.count_failed(failed)
             for values, rows in scored_rows.add(scored):
-                self._write_scored(written, values, rows, ctx.task_idx)
+                self._write_scored(written, values, rows, task)
             if self.quarantine is not None and failed.num_rows:
                 failing.append(failed)
                 if sum(t.nbytes for t in failing) >= self.target_file_bytes:
-                    self._quarantine(written, failing, ctx.task_idx)
+                    self._quarantine(written, failing, task)
         for values, rows in scored_rows.drain():
-            self._write_scored(written, values, rows, ctx.task_idx)
-        self._quarantine(written, failing, ctx.task_idx)
+            self._write_scored(written, values, rows, task)
+        self._quarantine(written, failing, task)
         return written
 
     def _write_scored(self, written: WrittenFiles, partition: dict[str, str], rows: pa.Table, task: int) -> None:
@@ -170,14 +164,6 @@ class DeltaFilesSink(Datasink):
             part = part.append_column(SOURCE_FILE, pa.repeat(pa.scalar(path, pa.string()), part.num_rows))
             parts.append(part.append_column(REASONS, rows.column(REASONS)))
         return pa.concat_tables(parts)
-
-    def on_write_complete(self, write_result: WriteResult) -> None:
-        for part in write_result.write_returns:
-            self.written.merge(part)
-
-    def get_name(self) -> str:
-        return "WriteDeltaFiles"
-
 
 def write_file(target: TableTarget, partition: dict[str, str], group: pa.Table, run_id: str, task: int) -> dict:
     """Write one Parquet file of `target` holding the rows of one input `partition` and describe it for the

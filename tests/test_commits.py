@@ -204,7 +204,7 @@ def test_written_row_counts_are_the_rows_in_the_files(tmp_path, monkeypatch):
     in the split would still have passed the check."""
     import jobs.sink
     from jobs.scoring import DEVICE, REASON_TYPE, REASONS
-    from jobs.sink import DeltaFilesSink
+    from jobs.sink import TableWriter
     from jobs.tables import TableTarget
 
     target = TableTarget(str(tmp_path / "t"), pa.schema([("id", pa.int64()), ("ds", pa.string())]), ("ds",), ("ds",))
@@ -213,9 +213,6 @@ def test_written_row_counts_are_the_rows_in_the_files(tmp_path, monkeypatch):
     real_groups = jobs.sink._groups
     monkeypatch.setattr(jobs.sink, "_groups", lambda table, columns: list(real_groups(table, columns))[:1])
 
-    class Context:
-        task_idx = 0
-
-    written = DeltaFilesSink(target, None, "fail", "run-count-0001").write([block], Context())
+    written = TableWriter(target, None, "fail", "run-count-0001").write([block], task=0)
     assert written.rows_seen == 3
     assert written.rows_scored == sum(f["rows"] for f in written.files) < 3

@@ -1,0 +1,33 @@
+"""The inline engine: a run's stages in the driver process, one partition at a time, without Ray.
+
+For runs so small that starting Ray and its workers would take most of their time (`engine.inline_max_rows`,
+local engines only). The checks, scores, files and counts are those of `jobs.pipeline.execute`, from the
+same functions; only the scheduling differs. Nothing here imports Ray (importing Ray Data alone takes
+about a second).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pyarrow as pa
+
+from jobs.checking import check_partitions
+from jobs.plan import Plan
+from jobs.scoring import ScoreBatches, scoring_task
+from jobs.sink import TableWriter, WrittenFiles
+from jobs.text import Tokenize
+
+
+def execute_inline(plan: Plan, run_id: str) -> WrittenFiles:
+    spec = plan.job.spec
+    on_failure = spec.contract.on_failure if spec.contract else "fail"
+    writer = TableWriter(plan.output, plan.quarantine, on_failure, run_id, plan.checks, spec.output.target_file_mb)
+    cores = os.cpu_count() or 1
+    scorer = ScoreBatches(scoring_task(plan, run_id, plan.model.files(), cores, use_gpu=False))
+    tokenize = Tokenize(plan.binding.text, cores) if plan.binding.text is not None else None
+    written = WrittenFiles()
+    for index in range(len(plan.checks.partitions)):
+        batches = check_partitions(pa.table({"partition": [index]}), plan.checks)
+        written.merge(writer.write((scorer(tokenize(b) if tokenize else b) for b in batches), task=0))
+    return written
