@@ -1,10 +1,10 @@
-"""The Ray Data pipeline of one run: check each input partition (tasks) -> score (actor pool) -> write files.
+"""The Ray Data pipeline of one run: check each input partition (tasks) -> tokenise text (actors, text models
+only) -> score (actor pool) -> write files. Small local runs take `jobs.inline` instead.
 
 Streaming end to end; the driver only sees the small file descriptions the writers return.
 """
 
 from __future__ import annotations
-
 
 import pyarrow as pa
 import ray
@@ -71,7 +71,6 @@ def execute(plan: Plan, run_id: str, pool: PoolSize) -> WrittenFiles:
     )
     scored.write_datasink(sink)
     return sink.written
-
 
 
 class DeltaFilesSink(Datasink):
