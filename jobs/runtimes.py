@@ -206,6 +206,8 @@ class TorchRuntime:
         copied back, which waits for every copy queued before them."""
         import torch
 
+        if not array.flags.writeable:  # token ids are read-only views of Arrow memory; torch wants its own
+            array = array.copy()
         tensor = torch.from_numpy(np.ascontiguousarray(array))
         if self.device_type == "cpu":
             return tensor
