@@ -20,9 +20,7 @@ from jobs.text import Tokenize
 
 
 def execute_inline(plan: Plan, run_id: str) -> WrittenFiles:
-    spec = plan.job.spec
-    on_failure = spec.contract.on_failure if spec.contract else "fail"
-    writer = TableWriter(plan.output, plan.quarantine, on_failure, run_id, plan.checks, spec.output.target_file_mb)
+    writer = TableWriter.for_plan(plan, run_id)
     cores = os.cpu_count() or 1
     scorer = ScoreBatches(scoring_task(plan, run_id, plan.model.files(), cores, use_gpu=False))
     tokenize = Tokenize(plan.binding.text, cores) if plan.binding.text is not None else None

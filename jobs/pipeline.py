@@ -50,10 +50,8 @@ def check(plan: ValidationPlan) -> list[pa.Table]:
 def execute(plan: Plan, run_id: str, pool: PoolSize) -> WrittenFiles:
     """The run's rows through Ray Data: check tasks -> (tokenise actors) -> scoring actors -> write tasks."""
     spec = plan.job.spec
-    on_failure = spec.contract.on_failure if spec.contract else "fail"
     task = scoring_task(plan, run_id, ray.put(plan.model.files()), pool.threads, pool.gpus_per_actor > 0)
-    sink = DeltaFilesSink(TableWriter(plan.output, plan.quarantine, on_failure, run_id, plan.checks,
-                                      spec.output.target_file_mb))
+    sink = DeltaFilesSink(TableWriter.for_plan(plan, run_id))
     if not plan.checks.partitions:
         return sink.written
     rows = checked(plan.checks)

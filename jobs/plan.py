@@ -87,7 +87,7 @@ def make_plan(job: LoadedSpec, partitions: str | list[str] | None = None, run_ke
     output = TableTarget(spec.table_uri(), pa.schema(fields), partition_by, partitioning)
     output = replace(output, read_version=check_compatible(output))
     quarantine = None
-    if spec.contract and spec.contract.on_failure == "quarantine":
+    if spec.on_failure == "quarantine":
         quarantine = TableTarget(spec.table_uri(quarantine_table(spec.output.table)),
                                  _quarantine_schema(schema, inputs.read_columns, spec.input.partitioning), partition_by,
                                  partitioning)
@@ -161,7 +161,7 @@ def _plan_inputs(job: LoadedSpec, selector: str | list[str]) -> _Inputs:
         file_failures=failures,
         reject_nulls=tuple(binding.input_columns) if spec.model.null_inputs == "reject" else (),
         batch_size=spec.scoring.batch_size,
-        with_paths=bool(spec.contract and spec.contract.on_failure == "quarantine"),
+        with_paths=spec.on_failure == "quarantine",
         partition_bytes=largest,
     )
     return _Inputs(selection, model, binding, contract, read_columns, drifted, checks)

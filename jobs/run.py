@@ -326,7 +326,7 @@ def root_cause(exc: BaseException) -> str:
 def _check_counts(plan: Plan, written) -> None:
     """Nothing lost: every row counted in the input footers reached the writer, scored or failed."""
     rows_in = plan.selection.num_rows
-    on_failure = plan.job.spec.contract.on_failure if plan.job.spec.contract else "fail"
+    on_failure = plan.job.spec.on_failure
     unscored = {"warn": 0, "quarantine": written.rows_quarantined, "fail": written.rows_failed}[on_failure]
     if written.rows_seen != rows_in or written.rows_scored + unscored != rows_in or (
         on_failure == "quarantine" and written.rows_quarantined != written.rows_failed

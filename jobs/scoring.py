@@ -65,7 +65,7 @@ def scoring_task(plan: Plan, run_id: str, model: object, threads: int, use_gpu: 
         model_suffix=Path(plan.model.path).suffix,
         model_version=plan.model.version,
         binding=plan.binding,
-        on_failure=spec.contract.on_failure if spec.contract else "fail",
+        on_failure=spec.on_failure,
         null_inputs=spec.model.null_inputs,
         run_id=run_id,
         id_column=spec.input.id_column,

@@ -20,7 +20,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -34,6 +34,9 @@ from jobs.scoring import DEVICE, EVENT_TIME, REASONS, SOURCE_FILE, SOURCE_ROW
 from jobs.storage import filesystem
 from jobs.spec import TARGET_FILE_MB
 from jobs.tables import TableTarget, run_marker
+
+if TYPE_CHECKING:
+    from jobs.plan import Plan
 
 
 @dataclass
@@ -109,6 +112,11 @@ class TableWriter:
         self.run_id = run_id
         self.source = source  # where failing rows are read back from, whole, for the quarantine table
         self.target_file_bytes = max(1, int(target_file_mb * 2**20))
+
+    @classmethod
+    def for_plan(cls, plan: Plan, run_id: str) -> "TableWriter":
+        spec = plan.job.spec
+        return cls(plan.output, plan.quarantine, spec.on_failure, run_id, plan.checks, spec.output.target_file_mb)
 
     def write(self, blocks: Iterable[pa.Table], task: int) -> WrittenFiles:
         """Write `blocks` (task `task`'s share of the scored rows) and describe what was written."""

@@ -256,6 +256,12 @@ class JobSpec(_Strict):
     def table_uri(self, table: str | None = None) -> str:
         return join_uri(self.warehouse.uri, table or self.output.table)
 
+    @property
+    def on_failure(self) -> str:
+        """What failing rows do: the contract's policy; without a contract, a failing row (a null model
+        input, a drifted file) fails the run."""
+        return self.contract.on_failure if self.contract else "fail"
+
 
 class LoadedSpec(BaseModel):
     """A validated spec plus where it came from, so later errors can still name the file."""
