@@ -14,8 +14,10 @@
 #        on the GPU host: joins split wheels, installs them with pip --target (no index, no network), puts
 #        this checkout on PYTHONPATH (the project runs from source), checks that onnxruntime has the CUDA
 #        provider and torch sees the GPU, then benches with scoring.gpus_per_actor=1.
-# Options: --workloads "demo encoder text_embedding"  --repeat R  --timeout S (per bench)
-# Environment: PRECISIONS_ONNX (gpu: "fp32 fp16", cpu: "fp32"), PRECISIONS_TORCH (gpu: "fp32 bf16", cpu: "fp32").
+# Options: --workloads "demo encoder:200000 mlp text_embedding" (NAME[:ROWS], ROWS overriding --rows for that
+#   workload)  --repeat R  --timeout S (per bench)
+# Environment: PRECISIONS_ONNX (gpu: "fp32 fp16", cpu: "fp32"), PRECISIONS_TORCH (gpu: "fp32 bf16", cpu: "fp32");
+#   on the GPU host an empty one skips that runtime's job files.
 # Exit: 0 when every bench ran, 1 when some failed, 2 on bad usage or when `score bench` is missing
 # (the JSON file is written in every case and says why).
 set -uo pipefail
@@ -58,10 +60,18 @@ if [ "$mode" = prepare ]; then
   python3 -m pip download -q "${plat[@]}" -d "$raw" "ray[data]==2.60.0" "great-expectations==1.24.1" \
     "mlflow==3.17.2" "deltalake==1.6.6" "duckdb>=1.3" "pydantic>=2.7" "pyyaml>=6" "filelock>=3.12" \
     "onnxruntime-gpu==1.31.1" "skl2onnx>=1.17" || die "pip download failed"
-  # Left out: what the host's image already holds (big ones), and the CPU build of onnxruntime (never beside
-  # onnxruntime-gpu). Wheel names spell a project's dashes as underscores, then "-VERSION".
-  for name in torch numpy pandas pyarrow scipy scikit_learn onnx tokenizers triton sympy matplotlib onnxruntime; do
-    rm -f "$raw/$name"-[0-9]*.whl
+  # Left out: what the host's image already holds (its package list, read from the device library's KINDS.md
+  # on 2026-11-17), and the CPU build of onnxruntime (never beside onnxruntime-gpu). Wheel names spell a
+  # project's dashes and dots as underscores, then "-VERSION".
+  host_has="absl_py aiofiles aiohappyeyeballs aiohttp aiosignal annotated_doc anyio attrs certifi charset_normalizer
+    click cloudpickle colorama contourpy cycler filelock flatbuffers fonttools frozenlist fsspec grpcio h11 httpcore
+    httpx idna jinja2 joblib kiwisolver markdown markdown_it_py markupsafe matplotlib mdurl msgpack multidict
+    narwhals networkx numpy onnx onnxruntime packaging pandas pillow prometheus_client propcache protobuf psutil
+    pyarrow pygments pyparsing python_dateutil pyyaml regex requests rich scikit_learn scipy setuptools six
+    sympy threadpoolctl tokenizers torch tqdm triton typing_extensions urllib3 werkzeug wrapt yarl zipp"
+  for w in "$raw"/*.whl; do
+    name=$(basename "$w" | cut -d- -f1 | tr 'A-Z.-' 'a-z__')
+    case " $(echo $host_has) " in *" $name "*) rm -f "$w" ;; esac
   done
   rm -f "$raw"/nvidia_*.whl
   for w in "$raw"/ray-*.whl; do  # as ../shared/device/prepare-wheels.sh: no Java jar, C++ API or JS maps
@@ -106,16 +116,19 @@ fi
 # -- the check itself ---------------------------------------------------------------------------------------------
 if [ "$mode" = gpu ]; then
   rows=${rows:-400000}
-  precisions_onnx=${PRECISIONS_ONNX:-fp32 fp16}
-  precisions_torch=${PRECISIONS_TORCH:-fp32 bf16}
+  precisions_onnx=${PRECISIONS_ONNX-fp32 fp16}
+  precisions_torch=${PRECISIONS_TORCH-fp32 bf16}
   python=python3
   if [ -d "$stage" ] && ls "$stage" | grep -q .; then
     for first in "$stage"/*.whl.part-00; do  # join split wheels
       [ -e "$first" ] || continue
       cat "${first%.part-00}".part-* > "${first%.part-00}" && rm -f "${first%.part-00}".part-*
     done
-    $python -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" \
-      "$stage"/*.whl || die "installing the wheels in $stage failed"
+    if [ ! -e "$site/.gpu_check-installed" ]; then  # once per host: later calls of the check reuse it
+      $python -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" \
+        "$stage"/*.whl || die "installing the wheels in $stage failed"
+      touch "$site/.gpu_check-installed"
+    fi
     export PYTHONPATH=$site${PYTHONPATH:+:$PYTHONPATH}
     export PATH=$site/bin:$PATH
   else
@@ -136,7 +149,7 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/gpu-check.XXXXXX")
 out=${out:-${OUT:+$OUT/gpu_check.json}}
 out=${out:-data/bench/gpu_check.json}
 mkdir -p "$(dirname "$out")"
-results=$work/results.jsonl
+results=${out%.json}.runs.jsonl  # beside the report, one line per bench as it ends: kept if the call is cut short
 : > "$results"
 
 record() {  # workload job runtime precision exit_code report_file log_file note
@@ -206,7 +219,9 @@ if ! $python -m jobs.cli bench --help > /dev/null 2>&1; then
 fi
 
 failed=0
-for workload in $workloads; do
+for item in $workloads; do
+  workload=${item%%:*} n=$rows
+  [ "$item" != "$workload" ] && n=${item#*:}
   module=benchmarks/workloads/$workload.py
   if [ ! -f "$module" ]; then
     record "$workload" "" "" "" 2 "" "" "$module is missing: workload not generated"; failed=1; continue
@@ -214,8 +229,8 @@ for workload in $workloads; do
   dir=$work/$workload
   gen_extra=()  # on CPUs the check proves the script, not the encoder: one layer instead of 12
   [ "$mode" = cpu ] && [ "$workload" = encoder ] && gen_extra=(--layers "${CPU_ENCODER_LAYERS:-1}")
-  echo "gpu_check: generating $workload ($rows rows) in $dir ${gen_extra[*]}" >&2
-  if ! timeout "$timeout_s" $python -m "benchmarks.workloads.$workload" --rows "$rows" --out "$dir" "${gen_extra[@]}" \
+  echo "gpu_check: generating $workload ($n rows) in $dir ${gen_extra[*]}" >&2
+  if ! timeout "$timeout_s" $python -m "benchmarks.workloads.$workload" --rows "$n" --out "$dir" "${gen_extra[@]}" \
        > "$work/$workload.gen.log" 2>&1; then
     record "$workload" "" "" "" 1 "" "$work/$workload.gen.log" "the workload generator failed"; failed=1; continue
   fi
@@ -227,7 +242,7 @@ print(m.get('runtime') or ('onnx' if str(m['uri']).endswith('.onnx') else 'torch
     for precision in $precisions; do
       name=$(basename "$job" .yaml)-$precision
       echo "gpu_check: score bench $workload/$(basename "$job") ($runtime, $precision)" >&2
-      timeout "$timeout_s" $python -m jobs.cli bench "$job" --rows "$rows" --repeat "$repeat" --json \
+      timeout "$timeout_s" $python -m jobs.cli bench "$job" --rows "$n" --repeat "$repeat" --json \
         "${overrides[@]}" --set "scoring.precision=$precision" \
         > "$work/$workload-$name.json" 2> "$work/$workload-$name.log"
       code=$?
