@@ -161,7 +161,7 @@ try:
     parsed = json.loads(lines[-1]) if lines else None
 except json.JSONDecodeError:
     parsed = None
-tail = pathlib.Path(log).read_text(errors="replace")[-3000:] if log and pathlib.Path(log).exists() else ""
+tail = pathlib.Path(log).read_text(errors="replace")[-12000:] if log and pathlib.Path(log).exists() else ""
 print(json.dumps({"workload": workload, "job": job, "runtime": runtime or None, "precision": precision or None,
                   "exit_code": int(code), "note": note or None, "report": parsed,
                   "log_tail": tail if int(code) else None}))
