@@ -17,7 +17,10 @@ import json
 import logging
 import os
 import shutil
+import signal
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, replace
@@ -175,17 +178,35 @@ def _save(model, target: Path, external: bool) -> None:
         onnx.save_model(model, str(target))
 
 
+# Loads a model file the way the check below needs: in a child process, printing ONNX Runtime's error.
+_LOAD_CHILD = """
+import sys
+import onnxruntime as ort
+try:
+    ort.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
+except Exception as exc:
+    print(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, file=sys.stderr)
+    sys.exit(1)
+"""
+
+
 def _check_loadable(folder: Path, where: str) -> None:
-    """A conversion ONNX Runtime cannot load is refused now, on the driver, rather than in every actor."""
+    """A conversion ONNX Runtime cannot load is refused now, on the driver, rather than in every actor. The
+    load runs in a child process: onnxruntime-gpu 1.31.1 crashed (SIGSEGV) creating a session of the
+    text-embedding encoder's fp16 conversion on the H200 host, which would have killed the run's driver."""
     import onnxruntime as ort
 
-    try:
-        ort.InferenceSession(str(folder / MODEL_FILE), providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own untyped errors
-        raise UsageError(
-            f"{where}: the converted model does not load in ONNX Runtime ({str(exc).splitlines()[0]}); the "
-            "converter cannot handle this graph: score it in fp32, or export the model in that precision yourself"
-        ) from None
+    child = subprocess.run([sys.executable, "-c", _LOAD_CHILD, str(folder / MODEL_FILE)], capture_output=True,
+                           text=True)
+    if child.returncode == 0:
+        return
+    if child.returncode < 0:
+        why = f"ONNX Runtime {ort.__version__} crashed loading it ({signal.Signals(-child.returncode).name})"
+    else:
+        lines = child.stderr.strip().splitlines()
+        why = f"it does not load in ONNX Runtime ({lines[-1] if lines else f'exit {child.returncode}'})"
+    raise UsageError(f"{where}: the converted model is unusable: {why}; the converter cannot handle this graph: "
+                     "score it in fp32, or export the model in that precision yourself")
 
 
 def _provenance(source: Path, sha256: str, precision: str) -> dict[str, str]:

@@ -277,7 +277,24 @@ def test_a_conversion_onnx_runtime_cannot_load_is_refused_at_plan_time(models_di
 
     spec = ModelSpec(uri=str(models_dir / "model.onnx"), outputs={"label": "churn_label"})
     artifact = resolve_model(spec, TrackingSpec(uri="sqlite:///unused.db", artifact_location="unused"))
-    with pytest.raises(UsageError, match=r"job.yaml: scoring.precision fp16 .*does not load in ONNX Runtime.*"
+    with pytest.raises(UsageError, match=r"job.yaml: scoring.precision fp16 .*unusable: it does not load in ONNX Runtime.*"
                                          r"score it in fp32"):
         with_precision(artifact, "fp16", tmp_path, where="job.yaml: scoring.precision")
+    assert [p for p in cache_folder(tmp_path).iterdir() if p.is_dir()] == []
+
+
+def test_a_conversion_that_crashes_onnx_runtime_is_refused_not_fatal(models_dir, tmp_path, monkeypatch):
+    """onnxruntime-gpu crashed (SIGSEGV) loading an fp16 conversion on the GPU host: the check's child process
+    dies instead of the run's driver, and the message names the signal. The crash is injected for real: the
+    child kills itself with SIGSEGV."""
+    from jobs import precision
+    from jobs.models import resolve_model
+    from jobs.spec import ModelSpec, TrackingSpec
+
+    monkeypatch.setattr(precision, "_LOAD_CHILD", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")
+    spec = ModelSpec(uri=str(models_dir / "model.onnx"), outputs={"label": "churn_label"})
+    artifact = resolve_model(spec, TrackingSpec(uri="sqlite:///unused.db", artifact_location="unused"))
+    with pytest.raises(UsageError, match=r"scoring.precision int8 .*unusable: ONNX Runtime \S+ crashed loading it "
+                                         r"\(SIGSEGV\).*score it in fp32"):
+        precision.with_precision(artifact, "int8", tmp_path, where="job.yaml: scoring.precision")
     assert [p for p in cache_folder(tmp_path).iterdir() if p.is_dir()] == []
