@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from jobs.errors import ContractFailure, RuntimeFailure, ScoreError
+from jobs.faults import inject
 from jobs.inputs import fingerprint, partition_label
 from jobs.lineage import InputRecord, OutputRecord, RunRecord, commit_of_run_key, parse_time
 from jobs.plan import NothingToScore, Plan, make_plan
@@ -179,6 +180,7 @@ def _score(plan: Plan, summary: RunSummary, started: float) -> None:
             summary.input_watermark = max(marks, key=parse_time) if marks else None
             if summary.input_watermark:
                 summary.freshness_lag_s = round((scored_at - parse_time(summary.input_watermark)).total_seconds(), 3)
+            inject("commit")
             summary.table_version, summary.quarantine_version = _commit(plan, written, record)
         except (Exception, KeyboardInterrupt) as exc:
             for target in (plan.output, plan.quarantine):

@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from jobs.faults import inject
 from jobs.models import InputBinding, ModelBinding, OutputBinding
 from jobs.runtimes import ModelFiles, open_runtime
 from jobs.text import ATTENTION_MASK, pool, token_matrix
@@ -97,6 +98,7 @@ class ScoreBatches:
         )
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        inject("score_batch")
         task = self.task
         rows = batch.num_rows
         skipped = pc.is_valid(batch.column(REASONS)).to_numpy(zero_copy_only=False)
