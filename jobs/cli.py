@@ -1,7 +1,8 @@
 """`score`: the command line. Thin: parse, call `jobs.run`, print, exit with the documented code.
 
 Exit codes: 0 success, 1 runtime failure, 2 bad spec or usage, 3 data contract failure, 4 stale table,
-130 interrupted (Ctrl-C or SIGTERM).
+75 retry-safe failure (lost a race to another run of the same partitions; nothing committed), 130 interrupted
+(Ctrl-C or SIGTERM; nothing committed).
 `run` and `validate` report on stderr and keep stdout for `--json` (one JSON object, nothing else); the
 table commands print their result (a table, CSV or JSON) on stdout. Errors always go to stderr.
 """
@@ -15,7 +16,7 @@ import os
 import signal
 import sys
 
-from jobs.errors import ScoreError
+from jobs.errors import EXIT_INTERRUPTED, ScoreError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,7 +29,10 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args.stdout = _reserve_stdout()
     signal.signal(signal.SIGTERM, _terminate)
-    return _handle(args)
+    code = _handle(args)
+    if code == EXIT_INTERRUPTED:
+        _leave_now(code, args.stdout)
+    return code
 
 
 def _handle(args: argparse.Namespace) -> int:
@@ -57,7 +61,17 @@ def _handle(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
 
 
-EXIT_INTERRUPTED = 130
+
+def _leave_now(code: int, stdout) -> None:
+    """Exit an interrupted run (cleaned up, summary printed): stop Ray here, then exit without Python's exit
+    hooks, which after SIGTERM aborted the process (SIGABRT) instead of exiting with 130."""
+    for stream in (stdout, sys.stdout, sys.stderr):
+        stream.flush()
+    if "ray" in sys.modules:
+        import ray
+
+        ray.shutdown()  # a local Ray's processes (its agents too), or this driver's job on a cluster
+    os._exit(code)
 
 
 def _terminate(signum, frame) -> None:
@@ -292,12 +306,31 @@ def _table(args: argparse.Namespace) -> str:
     return table_uri(args.table, _warehouse(args))
 
 
+def _reap_dead_runs() -> None:
+    """Runs of this project whose driver was killed: marked failed in MLflow, their uncommitted files deleted
+    (jobs.orphans). Outside a project (no conf/defaults.yaml) there is no store to look in."""
+    from jobs.errors import SpecError
+    from jobs.orphans import reap
+    from jobs.spec import load_tracking
+    from jobs.tracking import connect
+
+    try:
+        tracking = load_tracking()
+    except SpecError:
+        return
+    connect(tracking)
+    for run in reap(tracking):
+        print(f"run {run.run_id} ({run.job}): its driver {run.driver} is gone; marked failed, "
+              f"{run.files_removed} uncommitted file(s) deleted", file=sys.stderr)
+
+
 def _tables(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from jobs.warehouse import describe, table_names
     from jobs.spec import join_uri
 
+    _reap_dead_runs()
     warehouse = _warehouse(args)
     rows = [asdict(describe(name, join_uri(warehouse, name))) for name in table_names(warehouse)]
     if args.json:
@@ -373,6 +406,7 @@ def _rollback(args: argparse.Namespace) -> int:
 def _vacuum(args: argparse.Namespace) -> int:
     from jobs.warehouse import vacuum
 
+    _reap_dead_runs()
     done = vacuum(_table(args), args.retention, args.dry_run)
     if args.json:
         _print_json(done, args.stdout)

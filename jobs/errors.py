@@ -18,6 +18,13 @@ class RuntimeFailure(ScoreError):
     exit_code = 1
 
 
+class RetryableFailure(RuntimeFailure):
+    """Nothing was committed and running again is safe: the run lost a race to another run of the same
+    partitions, or storage stayed unreachable through its retries. A scheduler may retry on this code."""
+
+    exit_code = 75  # EX_TEMPFAIL (sysexits.h): a temporary failure, the operation may be retried
+
+
 class UsageError(ScoreError):
     """Bad spec, bad flag, missing partition, unusable model: fixable before any data is read."""
 
@@ -46,3 +53,4 @@ class Stale(ScoreError):
 
 
 EXIT_OK = 0
+EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM: the run cleaned up, nothing was committed

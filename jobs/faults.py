@@ -7,8 +7,9 @@ actor of the pool, does not repeat it):
 - `kill`: SIGKILL, as the kernel's OOM killer or a lost node would end the process;
 - `stall`: sleep for an hour, as a hung model or storage call would; the marker says it began.
 
-Points: `score_batch` (a scoring actor, before it scores a batch), `commit` (the driver, with every file
-written, before the table commit). Unset, `inject` costs one dictionary lookup. The variable is a `SCORE_*`
+Points: `check_partition` (a check task, before it reads its partition), `score_batch` (a scoring actor,
+before it scores a batch), `write_files` (a write task, after writing its files, before reporting them) and
+`commit` (the driver, with every file written, before the table commit). Unset, `inject` costs one dictionary lookup. The variable is a `SCORE_*`
 one, so it reaches a cluster's workers like the storage settings do.
 """
 

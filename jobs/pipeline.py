@@ -6,6 +6,8 @@ Streaming end to end; the driver only sees the small file descriptions the write
 
 from __future__ import annotations
 
+from typing import Iterator
+
 import pyarrow as pa
 import ray
 import ray.data
@@ -14,6 +16,7 @@ from ray.data.datasource.datasink import WriteResult
 
 from jobs.checking import CheckTask, check_partitions
 from jobs.engine import PoolSize
+from jobs.faults import inject
 from jobs.plan import Plan, ValidationPlan
 from jobs.scoring import REASONS, ScoreBatches, scoring_task
 from jobs.sink import TableWriter, WrittenFiles
@@ -35,8 +38,14 @@ def checked(checks: CheckTask) -> ray.data.Dataset:
     wanted = 2 * checks.partition_bytes + CHECK_WORKER_BASE  # the partition read, and the batches cut from it
     smallest = min((n["Resources"].get("memory", 0) for n in ray.nodes() if n.get("Alive")), default=0)
     memory = max(1, min(wanted, int(smallest // 2)) if smallest else wanted)
-    return partitions.map_batches(check_partitions, fn_kwargs={"task": checks}, batch_size=1,
+    return partitions.map_batches(_check_task, fn_kwargs={"task": checks}, batch_size=1,
                                   batch_format="pyarrow", memory=memory)
+
+
+def _check_task(batch: pa.Table, task: CheckTask) -> Iterator[pa.Table]:
+    """A check task: `check_partitions`, behind the fault tests' hook (jobs.faults)."""
+    inject("check_partition")
+    yield from check_partitions(batch, task)
 
 
 def check(plan: ValidationPlan) -> list[pa.Table]:
@@ -85,7 +94,9 @@ class DeltaFilesSink(Datasink):
         return self.writer.target_file_bytes
 
     def write(self, blocks, ctx) -> WrittenFiles:
-        return self.writer.write(blocks, ctx.task_idx)
+        written = self.writer.write(blocks, ctx.task_idx)
+        inject("write_files")  # the fault tests' hook: a task that dies here wrote files nobody will commit
+        return written
 
     def on_write_complete(self, write_result: WriteResult) -> None:
         for part in write_result.write_returns:

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from jobs.errors import ContractFailure, RuntimeFailure, ScoreError
+from jobs.errors import EXIT_INTERRUPTED, ContractFailure, RuntimeFailure, ScoreError
 from jobs.faults import inject
 from jobs.inputs import fingerprint, partition_label
 from jobs.lineage import InputRecord, OutputRecord, RunRecord, commit_of_run_key, parse_time
@@ -108,8 +108,9 @@ def run_job(
                                f"v{committed.table_version} by run {committed.run_id}; nothing written")
             return summary
         _score(plan, summary, started)
-    except Exception as exc:  # every failure carries its summary: `--json` prints one object for each
-        summary.exit_code = exc.exit_code if isinstance(exc, ScoreError) else 1
+    except (Exception, KeyboardInterrupt) as exc:  # every failure carries its summary: `--json` prints it
+        summary.exit_code = exc.exit_code if isinstance(exc, ScoreError) else (
+            EXIT_INTERRUPTED if isinstance(exc, KeyboardInterrupt) else 1)
         summary.error = str(exc) if isinstance(exc, ScoreError) else f"{type(exc).__name__}: {exc}"
         summary.duration_s = round(time.monotonic() - started, 3)
         exc.summary = summary
@@ -120,7 +121,7 @@ def run_job(
 def _score(plan: Plan, summary: RunSummary, started: float) -> None:
     import mlflow
 
-    from jobs import engine, tracking
+    from jobs import engine, orphans, tracking
     from jobs.drift import fail_drifted
     from jobs.tables import discard_run_files
 
@@ -129,9 +130,12 @@ def _score(plan: Plan, summary: RunSummary, started: float) -> None:
     summary.engine = "inline" if inline else "ray"
     ray_started = None if inline else engine.start_soon(spec.engine)
     tracking.connect(spec.tracking)
+    orphans.reap(spec.tracking)  # earlier runs whose driver was killed: marked failed, their files deleted
     with mlflow.start_run(run_name=f"{spec.name} {plan.selection.labels[0]}") as run:
         summary.run_id = run_id = run.info.run_id
         experiment_id = run.info.experiment_id
+        mlflow.set_tags(orphans.driver_tags({redact_uri(t.uri): t.read_version
+                                             for t in (plan.output, plan.quarantine) if t is not None}))
         _record_plan(plan)
         try:
             if inline:
@@ -189,6 +193,8 @@ def _score(plan: Plan, summary: RunSummary, started: float) -> None:
             summary.duration_s = round(time.monotonic() - started, 3)
             mlflow.set_tags({"error": str(exc)[:5000], "error.type": type(exc).__name__})
             _record_counts(summary)
+            if isinstance(exc, KeyboardInterrupt):  # Ctrl-C or SIGTERM: stopped, not broken
+                mlflow.end_run("KILLED")
             raise
         summary.status = "succeeded"
         summary.duration_s = round(time.monotonic() - started, 3)

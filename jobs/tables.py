@@ -17,7 +17,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from jobs.errors import RuntimeFailure, UsageError
+from jobs.errors import RetryableFailure, RuntimeFailure, UsageError
 from jobs.inputs import Partition
 from jobs.spec import TARGET_FILE_MB
 from jobs.storage import delta_options, delta_table, filesystem
@@ -105,7 +105,7 @@ def commit(
                 raise RuntimeFailure(f"table {table_uri}: commit failed: {exc}") from None
         except DeltaError as exc:
             raise RuntimeFailure(f"table {table_uri}: commit failed: {exc}") from None
-    raise RuntimeFailure(f"table {table_uri}: other commits kept landing first ({MAX_COMMIT_ATTEMPTS} attempts); "
+    raise RetryableFailure(f"table {table_uri}: other commits kept landing first ({MAX_COMMIT_ATTEMPTS} attempts); "
                          "nothing was written by this run: re-run it")
 
 
@@ -190,13 +190,13 @@ def _check_no_overlap(table, table_uri: str, read_version: int | None, partition
         touched = commit.get("score.partitions")
         where = f"table {table_uri}: version {commit['version']}"
         if touched is None:
-            raise RuntimeFailure(
+            raise RetryableFailure(
                 f"{where} ({operation}) was committed while this run was scoring; nothing was written by "
                 "this run: run it again to score against the new version"
             )
         overlap = sorted(set(partitions) & set(touched.split(",")))
         if overlap:
-            raise RuntimeFailure(
+            raise RetryableFailure(
                 f"{where} was committed by run {commit.get('score.run_id')} (job {commit.get('score.job')}) "
                 f"while this run was scoring the same partition(s) {', '.join(overlap[:5])}; nothing was "
                 "written by this run: re-run it if its result is still wanted"

@@ -108,7 +108,7 @@ def test_racing_runs_on_the_same_partitions_leave_one_consistent_version(fresh_p
     ]
     results = [(p.wait(timeout=600), out.read_text(), err.read_text()) for p, (out, err) in zip(procs, logs)]
     codes = sorted(code for code, _, _ in results)
-    assert codes == [0, 1], [(code, err[-2000:]) for code, _, err in results]
+    assert codes == [0, 75], [(code, err[-2000:]) for code, _, err in results]  # the loser may be retried
     (_, won_out, _), (_, lost_out, lost_err) = sorted(results, key=lambda r: r[0])
     won, lost = json.loads(won_out), json.loads(lost_out)
     assert "while this run was scoring the same partition(s)" in lost["error"] or "first" in lost["error"]

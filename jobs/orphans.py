@@ -1,0 +1,87 @@
+"""Runs whose driver died (SIGKILL, a lost node, a scheduler's hard kill) without ending its MLflow run.
+
+Such a run stays `RUNNING` in MLflow for ever and its written-but-uncommitted files stay in the table's
+folder. Each run tags its MLflow run with its driver (`score.driver`: host, pid, process start time) and the
+table versions its plan read; a later run of any job, `score tables` and `score vacuum` look for `RUNNING`
+runs whose driver is gone, delete their uncommitted files (what the driver's own clean-up would have done)
+and mark them `FAILED` with the reason. A driver on another host cannot be checked from here: its runs are
+left alone until a command runs on that host.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+from dataclasses import dataclass
+
+from jobs.spec import TrackingSpec
+
+log = logging.getLogger(__name__)
+DRIVER_TAG = "score.driver"
+READ_VERSIONS_TAG = "score.read_versions"  # table URI -> the version the run's plan read (null: new table)
+
+
+@dataclass(frozen=True)
+class Reaped:
+    run_id: str
+    job: str
+    driver: str
+    files_removed: int
+
+
+def driver_tags(read_versions: dict[str, int | None]) -> dict[str, str]:
+    """The tags that let a later process tell whether this run's driver is still alive."""
+    import psutil
+
+    me = psutil.Process()
+    return {DRIVER_TAG: json.dumps({"host": socket.gethostname(), "pid": me.pid, "started": me.create_time()}),
+            READ_VERSIONS_TAG: json.dumps(read_versions)}
+
+
+def reap(tracking: TrackingSpec) -> list[Reaped]:
+    """Mark this host's dead drivers' runs FAILED and delete their uncommitted files; returns what it did.
+    The store must be connected (`jobs.tracking.connect`)."""
+    from mlflow import MlflowClient
+
+    from jobs.tables import discard_run_files
+
+    client = MlflowClient(tracking.uri)
+    experiment = client.get_experiment_by_name(tracking.experiment)
+    if experiment is None:
+        return []
+    running = client.search_runs([experiment.experiment_id], filter_string="attributes.status = 'RUNNING'",
+                                 max_results=1000)
+    reaped = []
+    for run in running:
+        driver = run.data.tags.get(DRIVER_TAG)
+        if not driver or _alive(json.loads(driver)):
+            continue
+        removed = 0
+        for uri, version in json.loads(run.data.tags.get(READ_VERSIONS_TAG) or "{}").items():
+            removed += discard_run_files(uri, run.info.run_id, version)
+        about = json.loads(driver)
+        why = (f"the driver (pid {about['pid']} on {about['host']}) ended without finishing this run "
+               f"(killed?); nothing was committed by it after its plan, {removed} uncommitted file(s) deleted")
+        client.set_tag(run.info.run_id, "error", why)
+        client.set_tag(run.info.run_id, "error.type", "DriverGone")
+        client.set_terminated(run.info.run_id, status="FAILED")
+        log.warning("run %s: %s", run.info.run_id, why)
+        reaped.append(Reaped(run.info.run_id, run.data.tags.get("score.job", ""), f"{about['host']}:{about['pid']}",
+                             removed))
+    return reaped
+
+
+def _alive(driver: dict) -> bool:
+    """True unless the driver ran on this host and its process is gone (or the pid now belongs to another)."""
+    import psutil
+
+    if driver.get("host") != socket.gethostname():
+        return True
+    try:
+        process = psutil.Process(int(driver["pid"]))
+        return abs(process.create_time() - float(driver["started"])) < 1.0 and process.status() != "zombie"
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.AccessDenied:  # another user's live process: cannot tell, so leave its run alone
+        return True

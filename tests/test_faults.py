@@ -1,0 +1,190 @@
+"""Faults injected for real (jobs.faults): processes killed with SIGKILL, drivers stopped by SIGTERM and
+SIGINT, drivers killed before their commit. Each faulted run is compared with a clean run of the same
+input: same rows, same scores, no duplicates, no gaps, exact counts.
+
+Every `score run` here is a subprocess with its own local Ray; a test that kills a driver then stops the
+processes that driver started, by pid (never by name).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pyarrow as pa
+import pytest
+from deltalake import DeltaTable
+
+from tests.conftest import DAYS, ROWS_PER_DAY
+
+SCORES = ["customer_id", "ds", "churn_probability", "churn_label"]
+WAIT_S = 300  # for a marker file: far longer than a run takes, so only a broken run hits it
+
+
+def _table(uri: str, version: int | None = None) -> pa.Table:
+    rows = DeltaTable(uri, version=version).to_pyarrow_table(columns=SCORES)
+    return rows.sort_by([("ds", "ascending"), ("customer_id", "ascending")])
+
+
+def _faulted(project, fault: str, folder: Path) -> dict:
+    return {"SCORE_INJECT_FAULT": fault, "SCORE_FAULT_DIR": str(folder)}
+
+
+def _start(project, job: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "jobs.cli", "run", str(job), "--json", *args], cwd=project.root,
+                            env={**project.env, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def _wait_for(marker: Path, process: subprocess.Popen) -> None:
+    """Until the fault's marker exists (the faulted process reached its point), or the run ended without it."""
+    deadline = time.monotonic() + WAIT_S
+    while not marker.exists():
+        if process.poll() is not None:
+            out, err = process.communicate()
+            pytest.fail(f"the run ended (exit {process.returncode}) before reaching the fault:\n{err[-3000:]}")
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"no {marker.name} after {WAIT_S} s")
+        time.sleep(0.2)
+
+
+def _stop_leftovers(started: list[psutil.Process]) -> list[str]:
+    """Processes the driver started (Ray's) still running 30 s after it ended: stopped here, by pid. Returns
+    their names."""
+    _, alive = psutil.wait_procs(started, timeout=30)
+    names = []
+    for process in alive:
+        try:
+            names.append(process.name())
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=10)
+    return names
+
+
+def _mlflow_run(project, run_id: str):
+    from mlflow import MlflowClient
+
+    return MlflowClient(project.tracking_uri).get_run(run_id)
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory, models_dir):
+    """One clean run of all three days: the table every faulted run must equal."""
+    from tests.conftest import Project
+
+    project = Project(tmp_path_factory.mktemp("clean"), models_dir)
+    job = project.job("churn_clean", scoring={"batch_size": 1000, "actors": {"min": 1, "max": 1}})
+    proc, summary = project.score_json("run", str(job), "-p", "all")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert summary["rows_scored"] + summary["rows_quarantined"] == 3 * ROWS_PER_DAY
+    return _table(summary["table_uri"]), summary
+
+
+@pytest.mark.parametrize("point", ["score_batch", "check_partition", "write_files"])
+def test_a_worker_killed_mid_run_costs_time_not_rows(fresh_project, clean, point, tmp_path):
+    """SIGKILL of a scoring actor (on its 3rd batch), of a check task, or of a write task that had written its
+    files: Ray replaces the process and retries its work; the table equals the clean run's, row for row."""
+    expected, clean_summary = clean
+    project = fresh_project
+    job = project.job("churn_faulted", scoring={"batch_size": 1000, "actors": {"min": 1, "max": 1}})
+    nth = "3" if point == "score_batch" else "1"
+    proc, summary = project.score_json("run", str(job), "-p", "all",
+                                       env=_faulted(project, f"{point}:kill:{nth}", tmp_path))
+    assert (tmp_path / f"fault-{point}").exists(), "the fault never fired"
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (summary["rows_scored"], summary["rows_quarantined"]) == (clean_summary["rows_scored"],
+                                                                    clean_summary["rows_quarantined"])
+    table = _table(summary["table_uri"])
+    assert table.num_rows == summary["rows_scored"]
+    assert len(set(table.column("customer_id").to_pylist())) == table.num_rows  # no duplicates
+    assert table.equals(expected)
+    on_disk = {str(p) for p in Path(summary["table_uri"]).rglob("*.parquet")}
+    committed = set(DeltaTable(summary["table_uri"]).file_uris())
+    assert committed <= on_disk
+    if point == "write_files":  # the killed task's files stay until vacuumed, outside the table
+        assert on_disk - committed
+
+
+def test_a_killed_driver_leaves_no_version_its_run_is_marked_failed_and_a_rerun_equals_a_clean_run(
+        fresh_project, clean, tmp_path):
+    """SIGKILL of `score run` with every file written, just before its commit: no new version, no visible row;
+    `score vacuum` marks its MLflow run FAILED (it stayed RUNNING) and deletes its files; the same run key
+    then commits a table equal to the clean run's."""
+    expected, _ = clean
+    project = fresh_project
+    job = project.job("churn_killed", scoring={"batch_size": 1000, "actors": {"min": 1, "max": 1}})
+    first_day = f"ds={DAYS[0].isoformat()}"
+    proc, first = project.score_json("run", str(job), "-p", first_day)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    uri = first["table_uri"]
+
+    driver = _start(project, job, "-p", "all", "--run-key", "nightly-1", "--force",
+                    env=_faulted(project, "commit:stall", tmp_path))
+    _wait_for(tmp_path / "fault-commit", driver)
+    started = psutil.Process(driver.pid).children(recursive=True)
+    driver.send_signal(signal.SIGKILL)
+    driver.communicate(timeout=60)
+    assert driver.returncode == -signal.SIGKILL
+    _stop_leftovers(started)
+
+    assert DeltaTable(uri).version() == first["table_version"] == 0
+    assert _table(uri).num_rows == first["rows_scored"]
+    orphans = {p for p in Path(uri).rglob("*.parquet")} - {Path(p) for p in DeltaTable(uri).file_uris()}
+    assert orphans, "the killed run had written its files"
+    from mlflow import MlflowClient
+
+    client = MlflowClient(project.tracking_uri)
+    experiment = client.get_experiment_by_name("scoring")
+    running = client.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING'")
+    assert len(running) == 1
+    killed_id = running[0].info.run_id
+
+    proc = project.score("vacuum", "churn_killed", "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert f"run {killed_id} (churn_killed): its driver" in proc.stderr and "is gone; marked failed" in proc.stderr
+    killed = _mlflow_run(project, killed_id)
+    assert killed.info.status == "FAILED"
+    assert killed.data.tags["error.type"] == "DriverGone"
+    assert f"{len(orphans)} uncommitted file(s) deleted" in killed.data.tags["error"]
+    assert not any(p.exists() for p in orphans)
+    assert DeltaTable(uri).version() == 0
+
+    proc, again = project.score_json("run", str(job), "-p", "all", "--run-key", "nightly-1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (again["status"], again["table_version"]) == ("succeeded", 1)
+    assert _table(uri).equals(expected)
+    assert {Path(p) for p in Path(uri).rglob("*.parquet")} >= {Path(p) for p in DeltaTable(uri).file_uris()}
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_and_sigint_end_the_run_cleanly(fresh_project, tmp_path, sig):
+    """What Airflow (SIGTERM) and a person (Ctrl-C) send, while a scoring actor is busy: exit 130 with the
+    JSON summary, nothing committed, the run's files removed, its MLflow run KILLED, and no process of the
+    run's left behind."""
+    project = fresh_project
+    job = project.job("churn_stopped", scoring={"batch_size": 1000, "actors": {"min": 1, "max": 1}})
+    driver = _start(project, job, "-p", "all", env=_faulted(project, "score_batch:stall:2", tmp_path))
+    _wait_for(tmp_path / "fault-score_batch", driver)
+    started = psutil.Process(driver.pid).children(recursive=True)
+    driver.send_signal(sig)
+    out, err = driver.communicate(timeout=120)
+    assert driver.returncode == 130, err[-3000:]
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert (summary["status"], summary["exit_code"]) == ("failed", 130)
+    assert summary["error"].startswith("interrupted")
+    assert "Traceback" not in err
+    table_dir = project.warehouse / "churn_stopped"
+    assert not table_dir.exists() or not list(table_dir.rglob("*.parquet"))
+    run = _mlflow_run(project, summary["run_id"])
+    assert run.info.status == "KILLED"
+    assert _stop_leftovers(started) == []
+
