@@ -10,13 +10,13 @@ import hashlib
 import logging
 import math
 import os
-import socket
 import sys
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from jobs.endpoints import check_ray
 from jobs.errors import UsageError
 from jobs.spec import EngineSpec, JobSpec, ScoringSpec
 
@@ -56,7 +56,7 @@ def start(engine: EngineSpec) -> None:
                              "Jobs API for data and ML workloads): run the driver on a node of the cluster with "
                              "RAY_ADDRESS=HEAD:6379, or use score submit")
         if address:
-            _reachable(address)
+            check_ray(address)
         joins = address is not None and RAY_JOB_CONFIG not in os.environ  # a Ray Job already has its env
         ray.init(
             address=address or "local",
@@ -97,19 +97,6 @@ def runs_inline(spec: JobSpec, rows: int) -> bool:
     engine and CPUs, where the cluster would be this machine anyway."""
     return (spec.engine.address is None and spec.scoring.gpus_per_actor == 0
             and rows <= spec.engine.inline_max_rows)
-
-
-def _reachable(address: str, timeout_s: float = 10) -> None:
-    """Refuse a cluster address nothing answers at: `ray.init` retries such an address for ever (measured:
-    10 minutes of "Failed to connect to GCS" and still waiting), which a scheduler sees as a hung job."""
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():  # `auto` and other forms Ray resolves itself
-        return
-    try:
-        socket.create_connection((host, int(port)), timeout=timeout_s).close()
-    except OSError as exc:
-        raise UsageError(f"engine.ray_address {address}: no Ray cluster answers there ({exc.strerror or exc}): "
-                         "start it, or fix RAY_ADDRESS / engine.ray_address (HEAD:6379, the head's GCS port)") from None
 
 
 def forwarded_env() -> dict[str, str]:

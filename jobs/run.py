@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from jobs.errors import EXIT_INTERRUPTED, ContractFailure, RuntimeFailure, ScoreError
+from jobs import endpoints
 from jobs.faults import inject
 from jobs.inputs import fingerprint, partition_label
 from jobs.lineage import InputRecord, OutputRecord, RunRecord, commit_of_run_key, parse_time
@@ -88,6 +89,7 @@ def run_job(
     summary = RunSummary(status="failed", job=spec.name, table=spec.output.table,
                          table_uri=redact_uri(spec.table_uri()), tracking_uri=redact_uri(spec.tracking.uri))
     try:
+        endpoints.check_job(spec)  # a server that is down fails the run now, not after minutes of retries
         try:
             plan = make_plan(loaded, partitions, run_key)
         except NothingToScore as nothing:

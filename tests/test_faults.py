@@ -9,7 +9,6 @@ processes that driver started, by pid (never by name).
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -188,3 +187,27 @@ def test_sigterm_and_sigint_end_the_run_cleanly(fresh_project, tmp_path, sig):
     assert run.info.status == "KILLED"
     assert _stop_leftovers(started) == []
 
+
+
+@pytest.mark.parametrize("server", ["tracking", "storage"])
+def test_an_unreachable_server_fails_the_run_before_any_data_is_read(project, server):
+    """An MLflow server or object-store endpoint that is down: exit 75 (retry-safe) with one line naming it,
+    instead of minutes of client retries; no MLflow run was opened, no table touched."""
+    down = "http://127.0.0.1:9"  # the discard port: nothing listens there
+    env = {"MLFLOW_TRACKING_URI": down} if server == "tracking" else {
+        "SCORE_WAREHOUSE": "s3://nowhere/warehouse", "AWS_ENDPOINT_URL": down, "AWS_ACCESS_KEY_ID": "x",
+        "AWS_SECRET_ACCESS_KEY": "x", "AWS_DEFAULT_REGION": "us-east-1"}
+    job = project.job(f"churn_no_{server}")
+    proc = project.score("run", str(job), env=env)
+    assert proc.returncode == 75, proc.stderr[-3000:]
+    what = (f"tracking store {down}" if server == "tracking"
+            else f"storage endpoint {down} (for s3://nowhere/warehouse/churn_no_storage)")
+    assert f"score: error: {what}: nothing answers at 127.0.0.1:9 (Connection refused)" in proc.stderr
+    assert proc.stderr.rstrip().endswith("nothing was read or written")
+    if server == "storage":
+        from mlflow import MlflowClient
+
+        experiment = MlflowClient(project.tracking_uri).get_experiment_by_name("scoring")
+        runs = MlflowClient(project.tracking_uri).search_runs(
+            [experiment.experiment_id], "tags.`score.job` = 'churn_no_storage'") if experiment else []
+        assert runs == []
