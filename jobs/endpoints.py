@@ -21,13 +21,15 @@ if TYPE_CHECKING:
 TIMEOUT_S = 10.0
 
 
-def check(host: str, port: int, what: str, fix: str, timeout_s: float = TIMEOUT_S) -> None:
-    """Refuse at once when nothing accepts a connection at host:port; `what` and `fix` make the message."""
+def check(host: str, port: int, what: str, fix: str, done: str = "nothing was read or written",
+          timeout_s: float = TIMEOUT_S) -> None:
+    """Refuse at once when nothing accepts a connection at host:port; `what`, `fix` and `done` (what the run
+    has not done yet) make the message."""
     try:
         socket.create_connection((host, port), timeout=timeout_s).close()
     except OSError as exc:
         raise RetryableFailure(f"{what}: nothing answers at {host}:{port} ({exc.strerror or exc}): {fix}; "
-                               "nothing was read or written") from None
+                               f"{done}") from None
 
 
 def check_tracking(uri: str) -> None:
@@ -40,13 +42,12 @@ def check_tracking(uri: str) -> None:
 
 
 def check_job(spec: "JobSpec") -> None:
-    """Every server a run of `spec` needs: its tracking store, its input's and tables' object store, its
-    Ray cluster."""
+    """The servers a run of `spec` needs before it plans: its tracking store (also its model registry) and
+    its input's and tables' object store. The Ray cluster is checked when Ray starts (`check_ray`), after
+    the plan, so that a bad spec or partition is reported as such even with no cluster up."""
     check_tracking(spec.tracking.uri)
     for uri in dict.fromkeys([spec.input.path, spec.table_uri()]):
         check_storage(uri)
-    if spec.engine.address:
-        check_ray(spec.engine.address)
 
 
 def check_ray(address: str) -> None:
@@ -54,7 +55,8 @@ def check_ray(address: str) -> None:
     host, _, port = address.rpartition(":")
     if host and port.isdigit():
         check(host, int(port), f"engine.ray_address {address}",
-              "start it, or fix RAY_ADDRESS / engine.ray_address (HEAD:6379, the head's GCS port)")
+              "start it, or fix RAY_ADDRESS / engine.ray_address (HEAD:6379, the head's GCS port)",
+              "nothing was scored or committed")
 
 
 def check_storage(uri: str) -> None:

@@ -5,6 +5,12 @@ Anything else that escapes a run is a bug or an environment failure and exits 1 
 
 from __future__ import annotations
 
+import re
+
+# A traceback's last line, `module.ClassName: message`, as Ray carries a worker's error in text (ONNX
+# Runtime's classes, such as InvalidProtobuf, do not end in Error).
+ERROR_LINE = re.compile(r"^((?:[A-Za-z_]\w*\.)*[A-Z]\w*): (.+)$", re.MULTILINE)
+
 
 class ScoreError(Exception):
     """Base of user-facing failures: the message names what to fix; no traceback is shown."""

@@ -5,9 +5,10 @@ ACTION to itself, once per `SCORE_FAULT_DIR` (a marker file taken with O_EXCL: a
 actor of the pool, does not repeat it):
 
 - `kill`: SIGKILL, as the kernel's OOM killer or a lost node would end the process;
-- `stall`: sleep for an hour, as a hung model or storage call would; the marker says it began.
+- `stall`: sleep for an hour, as a hung model or storage call would; the marker says it began;
+- `raise`: raise `InjectedFault` (every time, not once), as a model that cannot load would.
 
-Points: `check_partition` (a check task, before it reads its partition), `score_batch` (a scoring actor,
+Points: `open_model` (a scoring actor, opening its model), `check_partition` (a check task, before it reads its partition), `score_batch` (a scoring actor,
 before it scores a batch), `write_files` (a write task, after writing its files, before reporting them) and
 `commit` (the driver, with every file written, before the table commit). Unset, `inject` costs one dictionary lookup. The variable is a `SCORE_*`
 one, so it reaches a cluster's workers like the storage settings do.
@@ -22,7 +23,12 @@ from pathlib import Path
 
 ENV = "SCORE_INJECT_FAULT"
 DIR_ENV = "SCORE_FAULT_DIR"
-ACTIONS = ("kill", "stall")
+ACTIONS = ("kill", "stall", "raise")
+
+
+class InjectedFault(RuntimeError):
+    """The `raise` action's error."""
+
 _calls: dict[str, int] = {}
 
 
@@ -35,6 +41,8 @@ def inject(point: str) -> None:
     if wanted != point or action not in ACTIONS:
         return
     _calls[point] = _calls.get(point, 0) + 1
+    if action == "raise":
+        raise InjectedFault(f"fault injected at {point} ({ENV}={configured})")
     if _calls[point] < int(nth) or not _claim(point):
         return
     if action == "kill":

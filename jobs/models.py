@@ -6,9 +6,11 @@ alias that points nowhere, or a model input that the columns cannot build fails 
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import logging
 import re
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -361,6 +363,7 @@ def _from_registry(name: str, alias: str | None, version: str | None, tracking: 
     except MlflowException as exc:
         raise UsageError(f"model.uri {uri}: not found in the registry at {tracking.uri} ({exc.message})") from None
     folder = Path(tempfile.mkdtemp(prefix=f"score-model-{name}-{mv.version}-"))
+    atexit.register(shutil.rmtree, folder, True)  # the run reads it until the end; then it is a leftover
     try:
         mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{mv.version}", dst_path=str(folder))
     except MlflowException as exc:

@@ -17,6 +17,7 @@ from ray.data.datasource.datasink import WriteResult
 from jobs.checking import CheckTask, check_partitions
 from jobs.engine import PoolSize
 from jobs.faults import inject
+from jobs.progress import Watchdog, count
 from jobs.plan import Plan, ValidationPlan
 from jobs.scoring import REASONS, ScoreBatches, scoring_task
 from jobs.sink import TableWriter, WrittenFiles
@@ -26,7 +27,7 @@ from jobs.text import tokenized
 CHECK_WORKER_BASE = 160 * 2**20  # a check worker's own memory (Arrow, pandas, the contract), measured: ~130 MiB
 
 
-def checked(checks: CheckTask) -> ray.data.Dataset:
+def checked(checks: CheckTask, run_id: str | None = None) -> ray.data.Dataset:
     """Every selected row, partition by partition, with the reasons it fails (`_reasons`, null if none).
 
     A check task holds one whole partition, so it reserves that much memory (the footers' uncompressed
@@ -38,14 +39,27 @@ def checked(checks: CheckTask) -> ray.data.Dataset:
     wanted = 2 * checks.partition_bytes + CHECK_WORKER_BASE  # the partition read, and the batches cut from it
     smallest = min((n["Resources"].get("memory", 0) for n in ray.nodes() if n.get("Alive")), default=0)
     memory = max(1, min(wanted, int(smallest // 2)) if smallest else wanted)
-    return partitions.map_batches(_check_task, fn_kwargs={"task": checks}, batch_size=1,
+    return partitions.map_batches(_check_task, fn_kwargs={"task": checks, "run_id": run_id}, batch_size=1,
                                   batch_format="pyarrow", memory=memory)
 
 
-def _check_task(batch: pa.Table, task: CheckTask) -> Iterator[pa.Table]:
-    """A check task: `check_partitions`, behind the fault tests' hook (jobs.faults)."""
+def _check_task(batch: pa.Table, task: CheckTask, run_id: str | None) -> Iterator[pa.Table]:
+    """A check task: `check_partitions`, counting its rows for the stall watchdog, behind the fault tests'
+    hook (jobs.faults)."""
     inject("check_partition")
-    yield from check_partitions(batch, task)
+    for rows in check_partitions(batch, task):
+        if run_id:
+            count(run_id, "check", rows.num_rows)
+        yield rows
+
+
+class _CountedScoreBatches(ScoreBatches):
+    """The scoring actors, counting their rows for the stall watchdog."""
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        scored = super().__call__(batch)
+        count(self.task.run_id, "score", batch.num_rows)
+        return scored
 
 
 def check(plan: ValidationPlan) -> list[pa.Table]:
@@ -63,11 +77,11 @@ def execute(plan: Plan, run_id: str, pool: PoolSize) -> WrittenFiles:
     sink = DeltaFilesSink(TableWriter.for_plan(plan, run_id))
     if not plan.checks.partitions:
         return sink.written
-    rows = checked(plan.checks)
+    rows = checked(plan.checks, run_id)
     if plan.binding.text is not None:  # tokenised in a CPU stage of its own: the scoring actors only score
         rows = tokenized(rows, plan.binding.text, pool.max_actors * pool.cpus_per_actor)
     scored = rows.map_batches(
-        ScoreBatches,
+        _CountedScoreBatches,
         fn_constructor_args=(task,),
         batch_size=spec.scoring.batch_size,
         batch_format="pyarrow",
@@ -76,7 +90,8 @@ def execute(plan: Plan, run_id: str, pool: PoolSize) -> WrittenFiles:
         num_gpus=pool.gpus_per_actor,
         resources=pool.resources or None,
     )
-    scored.write_datasink(sink)
+    with Watchdog(run_id, spec.engine.stall_timeout_s, plan.selection.num_rows, spec.engine.stall_timeout):
+        scored.write_datasink(sink)
     return sink.written
 
 
@@ -95,6 +110,7 @@ class DeltaFilesSink(Datasink):
 
     def write(self, blocks, ctx) -> WrittenFiles:
         written = self.writer.write(blocks, ctx.task_idx)
+        count(self.writer.run_id, "write", written.rows_seen)
         inject("write_files")  # the fault tests' hook: a task that dies here wrote files nobody will commit
         return written
 

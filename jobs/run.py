@@ -9,7 +9,6 @@ import datetime as dt
 import json
 import logging
 import os
-import re
 import subprocess
 import time
 import warnings
@@ -17,7 +16,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from jobs.errors import EXIT_INTERRUPTED, ContractFailure, RuntimeFailure, ScoreError
+from jobs.errors import ERROR_LINE, EXIT_INTERRUPTED, ContractFailure, RuntimeFailure, ScoreError
 from jobs import endpoints
 from jobs.faults import inject
 from jobs.inputs import fingerprint, partition_label
@@ -26,7 +25,6 @@ from jobs.plan import NothingToScore, Plan, make_plan
 from jobs.spec import LoadedSpec, load_spec, redact_uri
 
 log = logging.getLogger(__name__)
-_ERROR_LINE = re.compile(r"^([\w.]+(?:Error|Exception)): (.+)$", re.MULTILINE)
 
 
 @dataclass
@@ -160,6 +158,8 @@ def _score(plan: Plan, summary: RunSummary, started: float) -> None:
                     from jobs.pipeline import execute
 
                     written = execute(plan, run_id, pool)
+            except ScoreError:  # ours, raised in the driver (a stall): already says what happened
+                raise
             except Exception as exc:  # Ray wraps worker failures in its own errors: surface the cause
                 raise RuntimeFailure(f"the scoring pipeline failed: {root_cause(exc)}") from exc
             written.merge(fail_drifted(list(plan.selection.files), plan.drifted, plan.quarantine, run_id))
@@ -321,16 +321,24 @@ def _date_of(values: dict[str, str]) -> str | None:
 def root_cause(exc: BaseException) -> str:
     """What went wrong in a worker, without Ray's layers of wrapping.
 
-    Ray carries the worker's traceback as text; the last error line not raised by Ray itself is the
-    innermost cause (TorchScript, for one, wraps the model's own error in a generic one).
+    Ray carries the worker's traceback as text, in one of the exceptions chained by `__cause__` (the innermost
+    may be an empty `SystemException`): the innermost that names an error not raised by Ray itself wins, and
+    in it the last such line (TorchScript, for one, wraps the model's own error in a generic one).
     """
-    while exc.__cause__ is not None:
+    chain = []
+    while exc is not None:
+        chain.append(exc)
         exc = exc.__cause__
-    causes = [f"{name}: {message}" for name, message in _ERROR_LINE.findall(str(exc)) if not name.startswith("ray.")]
-    if causes:
-        return causes[-1]
-    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
-    return f"{type(exc).__name__}: {lines[-1] if lines else ''}"
+    for link in reversed(chain):
+        causes = [f"{name}: {message}" for name, message in ERROR_LINE.findall(str(link))
+                  if not name.startswith("ray.")]
+        if causes:
+            return causes[-1]
+    for link in reversed(chain):
+        lines = [line for line in str(link).strip().splitlines() if line.strip()]
+        if lines:
+            return f"{type(link).__name__}: {lines[-1]}"
+    return type(chain[-1]).__name__
 
 
 def _check_counts(plan: Plan, written) -> None:

@@ -57,6 +57,14 @@ def _duration(value: str) -> str:
 Duration = Annotated[str, AfterValidator(_duration)]  # e.g. 26h, 90m, 2d: what `parse_duration` reads
 
 
+class KeyedValueError(ValueError):
+    """A check across keys, reported under the one dotted `key` to change (else it would name no key)."""
+
+    def __init__(self, key: tuple[str, ...], reason: str) -> None:
+        super().__init__(reason)
+        self.key = key
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -167,6 +175,11 @@ class ScoringSpec(_Strict):
     # float16; bf16 = torch autocast only; int8 = ONNX dynamic quantization only. Checked against the runtime
     # at plan time; inputs and outputs stay float32 either way.
     precision: Literal["fp32", "fp16", "bf16", "int8"] = "fp32"
+    # A batch the model raises on is split in halves, down to single rows, so that only the rows that make it
+    # raise are singled out (an out-of-memory error just halves the batch). `fail`: the run fails naming them;
+    # `quarantine`: they go to the quarantine table with the reason model_error (needs contract.on_failure
+    # quarantine, which creates that table and bounds the rows a run may set aside).
+    on_error: Literal["fail", "quarantine"] = "fail"
 
     @field_validator("resources")
     @classmethod
@@ -207,6 +220,15 @@ class EngineSpec(_Strict):
     # starting Ray: the same stages, files, table and lineage, minus the ~10 s Ray and its workers take to start.
     # 0: always start Ray.
     inline_max_rows: int = Field(200_000, ge=0)
+    # A Ray run whose check, scoring and write stages all finish no rows for this long fails, naming the stage
+    # that stopped (jobs.progress); 0 turns the watchdog off.
+    stall_timeout: Duration | Literal["0", 0] = "30m"
+
+    @property
+    def stall_timeout_s(self) -> float:
+        from jobs.freshness import parse_duration
+
+        return 0.0 if str(self.stall_timeout) == "0" else parse_duration(self.stall_timeout).total_seconds()
 
     @property
     def address(self) -> str | None:
@@ -250,6 +272,15 @@ class JobSpec(_Strict):
             raise ValueError(
                 "output.mode overwrite_partitions needs output.partition_by (else it would replace the whole "
                 "table): set partition_by, or use mode append"
+            )
+        if self.scoring.on_error == "quarantine" and self.on_failure != "quarantine":
+            policy = f"contract.on_failure is {self.contract.on_failure}" if self.contract else "the job has no contract"
+            fix = "set contract.on_failure: quarantine" if self.contract else "add a contract with on_failure: quarantine"
+            raise KeyedValueError(
+                ("scoring", "on_error"),
+                f"quarantine needs contract.on_failure: quarantine ({policy}): the rows the model raises on go to the "
+                "quarantine table that policy creates, where its max_bad_rows / max_bad_fraction bound them together "
+                f"with the rows that break the contract; {fix}, or use on_error: fail",
             )
         return self
 
@@ -507,6 +538,9 @@ def _spec_error(exc: ValidationError, origins: _Origins) -> SpecError:
     problems = []
     for err in exc.errors():
         loc = tuple(err["loc"])
+        keyed = (err.get("ctx") or {}).get("error")
+        if isinstance(keyed, KeyedValueError):
+            loc = (*loc, *keyed.key)
         if err["type"] == "extra_forbidden":
             reason = "unknown key"
         elif err["type"] == "missing":

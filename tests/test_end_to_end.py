@@ -300,10 +300,10 @@ def test_skl2onnx_model_with_string_and_float_inputs(fresh_project, tmp_path):
 def test_model_failing_at_run_time_exits_1_and_leaves_nothing(fresh_project, tmp_path):
     import torch
 
-    class Fragile(torch.nn.Module):
+    class Fragile(torch.nn.Module):  # fails on every row (not on the plan's probe of zeros): splitting cannot help
         def forward(self, features: torch.Tensor) -> torch.Tensor:
-            if features.shape[0] > 2:
-                raise RuntimeError("fragile model cannot take more than 2 rows")
+            if bool((features > 0).any()):
+                raise RuntimeError("fragile model cannot take any row")
             return features.sum(dim=1)
 
     path = tmp_path / "fragile.pt"
@@ -316,7 +316,8 @@ def test_model_failing_at_run_time_exits_1_and_leaves_nothing(fresh_project, tmp
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert summary["status"] == "failed" and summary["exit_code"] == 1
     assert "the scoring pipeline failed:" in summary["error"]
-    assert "fragile model cannot take more than 2 rows" in summary["error"]
+    assert "ModelRowError: the model raised on more than 1000 of 4096 rows of one batch" in summary["error"]
+    assert "first error RuntimeError: fragile model cannot take any row" in summary["error"]
     table_dir = project.warehouse / "churn_fragile"
     assert not table_dir.exists() or not list(table_dir.rglob("*.parquet"))
     assert not (table_dir / "_delta_log").exists()

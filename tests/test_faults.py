@@ -211,3 +211,36 @@ def test_an_unreachable_server_fails_the_run_before_any_data_is_read(project, se
         runs = MlflowClient(project.tracking_uri).search_runs(
             [experiment.experiment_id], "tags.`score.job` = 'churn_no_storage'") if experiment else []
         assert runs == []
+
+
+def test_a_run_that_stops_making_progress_fails_naming_the_stuck_stage(fresh_project, tmp_path):
+    """A scoring actor whose model call never returns (stalled for real on its 2nd batch): after
+    `engine.stall_timeout` without a row checked, scored or written, the run fails (exit 1) naming the
+    scoring stage, commits nothing, removes its files and marks its MLflow run FAILED."""
+    project = fresh_project
+    job = project.job("churn_stuck", scoring={"batch_size": 1000, "actors": {"min": 1, "max": 1}},
+                      engine={"stall_timeout": "15s"})
+    proc, summary = project.score_json("run", str(job), "-p", "all",
+                                       env=_faulted(project, "score_batch:stall:2", tmp_path))
+    assert (tmp_path / "fault-score_batch").exists()
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert summary["error"].startswith("no progress for 15s (engine.stall_timeout): ")
+    assert f"of {3 * ROWS_PER_DAY:,} rows checked" in summary["error"]
+    assert "the stuck stage is score (a model call that never returns" in summary["error"]
+    assert summary["error"].endswith("nothing was committed")
+    table_dir = project.warehouse / "churn_stuck"
+    assert not table_dir.exists() or not list(table_dir.rglob("*.parquet"))
+    assert _mlflow_run(project, summary["run_id"]).info.status == "FAILED"
+
+
+def test_a_model_that_cannot_load_in_the_actors_fails_the_run_instead_of_restarting_them(fresh_project, tmp_path):
+    """The scoring actors' model load raises (injected: every actor, every time): the run fails with the
+    loader's message rather than restarting actors for ever; nothing committed, MLflow run FAILED."""
+    project = fresh_project
+    job = project.job("churn_unloadable", scoring={"batch_size": 1000, "actors": {"min": 1, "max": 1}})
+    proc, summary = project.score_json("run", str(job), "-p", "all", env=_faulted(project, "open_model:raise", tmp_path))
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "InjectedFault: fault injected at open_model" in summary["error"]
+    table_dir = project.warehouse / "churn_unloadable"
+    assert not table_dir.exists() or not list(table_dir.rglob("*.parquet"))
+    assert _mlflow_run(project, summary["run_id"]).info.status == "FAILED"

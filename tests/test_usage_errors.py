@@ -177,5 +177,5 @@ def test_unreachable_cluster_fails_fast_instead_of_retrying_for_ever(project):
                          "warehouse.shared=true", env=NO_RAY)
     assert proc.returncode == 75, proc.stderr[-3000:]  # retry-safe: nothing was read or written
     assert ("score: error: engine.ray_address 127.0.0.1:9: nothing answers at 127.0.0.1:9 (Connection refused): "
-            "start it, or fix RAY_ADDRESS / engine.ray_address (HEAD:6379, the head's GCS port); nothing was read "
-            "or written") in proc.stderr
+            "start it, or fix RAY_ADDRESS / engine.ray_address (HEAD:6379, the head's GCS port); nothing was scored "
+            "or committed") in proc.stderr

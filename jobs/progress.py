@@ -1,0 +1,105 @@
+"""Progress of a Ray run, and the watchdog that fails a run that stopped making any.
+
+Check tasks, scoring actors and write tasks add the rows they finish to one small named actor per run
+(`Counter`, no CPU reserved); the driver's `Watchdog` reads it every few seconds. A run whose counts have
+not moved for `engine.stall_timeout` (a model call or a storage read that never returns, a pool that
+can never be placed) is interrupted and fails with a message naming the stage that stopped, instead of
+hanging until a scheduler's own timeout kills it without a word.
+"""
+
+from __future__ import annotations
+
+import _thread
+import functools
+import threading
+import time
+
+import ray
+
+from jobs.errors import RuntimeFailure
+
+STAGES = ("check", "score", "write")
+POLL_S = 5.0
+
+
+class Stalled(RuntimeFailure):
+    """The run made no progress for `engine.stall_timeout`; nothing was committed."""
+
+
+@ray.remote(num_cpus=0)
+class Counter:
+    def __init__(self) -> None:
+        self.rows = dict.fromkeys(STAGES, 0)
+
+    def add(self, stage: str, rows: int) -> None:
+        self.rows[stage] += rows
+
+    def read(self) -> dict[str, int]:
+        return self.rows
+
+
+def count(run_id: str, stage: str, rows: int) -> None:
+    """Add `rows` finished by `stage` (fire and forget); a run without a watchdog has no counter."""
+    counter = _counter(run_id)
+    if counter is not None:
+        counter.add.remote(stage, rows)
+
+
+@functools.cache
+def _counter(run_id: str):
+    try:
+        return ray.get_actor(_name(run_id))
+    except ValueError:
+        return None
+
+
+def _name(run_id: str) -> str:
+    return f"score-progress-{run_id}"
+
+
+class Watchdog:
+    """`with Watchdog(run_id, timeout_s, rows_in):` around the pipeline's execution; timeout 0 turns it off."""
+
+    def __init__(self, run_id: str, timeout_s: float, rows_in: int, timeout_text: str) -> None:
+        self.run_id, self.timeout_s, self.rows_in, self.timeout_text = run_id, timeout_s, rows_in, timeout_text
+        self.stalled: str | None = None
+        self._stop = threading.Event()
+        self._counter = None
+
+    def __enter__(self) -> "Watchdog":
+        if self.timeout_s > 0:
+            self._counter = Counter.options(name=_name(self.run_id)).remote()
+            threading.Thread(target=self._watch, name="stall-watchdog", daemon=True).start()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._stop.set()
+        if self._counter is not None:
+            ray.kill(self._counter)
+        if exc_type is KeyboardInterrupt and self.stalled:
+            raise Stalled(self.stalled) from None
+
+    def _watch(self) -> None:
+        last, moved = None, time.monotonic()
+        while not self._stop.wait(min(POLL_S, self.timeout_s / 4)):
+            try:
+                rows = ray.get(self._counter.read.remote(), timeout=POLL_S)
+            except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError):
+                rows = last  # no answer counts as no progress
+            if rows != last:
+                last, moved = rows, time.monotonic()
+            elif time.monotonic() - moved >= self.timeout_s:
+                self.stalled = self._message(rows or dict.fromkeys(STAGES, 0))
+                _thread.interrupt_main()  # the driver waits on Ray in Python: it raises KeyboardInterrupt there
+                return
+
+    def _message(self, rows: dict[str, int]) -> str:
+        checked, scored, written = rows["check"], rows["score"], rows["write"]
+        if scored < checked:
+            stage = "score (a model call that never returns, or a scoring actor that cannot be placed?)"
+        elif checked < self.rows_in:
+            stage = "check (a read of the input that never returns?)"
+        else:
+            stage = "write (a write to the table's storage that never returns?)"
+        return (f"no progress for {self.timeout_text} (engine.stall_timeout): {checked:,} of {self.rows_in:,} rows "
+                f"checked, {scored:,} scored, {written:,} written; the stuck stage is {stage}; nothing was committed")
