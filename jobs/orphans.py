@@ -44,6 +44,7 @@ def reap(tracking: TrackingSpec) -> list[Reaped]:
     The store must be connected (`jobs.tracking.connect`)."""
     from mlflow import MlflowClient
 
+    from jobs.lineage import history
     from jobs.tables import discard_run_files
 
     client = MlflowClient(tracking.uri)
@@ -57,12 +58,16 @@ def reap(tracking: TrackingSpec) -> list[Reaped]:
         driver = run.data.tags.get(DRIVER_TAG)
         if not driver or _alive(json.loads(driver)):
             continue
-        removed = 0
+        removed, landed = 0, []
         for uri, version in json.loads(run.data.tags.get(READ_VERSIONS_TAG) or "{}").items():
-            removed += discard_run_files(uri, run.info.run_id, version)
+            removed += discard_run_files(uri, run.info.run_id, version)  # never a file a landed commit added
+            landed += [f"{uri} v{c['version']}" for c in history(uri)
+                       if c.get("score.run_id") == run.info.run_id and c.get("score.role") != "undo"]
         about = json.loads(driver)
-        why = (f"the driver (pid {about['pid']} on {about['host']}) ended without finishing this run "
-               f"(killed?); nothing was committed by it after its plan, {removed} uncommitted file(s) deleted")
+        outcome = (f"its commit {', '.join(landed)} had landed, so the table holds its rows; its MLflow records "
+                   "stop before the end" if landed else "nothing was committed by it")
+        why = (f"the driver (pid {about['pid']} on {about['host']}) ended without finishing this run (killed?); "
+               f"{outcome}; {removed} uncommitted file(s) deleted")
         client.set_tag(run.info.run_id, "error", why)
         client.set_tag(run.info.run_id, "error.type", "DriverGone")
         client.set_terminated(run.info.run_id, status="FAILED")

@@ -188,6 +188,7 @@ def _score(plan: Plan, summary: RunSummary, started: float) -> None:
                 summary.freshness_lag_s = round((scored_at - parse_time(summary.input_watermark)).total_seconds(), 3)
             inject("commit")
             summary.table_version, summary.quarantine_version = _commit(plan, written, record)
+            inject("committed")
         except (Exception, KeyboardInterrupt) as exc:
             for target in (plan.output, plan.quarantine):
                 if target is not None:

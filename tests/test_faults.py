@@ -3,7 +3,8 @@ SIGINT, drivers killed before their commit. Each faulted run is compared with a 
 input: same rows, same scores, no duplicates, no gaps, exact counts.
 
 Every `score run` here is a subprocess with its own local Ray; a test that kills a driver then stops the
-processes that driver started, by pid (never by name).
+processes that driver started, by pid (never by name). The variants of a fault that CI can spare (a check or
+write task killed, SIGINT besides SIGTERM) are marked `slow`: `make test-slow` runs them.
 """
 
 from __future__ import annotations
@@ -88,7 +89,8 @@ def clean(tmp_path_factory, models_dir):
     return _table(summary["table_uri"]), summary
 
 
-@pytest.mark.parametrize("point", ["score_batch", "check_partition", "write_files"])
+@pytest.mark.parametrize("point", ["score_batch", pytest.param("check_partition", marks=pytest.mark.slow),
+                                   pytest.param("write_files", marks=pytest.mark.slow)])
 def test_a_worker_killed_mid_run_costs_time_not_rows(fresh_project, clean, point, tmp_path):
     """SIGKILL of a scoring actor (on its 3rd batch), of a check task, or of a write task that had written its
     files: Ray replaces the process and retries its work; the table equals the clean run's, row for row."""
@@ -164,7 +166,36 @@ def test_a_killed_driver_leaves_no_version_its_run_is_marked_failed_and_a_rerun_
     assert {Path(p) for p in Path(uri).rglob("*.parquet")} >= {Path(p) for p in DeltaTable(uri).file_uris()}
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_driver_killed_after_its_commit_keeps_its_version_and_its_run_says_so(fresh_project, clean, tmp_path):
+    """SIGKILL of `score run` after its commit landed, before its last MLflow records: the version stays whole
+    (no file of it deleted by the clean-up), and `score tables` marks the MLflow run FAILED saying the commit
+    landed."""
+    expected, _ = clean
+    project = fresh_project
+    job = project.job("churn_late_kill", scoring={"batch_size": 1000, "actors": {"min": 1, "max": 1}})
+    driver = _start(project, job, "-p", "all", env=_faulted(project, "committed:stall", tmp_path))
+    _wait_for(tmp_path / "fault-committed", driver)
+    started = psutil.Process(driver.pid).children(recursive=True)
+    driver.send_signal(signal.SIGKILL)
+    driver.communicate(timeout=60)
+    _stop_leftovers(started)
+
+    uri = str(project.warehouse / "churn_late_kill")
+    proc = project.score("tables")
+    assert proc.returncode == 0, proc.stderr
+    assert "is gone; marked failed, 0 uncommitted file(s) deleted" in proc.stderr
+    from mlflow import MlflowClient
+
+    client = MlflowClient(project.tracking_uri)
+    experiment = client.get_experiment_by_name("scoring")
+    (run,) = client.search_runs([experiment.experiment_id], "tags.`score.job` = 'churn_late_kill'")
+    assert run.info.status == "FAILED"
+    assert f"its commit {uri} v0 had landed, so the table holds its rows" in run.data.tags["error"]
+    assert DeltaTable(uri).version() == 0
+    assert _table(uri).equals(expected)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, pytest.param(signal.SIGINT, marks=pytest.mark.slow)])
 def test_sigterm_and_sigint_end_the_run_cleanly(fresh_project, tmp_path, sig):
     """What Airflow (SIGTERM) and a person (Ctrl-C) send, while a scoring actor is busy: exit 130 with the
     JSON summary, nothing committed, the run's files removed, its MLflow run KILLED, and no process of the

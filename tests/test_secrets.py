@@ -37,13 +37,14 @@ def test_redact_uri_masks_user_info(uri, shown):
 
 def test_failed_run_summary_masks_uri_passwords(project, monkeypatch):
     """Guards `score run --json` and `run_job`'s summary: its tracking_uri and table_uri carry no password
-    taken from the environment, also when the run fails at plan time (exit 2)."""
+    taken from the environment, also when the run fails before it plans (its tracking server is down: exit 75)."""
     monkeypatch.setenv("MLFLOW_TOKEN", SECRET)
     monkeypatch.setenv("S3_SECRET", SECRET)
     job = project.job("masked", tracking__uri="http://scorer:${MLFLOW_TOKEN}@127.0.0.1:9",
                       warehouse__uri="s3://AKIAEXAMPLE:${S3_SECRET}@bucket/warehouse")
     code, summary = project.run(job, partitions="ds=1999-01-01")
-    assert code == 2, summary
+    assert code == 75, summary
+    assert summary["error"].startswith("tracking store http://127.0.0.1:9: nothing answers")
     assert SECRET not in json.dumps(summary)
     assert summary["tracking_uri"] == "http://***@127.0.0.1:9"
     assert summary["table_uri"] == "s3://***@bucket/warehouse/masked"
