@@ -144,7 +144,8 @@ else
   overrides=()
 fi
 export PYTHONPATH=$repo${PYTHONPATH:+:$PYTHONPATH}
-export RAY_DATA_DISABLE_PROGRESS_BARS=1 MLFLOW_DISABLE_TELEMETRY=true PYTHONUNBUFFERED=1
+# PYTHONFAULTHANDLER: a crash in native code (two segfaults on the H200 host) leaves its Python stack in the log
+export RAY_DATA_DISABLE_PROGRESS_BARS=1 MLFLOW_DISABLE_TELEMETRY=true PYTHONUNBUFFERED=1 PYTHONFAULTHANDLER=1
 work=$(mktemp -d "${TMPDIR:-/tmp}/gpu-check.XXXXXX")
 out=${out:-${OUT:+$OUT/gpu_check.json}}
 out=${out:-data/bench/gpu_check.json}
