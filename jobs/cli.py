@@ -61,7 +61,6 @@ def _handle(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
 
 
-
 def _leave_now(code: int, stdout) -> None:
     """Exit an interrupted run (cleaned up, summary printed): stop Ray here, then exit without Python's exit
     hooks, which after SIGTERM aborted the process (SIGABRT) instead of exiting with 130."""
@@ -309,6 +308,8 @@ def _table(args: argparse.Namespace) -> str:
 def _reap_dead_runs() -> None:
     """Runs of this project whose driver was killed: marked failed in MLflow, their uncommitted files deleted
     (jobs.orphans). Outside a project (no conf/defaults.yaml) there is no store to look in."""
+    from pathlib import Path
+
     from jobs.errors import SpecError
     from jobs.orphans import reap
     from jobs.spec import load_tracking
@@ -318,6 +319,8 @@ def _reap_dead_runs() -> None:
         tracking = load_tracking()
     except SpecError:
         return
+    if tracking.uri.startswith("sqlite:///") and not Path(tracking.uri.removeprefix("sqlite:///")).exists():
+        return  # no store yet, so no run to reap: a read-only command should not create one
     connect(tracking)
     for run in reap(tracking):
         print(f"run {run.run_id} ({run.job}): its driver {run.driver} is gone; marked failed, "

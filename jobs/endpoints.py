@@ -14,6 +14,7 @@ import urllib.parse
 from typing import TYPE_CHECKING
 
 from jobs.errors import RetryableFailure
+from jobs.spec import redact_uri
 
 if TYPE_CHECKING:
     from jobs.spec import JobSpec
@@ -34,11 +35,8 @@ def check(host: str, port: int, what: str, fix: str, done: str = "nothing was re
 
 def check_tracking(uri: str) -> None:
     """An MLflow server (http/https); file and database stores need no server."""
-    parsed = urllib.parse.urlsplit(uri)
-    if parsed.scheme in ("http", "https") and parsed.hostname:
-        check(parsed.hostname, parsed.port or (443 if parsed.scheme == "https" else 80),
-              f"tracking store {_without_secrets(parsed)}", "start the MLflow server, or fix MLFLOW_TRACKING_URI / "
-              "tracking.uri")
+    if urllib.parse.urlsplit(uri).scheme in ("http", "https"):
+        _check_url(uri, "tracking store", "start the MLflow server, or fix MLFLOW_TRACKING_URI / tracking.uri")
 
 
 def check_job(spec: "JobSpec") -> None:
@@ -65,12 +63,14 @@ def check_storage(uri: str) -> None:
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     if not uri.startswith(("s3://", "s3a://")) or not endpoint:
         return
-    parsed = urllib.parse.urlsplit(endpoint)
-    if parsed.hostname:
-        check(parsed.hostname, parsed.port or (443 if parsed.scheme == "https" else 80),
-              f"storage endpoint {_without_secrets(parsed)} (for {uri})",
-              "start it, or fix AWS_ENDPOINT_URL")
+    _check_url(endpoint, "storage endpoint", "start it, or fix AWS_ENDPOINT_URL", f" (for {redact_uri(uri)})")
 
 
-def _without_secrets(parsed: urllib.parse.SplitResult) -> str:
-    return f"{parsed.scheme}://{parsed.hostname}{f':{parsed.port}' if parsed.port else ''}{parsed.path}"
+def _check_url(url: str, name: str, fix: str, context: str = "") -> None:
+    """`check` the host and port of an http(s) URL (default ports 80 / 443), naming it `name URL context` with
+    the URL written without the user info it may carry (a token, a password)."""
+    parsed = urllib.parse.urlsplit(url)
+    if not parsed.hostname:
+        return
+    shown = f"{parsed.scheme}://{parsed.hostname}{f':{parsed.port}' if parsed.port else ''}{parsed.path}"
+    check(parsed.hostname, parsed.port or (443 if parsed.scheme == "https" else 80), f"{name} {shown}{context}", fix)

@@ -11,13 +11,11 @@ left alone until a command runs on that host.
 from __future__ import annotations
 
 import json
-import logging
 import socket
 from dataclasses import dataclass
 
 from jobs.spec import TrackingSpec
 
-log = logging.getLogger(__name__)
 DRIVER_TAG = "score.driver"
 READ_VERSIONS_TAG = "score.read_versions"  # table URI -> the version the run's plan read (null: new table)
 
@@ -26,8 +24,9 @@ READ_VERSIONS_TAG = "score.read_versions"  # table URI -> the version the run's 
 class Reaped:
     run_id: str
     job: str
-    driver: str
+    driver: str  # host:pid
     files_removed: int
+    why: str  # the reason recorded on the MLflow run
 
 
 def driver_tags(read_versions: dict[str, int | None]) -> dict[str, str]:
@@ -40,8 +39,8 @@ def driver_tags(read_versions: dict[str, int | None]) -> dict[str, str]:
 
 
 def reap(tracking: TrackingSpec) -> list[Reaped]:
-    """Mark this host's dead drivers' runs FAILED and delete their uncommitted files; returns what it did.
-    The store must be connected (`jobs.tracking.connect`)."""
+    """Mark this host's dead drivers' runs FAILED and delete their uncommitted files; returns what it did, for
+    the caller to report. The store must be connected (`jobs.tracking.connect`)."""
     from mlflow import MlflowClient
 
     from jobs.lineage import history
@@ -55,15 +54,14 @@ def reap(tracking: TrackingSpec) -> list[Reaped]:
                                  max_results=1000)
     reaped = []
     for run in running:
-        driver = run.data.tags.get(DRIVER_TAG)
-        if not driver or _alive(json.loads(driver)):
+        about = json.loads(run.data.tags.get(DRIVER_TAG) or "null")
+        if not about or _alive(about):
             continue
         removed, landed = 0, []
         for uri, version in json.loads(run.data.tags.get(READ_VERSIONS_TAG) or "{}").items():
             removed += discard_run_files(uri, run.info.run_id, version)  # never a file a landed commit added
             landed += [f"{uri} v{c['version']}" for c in history(uri)
                        if c.get("score.run_id") == run.info.run_id and c.get("score.role") != "undo"]
-        about = json.loads(driver)
         outcome = (f"its commit {', '.join(landed)} had landed, so the table holds its rows; its MLflow records "
                    "stop before the end" if landed else "nothing was committed by it")
         why = (f"the driver (pid {about['pid']} on {about['host']}) ended without finishing this run (killed?); "
@@ -71,9 +69,8 @@ def reap(tracking: TrackingSpec) -> list[Reaped]:
         client.set_tag(run.info.run_id, "error", why)
         client.set_tag(run.info.run_id, "error.type", "DriverGone")
         client.set_terminated(run.info.run_id, status="FAILED")
-        log.warning("run %s: %s", run.info.run_id, why)
         reaped.append(Reaped(run.info.run_id, run.data.tags.get("score.job", ""), f"{about['host']}:{about['pid']}",
-                             removed))
+                             removed, why))
     return reaped
 
 

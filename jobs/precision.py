@@ -194,13 +194,13 @@ def _check_loadable(folder: Path, where: str) -> None:
     """A conversion ONNX Runtime cannot load is refused now, on the driver, rather than in every actor. The
     load runs in a child process: onnxruntime-gpu 1.31.1 crashed (SIGSEGV) creating a session of the
     text-embedding encoder's fp16 conversion on the H200 host, which would have killed the run's driver."""
-    import onnxruntime as ort
-
     child = subprocess.run([sys.executable, "-c", _LOAD_CHILD, str(folder / MODEL_FILE)], capture_output=True,
                            text=True)
     if child.returncode == 0:
         return
     if child.returncode < 0:
+        import onnxruntime as ort
+
         why = f"ONNX Runtime {ort.__version__} crashed loading it ({signal.Signals(-child.returncode).name})"
     else:
         lines = child.stderr.strip().splitlines()

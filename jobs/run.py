@@ -130,7 +130,8 @@ def _score(plan: Plan, summary: RunSummary, started: float) -> None:
     summary.engine = "inline" if inline else "ray"
     ray_started = None if inline else engine.start_soon(spec.engine)
     tracking.connect(spec.tracking)
-    orphans.reap(spec.tracking)  # earlier runs whose driver was killed: marked failed, their files deleted
+    for dead in orphans.reap(spec.tracking):  # earlier runs whose driver was killed: marked failed, files deleted
+        log.warning("run %s (%s): %s", dead.run_id, dead.job, dead.why)
     with mlflow.start_run(run_name=f"{spec.name} {plan.selection.labels[0]}") as run:
         summary.run_id = run_id = run.info.run_id
         experiment_id = run.info.experiment_id

@@ -294,11 +294,12 @@ class ScoreBatches:
         count = len(positions)
         shown = passed.select([c for c in (task.id_column, *task.partition_columns, SOURCE_FILE)
                                if c in passed.column_names]).take(pa.array(positions[:SHOWN_ROWS]))
-        files = _files_of(shown, task)
+        labels = [partition_label(tuple((c, str(shown.column(c)[i].as_py())) for c in task.partition_columns))
+                  for i in range(shown.num_rows)]
+        files = _files_of(shown, labels, task)
         groups: dict[tuple[str, str], list[str]] = {}
-        for i, row_id in enumerate(shown.column(task.id_column).to_pylist()):
-            label = partition_label(tuple((c, str(shown.column(c)[i].as_py())) for c in task.partition_columns))
-            groups.setdefault((label, files[i]), []).append(str(row_id))
+        for label, file, row_id in zip(labels, files, shown.column(task.id_column).to_pylist()):
+            groups.setdefault((label, file), []).append(str(row_id))
         where = "; ".join(f"partition {label}, file {file}: {task.id_column} {', '.join(ids)}"
                           for (label, file), ids in groups.items())
         if count > SHOWN_ROWS:
@@ -313,9 +314,9 @@ class ScoreBatches:
                 "such rows aside instead)")
 
 
-def _files_of(rows: pa.Table, task: ScoringTask) -> list[str]:
-    """The input file of each of a few `rows`: carried along with the quarantine on, else looked up by id
-    among the files of the row's partition (only when a failure message names them)."""
+def _files_of(rows: pa.Table, labels: list[str], task: ScoringTask) -> list[str]:
+    """The input file of each of a few `rows` (in the partitions `labels`): carried along with the quarantine
+    on, else looked up by id among the files of the row's partition (only when a failure message names them)."""
     if SOURCE_FILE in rows.column_names:
         return [redact_uri(f) for f in rows.column(SOURCE_FILE).cast(pa.string()).to_pylist()]
     from jobs.checking import read_columns  # it imports this module
@@ -323,8 +324,7 @@ def _files_of(rows: pa.Table, task: ScoringTask) -> list[str]:
     by_label = {partition_label(partition): files for partition, files in task.sources}
     ids: dict[str, pa.ChunkedArray] = {}
     found = []
-    for i in range(rows.num_rows):
-        label = partition_label(tuple((c, str(rows.column(c)[i].as_py())) for c in task.partition_columns))
+    for i, label in enumerate(labels):
         row_id = rows.column(task.id_column)[i]
         candidates = by_label.get(label, ())
         file = f"(one of the {len(candidates)} files of the partition)"

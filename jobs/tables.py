@@ -106,7 +106,7 @@ def commit(
         except DeltaError as exc:
             raise RuntimeFailure(f"table {table_uri}: commit failed: {exc}") from None
     raise RetryableFailure(f"table {table_uri}: other commits kept landing first ({MAX_COMMIT_ATTEMPTS} attempts); "
-                         "nothing was written by this run: re-run it")
+                           "nothing was written by this run: re-run it")
 
 
 def _properties(table, metadata: dict[str, Any], run_key: str | None):

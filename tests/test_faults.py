@@ -76,6 +76,15 @@ def _mlflow_run(project, run_id: str):
     return MlflowClient(project.tracking_uri).get_run(run_id)
 
 
+def _mlflow_runs(project, filter_string: str) -> list:
+    """The project's MLflow runs that match `filter_string` (none before the experiment exists)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(project.tracking_uri)
+    experiment = client.get_experiment_by_name("scoring")
+    return client.search_runs([experiment.experiment_id], filter_string) if experiment else []
+
+
 @pytest.fixture(scope="module")
 def clean(tmp_path_factory, models_dir):
     """One clean run of all three days: the table every faulted run must equal."""
@@ -141,11 +150,7 @@ def test_a_killed_driver_leaves_no_version_its_run_is_marked_failed_and_a_rerun_
     assert _table(uri).num_rows == first["rows_scored"]
     orphans = {p for p in Path(uri).rglob("*.parquet")} - {Path(p) for p in DeltaTable(uri).file_uris()}
     assert orphans, "the killed run had written its files"
-    from mlflow import MlflowClient
-
-    client = MlflowClient(project.tracking_uri)
-    experiment = client.get_experiment_by_name("scoring")
-    running = client.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING'")
+    running = _mlflow_runs(project, "attributes.status = 'RUNNING'")
     assert len(running) == 1
     killed_id = running[0].info.run_id
 
@@ -184,11 +189,7 @@ def test_a_driver_killed_after_its_commit_keeps_its_version_and_its_run_says_so(
     proc = project.score("tables")
     assert proc.returncode == 0, proc.stderr
     assert "is gone; marked failed, 0 uncommitted file(s) deleted" in proc.stderr
-    from mlflow import MlflowClient
-
-    client = MlflowClient(project.tracking_uri)
-    experiment = client.get_experiment_by_name("scoring")
-    (run,) = client.search_runs([experiment.experiment_id], "tags.`score.job` = 'churn_late_kill'")
+    (run,) = _mlflow_runs(project, "tags.`score.job` = 'churn_late_kill'")
     assert run.info.status == "FAILED"
     assert f"its commit {uri} v0 had landed, so the table holds its rows" in run.data.tags["error"]
     assert DeltaTable(uri).version() == 0
@@ -236,12 +237,7 @@ def test_an_unreachable_server_fails_the_run_before_any_data_is_read(project, se
     assert f"score: error: {what}: nothing answers at 127.0.0.1:9 (Connection refused)" in proc.stderr
     assert proc.stderr.rstrip().endswith("nothing was read or written")
     if server == "storage":
-        from mlflow import MlflowClient
-
-        experiment = MlflowClient(project.tracking_uri).get_experiment_by_name("scoring")
-        runs = MlflowClient(project.tracking_uri).search_runs(
-            [experiment.experiment_id], "tags.`score.job` = 'churn_no_storage'") if experiment else []
-        assert runs == []
+        assert _mlflow_runs(project, "tags.`score.job` = 'churn_no_storage'") == []
 
 
 def test_a_run_that_stops_making_progress_fails_naming_the_stuck_stage(fresh_project, tmp_path):
