@@ -209,11 +209,14 @@ def _run(args: argparse.Namespace) -> int:
     if summary.status != "succeeded":
         print(f"score: {summary.job}: {summary.status}: {summary.message}", file=sys.stderr)
         return 0
+    if summary.message:  # a resumed run key: what earlier runs had committed
+        print(f"score: {summary.job}: {summary.message}", file=sys.stderr)
     print(
         f"score: {summary.job}: {summary.status}: {summary.rows_scored}/{summary.rows_in} rows scored"
         + (f", {summary.rows_quarantined} quarantined" if summary.rows_quarantined else "")
         + f" from {len(summary.partitions)} partition(s) in {summary.duration_s:.1f}s "
-        f"({summary.rows_per_s:,.0f} rows/s) -> {summary.table} v{summary.table_version} "
+        f"({summary.rows_per_s:,.0f} rows/s) -> {summary.table} "
+        f"{', '.join(f'v{v}' for v in summary.table_versions)} "
         f"[model {summary.model_version}, MLflow run {summary.run_id}]",
         file=sys.stderr,
     )
@@ -230,9 +233,9 @@ def _submit(args: argparse.Namespace) -> int:
     summary = done.summary
     if args.json:
         print(json.dumps(summary), file=args.stdout, flush=True)
-    outcome = summary.get("error") or summary.get("message") or (
+    outcome = summary.get("error") or (summary["status"] != "succeeded" and summary.get("message")) or (
         f"{summary.get('rows_scored')}/{summary.get('rows_in')} rows scored -> {summary.get('table')} "
-        f"v{summary.get('table_version')}")
+        f"{', '.join(f'v{v}' for v in summary.get('table_versions') or [summary.get('table_version')])}")
     print(f"score: Ray job {done.ray_job_id} {done.status.lower()} (exit {done.exit_code}): {summary['status']}: "
           f"{outcome}", file=sys.stderr)
     return done.exit_code

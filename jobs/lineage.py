@@ -167,28 +167,29 @@ def restored_version(commit: dict[str, Any]) -> int | None:
     return int(commit.get("score.restored_version", parameters.get("version", -1)))
 
 
-def commit_of_run_key(table_uri: str, run_key: str, replaces: bool = True) -> RunRecord | None:
-    """The run that committed `run_key`, while the table still holds what it committed; else None.
+def commits_of_run_key(table_uri: str, run_key: str, replaces: bool = True) -> list[RunRecord]:
+    """The commits of `run_key` whose rows the table still holds, newest first: one per run, or one per group
+    of a run that commits every N partitions (`output.commit_every`).
 
     Delta's app transaction (`score-run-key:<key>`) says cheaply whether the key ever committed; a
-    RESTORE does not reset it, so the log decides whether that commit is still in this version's history.
-    When runs replace partitions (`replaces`), a later run that re-scored any of the key's input partitions
-    (another model, say) superseded it: the key is no longer committed and scores again.
+    RESTORE does not reset it, so the log decides whether each commit is still in this version's history.
+    When runs replace partitions (`replaces`), a commit any of whose input partitions a later run re-scored
+    (another model, say) is superseded as a whole: its partitions score again.
     """
     from deltalake.exceptions import TableNotFoundError
 
     try:
         table = delta_table(table_uri)
     except TableNotFoundError:
-        return None
+        return []
     if table.transaction_version(app_id(run_key)) is None:
-        return None
+        return []
     state = table_state(table_uri)
-    run = next((run for run in state.walked if run.run_key == run_key), None)
-    if run is None or not replaces:
-        return run
-    holds = all(state.inputs[rec.partition][1].run_id == run.run_id for rec in run.inputs)
-    return run if holds else None
+    runs = [run for run in state.walked if run.run_key == run_key]
+    if not replaces:
+        return runs
+    return [run for run in runs
+            if all(state.inputs[rec.partition][1].table_version == run.table_version for rec in run.inputs)]
 
 
 def app_id(run_key: str) -> str:

@@ -62,8 +62,9 @@ def reap(tracking: TrackingSpec) -> list[Reaped]:
             removed += discard_run_files(uri, run.info.run_id, version)  # never a file a landed commit added
             landed += [f"{uri} v{c['version']}" for c in history(uri)
                        if c.get("score.run_id") == run.info.run_id and c.get("score.role") != "undo"]
-        outcome = (f"its commit {', '.join(landed)} had landed, so the table holds its rows; its MLflow records "
-                   "stop before the end" if landed else "nothing was committed by it")
+        outcome = (f"its commit(s) {', '.join(landed)} had landed, so the table holds their rows (a re-run with "
+                   "its run key scores only what they miss); its MLflow records stop before the end" if landed
+                   else "nothing was committed by it")
         why = (f"the driver (pid {about['pid']} on {about['host']}) ended without finishing this run (killed?); "
                f"{outcome}; {removed} uncommitted file(s) deleted")
         client.set_tag(run.info.run_id, "error", why)

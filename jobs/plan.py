@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 
 import pyarrow as pa
@@ -60,6 +61,29 @@ class Plan:
         if self.job.spec.output.mode == "append":
             return []
         return list(self.selection.partitions)
+
+    def restricted(self, labels: Collection[str]) -> "Plan":
+        """This plan over the input partitions `labels` only: one group of `output.commit_every`, or what a
+        resumed run has left to score. Run key, model and the tables' read versions stay the whole run's."""
+        keep, selection = set(labels), self.selection
+        files = tuple(f for f in selection.files if partition_label(f.partition) in keep)
+        paths = {f.path for f in files}
+        return replace(
+            self,
+            selection=replace(selection, files=files,
+                              partitions=tuple(p for p in selection.partitions if partition_label(p) in keep)),
+            checks=replace(self.checks, partitions=tuple(
+                (p, clean) for p, clean in self.checks.partitions if partition_label(p) in keep)),
+            drifted={path: reasons for path, reasons in self.drifted.items() if path in paths},
+        )
+
+    def groups(self) -> list["Plan"]:
+        """The run's commits: groups of `output.commit_every` input partitions in selection order, else one."""
+        labels = self.selection.labels
+        every = self.job.spec.output.commit_every
+        if not every or every >= len(labels):
+            return [self]
+        return [self.restricted(labels[i:i + every]) for i in range(0, len(labels), every)]
 
 
 def make_plan(job: LoadedSpec, partitions: str | list[str] | None = None, run_key: str | None = None) -> Plan:

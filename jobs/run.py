@@ -20,8 +20,9 @@ from jobs.errors import ERROR_LINE, EXIT_INTERRUPTED, ContractFailure, RuntimeFa
 from jobs import endpoints
 from jobs.faults import inject
 from jobs.inputs import fingerprint, partition_label
-from jobs.lineage import InputRecord, OutputRecord, RunRecord, commit_of_run_key, parse_time
+from jobs.lineage import InputRecord, OutputRecord, RunRecord, commits_of_run_key, parse_time
 from jobs.plan import NothingToScore, Plan, make_plan
+from jobs.sink import WrittenFiles
 from jobs.spec import LoadedSpec, load_spec, redact_uri
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,8 @@ class RunSummary:
     message: str | None = None
     table: str | None = None
     table_uri: str | None = None
-    table_version: int | None = None
+    table_version: int | None = None  # the run's last commit
+    table_versions: list[int] = field(default_factory=list)  # each commit: one, or one per output.commit_every group
     partitions: list[str] = field(default_factory=list)
     rows_in: int = 0
     rows_scored: int = 0
@@ -95,18 +97,26 @@ def run_job(
             summary.model_uri, summary.model_version = redact_uri(nothing.model.uri), nothing.model.version
             summary.model_sha256, summary.table_version = nothing.model.sha256, nothing.table_version
             return summary
-        summary.partitions, summary.run_key = plan.selection.labels, plan.run_key
-        summary.rows_in = plan.selection.num_rows
-        summary.model_uri, summary.model_version = redact_uri(plan.model.uri), plan.model.version
-        summary.model_sha256, summary.input_fingerprint = plan.model.sha256, plan.selection.fingerprint
-        committed = None if force else commit_of_run_key(plan.output.uri, plan.run_key,
-                                                          replaces=spec.output.mode != "append")
-        if committed:
-            summary.status, summary.run_id = "already_committed", committed.run_id
-            summary.table_version = committed.table_version
-            summary.message = (f"run key {plan.run_key} already committed as {spec.output.table} "
-                               f"v{committed.table_version} by run {committed.run_id}; nothing written")
-            return summary
+        held = [] if force else commits_of_run_key(plan.output.uri, plan.run_key,
+                                                   replaces=spec.output.mode != "append")
+        done = {rec.partition for run in held for rec in run.inputs}
+        todo = [label for label in plan.selection.labels if label not in done]
+        summary.run_key, summary.model_uri = plan.run_key, redact_uri(plan.model.uri)
+        summary.model_version, summary.model_sha256 = plan.model.version, plan.model.sha256
+        summary.partitions, summary.rows_in = plan.selection.labels, plan.selection.num_rows
+        summary.input_fingerprint = plan.selection.fingerprint
+        if held:
+            by = f"{spec.output.table} {_versions(held)} by run {', '.join(dict.fromkeys(r.run_id for r in held))}"
+            if not todo:
+                summary.status, summary.run_id = "already_committed", held[0].run_id
+                summary.table_version = held[0].table_version
+                summary.table_versions = sorted(run.table_version for run in held)
+                summary.message = f"run key {plan.run_key} already committed as {by}; nothing written"
+                return summary
+            summary.message = (f"resumed run key {plan.run_key}: {len(plan.selection.labels) - len(todo)} of its "
+                               f"partitions were committed as {by}; scoring the other {len(todo)}")
+            plan = plan.restricted(todo)
+            summary.partitions, summary.rows_in = plan.selection.labels, plan.selection.num_rows
         _score(plan, summary, started)
     except (Exception, KeyboardInterrupt) as exc:  # every failure carries its summary: `--json` prints it
         summary.exit_code = exc.exit_code if isinstance(exc, ScoreError) else (
@@ -122,7 +132,6 @@ def _score(plan: Plan, summary: RunSummary, started: float) -> None:
     import mlflow
 
     from jobs import engine, orphans, tracking
-    from jobs.drift import fail_drifted
     from jobs.tables import discard_run_files
 
     spec = plan.job.spec
@@ -150,46 +159,30 @@ def _score(plan: Plan, summary: RunSummary, started: float) -> None:
                                    "cpus_per_actor": pool.cpus_per_actor, "gpus_per_actor": pool.gpus_per_actor,
                                    "threads_per_actor": pool.threads, "resources_per_actor": pool.resources})
             mlflow.set_tag("score.code_sha256", code_sha256)
-            try:
-                if inline:
-                    from jobs.inline import execute_inline
-
-                    written = execute_inline(plan, run_id)
-                else:
-                    from jobs.pipeline import execute
-
-                    written = execute(plan, run_id, pool)
-            except ScoreError:  # ours, raised in the driver (a stall): already says what happened
-                raise
-            except Exception as exc:  # Ray wraps worker failures in its own errors: surface the cause
-                raise RuntimeFailure(f"the scoring pipeline failed: {root_cause(exc)}") from exc
-            written.merge(fail_drifted(list(plan.selection.files), plan.drifted, plan.quarantine, run_id))
-            summary.rows_scored, summary.rows_quarantined = written.rows_scored, written.rows_quarantined
-            summary.devices = dict(written.devices)
+            total, rows_checked, marks = WrittenFiles(), 0, []
+            for group in plan.groups():  # one, unless output.commit_every: each group is one commit
+                written = _execute(group, run_id, None if inline else pool)
+                total.merge(written)
+                rows_checked += group.selection.num_rows
+                summary.rows_scored, summary.rows_quarantined = total.rows_scored, total.rows_quarantined
+                summary.devices = dict(total.devices)
+                summary.contract = _contract_summary(plan, total)
+                _record_contract(plan, total, run_id, rows_checked)
+                _check_counts(group, written)
+                _check_contract(group, written, summary)
+                scored_at = dt.datetime.now(dt.timezone.utc)
+                record = _run_record(group, written, run_id, experiment_id, scored_at, code_sha256, summary.engine)
+                marks += [r.watermark for r in record.outputs if r.watermark]
+                inject("commit")
+                summary.table_version, summary.quarantine_version = _commit(group, written, record)
+                summary.table_versions.append(summary.table_version)
+                mlflow.set_tags({"score.table_version": str(summary.table_version),
+                                 "score.table_versions": ",".join(map(str, summary.table_versions))})
+                inject("committed")
             mlflow.set_tag("score.devices", json.dumps(summary.devices))
-            summary.contract = _contract_summary(plan, written)
-            _record_contract(plan, written, run_id)
-            _check_counts(plan, written)
-            policy = spec.contract
-            if policy:
-                why = policy.exceeded(written.rows_failed, summary.rows_in)
-            else:
-                why = "the job has no contract to quarantine them" if written.rows_failed else None
-            if why:
-                name = f"contract {Path(plan.contract.path).name}" if plan.contract else "input"
-                raise ContractFailure(
-                    f"{name}: {written.rows_failed} of {summary.rows_in} rows failed, {why} "
-                    f"({_top_reasons(written)}); nothing was committed"
-                )
-            scored_at = dt.datetime.now(dt.timezone.utc)
-            record = _run_record(plan, written, run_id, experiment_id, scored_at, code_sha256, summary.engine)
-            marks = [r.watermark for r in record.outputs if r.watermark]
             summary.input_watermark = max(marks, key=parse_time) if marks else None
             if summary.input_watermark:
                 summary.freshness_lag_s = round((scored_at - parse_time(summary.input_watermark)).total_seconds(), 3)
-            inject("commit")
-            summary.table_version, summary.quarantine_version = _commit(plan, written, record)
-            inject("committed")
         except (Exception, KeyboardInterrupt) as exc:
             for target in (plan.output, plan.quarantine):
                 if target is not None:
@@ -204,6 +197,54 @@ def _score(plan: Plan, summary: RunSummary, started: float) -> None:
         summary.duration_s = round(time.monotonic() - started, 3)
         summary.rows_per_s = round(summary.rows_in / summary.duration_s, 1) if summary.duration_s else 0.0
         _record_result(summary)
+
+
+def _execute(plan: Plan, run_id: str, pool) -> WrittenFiles:
+    """Score one plan's rows on Ray (with `pool`), or in this process when `pool` is None."""
+    from jobs.drift import fail_drifted
+
+    try:
+        if pool is None:
+            from jobs.inline import execute_inline
+
+            written = execute_inline(plan, run_id)
+        else:
+            from jobs.pipeline import execute
+
+            written = execute(plan, run_id, pool)
+    except ScoreError:  # ours, raised in the driver (a stall): already says what happened
+        raise
+    except Exception as exc:  # Ray wraps worker failures in its own errors: surface the cause
+        raise RuntimeFailure(f"the scoring pipeline failed: {root_cause(exc)}") from exc
+    written.merge(fail_drifted(list(plan.selection.files), plan.drifted, plan.quarantine, run_id))
+    return written
+
+
+def _check_contract(plan: Plan, written: WrittenFiles, summary: RunSummary) -> None:
+    """Fail the run when the rows that failed the contract (or, without one, any) exceed its policy's limits.
+
+    With `output.commit_every` the limits hold per group, and the groups committed before this one stay."""
+    policy, rows_in = plan.job.spec.contract, plan.selection.num_rows
+    if policy:
+        why = policy.exceeded(written.rows_failed, rows_in)
+    else:
+        why = "the job has no contract to quarantine them" if written.rows_failed else None
+    if not why:
+        return
+    name = f"contract {Path(plan.contract.path).name}" if plan.contract else "input"
+    what = "nothing was committed"
+    if summary.table_versions:
+        what = (f"partitions {', '.join(plan.selection.labels)} were not committed; the groups committed before "
+                f"them stay ({plan.job.spec.output.table} {_versions(summary.table_versions)}), and a re-run with "
+                f"run key {plan.run_key} scores only what is missing")
+    raise ContractFailure(f"{name}: {written.rows_failed} of {rows_in} rows failed, {why} "
+                          f"({_top_reasons(written)}); {what}")
+
+
+def _versions(versions: list) -> str:
+    """"v7", or "v5, v6, v7" for the commits of a run that committed in groups (versions or RunRecords)."""
+    numbers = sorted(v if isinstance(v, int) else v.table_version for v in versions)
+    return ", ".join(f"v{n}" for n in numbers)
 
 
 def _commit(plan: Plan, written, record: RunRecord) -> tuple[int, int | None]:
@@ -381,7 +422,7 @@ def _contract_summary(plan: Plan, written) -> dict[str, Any] | None:
     }
 
 
-def _record_contract(plan: Plan, written, run_id: str) -> None:
+def _record_contract(plan: Plan, written: WrittenFiles, run_id: str, rows_checked: int) -> None:
     import mlflow
 
     from jobs import reports
@@ -389,7 +430,7 @@ def _record_contract(plan: Plan, written, run_id: str) -> None:
     if not plan.contract:
         return
     report = reports.contract_report(
-        plan.contract, plan.selection.num_rows, dict(written.reasons), written.examples, written.rows_failed,
+        plan.contract, rows_checked, dict(written.reasons), written.examples, written.rows_failed,
         job=plan.job.spec.name, run_id=run_id, partitions=",".join(plan.selection.labels),
         on_failure=plan.job.spec.contract.on_failure,
     )
@@ -465,7 +506,6 @@ def _record_result(summary: RunSummary) -> None:
         metrics["freshness_lag_s"] = summary.freshness_lag_s
     mlflow.log_metrics(metrics)
     mlflow.set_tags({
-        "score.table_version": str(summary.table_version),
         "score.quarantine_version": "" if summary.quarantine_version is None else str(summary.quarantine_version),
         "score.input_watermark": summary.input_watermark or "",
     })

@@ -205,6 +205,9 @@ class OutputSpec(_Strict):
     # Output files hold up to this many MB of scored rows (Arrow, before compression), one input partition
     # each; also `score optimize`'s default target. Larger: fewer files, more memory per write task.
     target_file_mb: float = Field(TARGET_FILE_MB, gt=0)
+    # Commit every N input partitions as its own version (same run id and run key): a run that dies late,
+    # re-run with its run key, redoes only the groups not committed. None: one commit for the whole run.
+    commit_every: int | None = Field(None, ge=1)
 
 
 class EngineSpec(_Strict):
@@ -272,6 +275,12 @@ class JobSpec(_Strict):
             raise ValueError(
                 "output.mode overwrite_partitions needs output.partition_by (else it would replace the whole "
                 "table): set partition_by, or use mode append"
+            )
+        if self.output.commit_every and self.output.mode != "overwrite_partitions":
+            raise KeyedValueError(
+                ("output", "commit_every"),
+                "needs output.mode overwrite_partitions: a re-run of an appending job could not tell which of its "
+                "groups' rows to keep; an append commits in one version (drop commit_every)"
             )
         if self.scoring.on_error == "quarantine" and self.on_failure != "quarantine":
             policy = f"contract.on_failure is {self.contract.on_failure}" if self.contract else "the job has no contract"

@@ -216,3 +216,55 @@ def test_written_row_counts_are_the_rows_in_the_files(tmp_path, monkeypatch):
     written = TableWriter(target, None, "fail", "run-count-0001").write([block], task=0)
     assert written.rows_seen == 3
     assert written.rows_scored == sum(f["rows"] for f in written.files) < 3
+
+
+def test_commit_every_commits_groups_and_a_rerun_of_its_key_scores_only_the_groups_not_committed(fresh_project):
+    """`output.commit_every: 1` over three days: one version per day under one run id and run key. The newest
+    day fails the contract: the two days before it stay committed, and the same run key, once the policy
+    quarantines, scores only that day; a third run of the key is a no-op."""
+    from jobs.lineage import history
+
+    project = fresh_project
+    bad = break_rows(project)  # three rows of the newest day
+    key = "nightly-groups"
+    job = project.job("groups", output__commit_every=1)
+    code, failed = project.run(job, "all", run_key=key)
+    assert code == 3, failed["error"]
+    assert failed["table_versions"] == [0, 1]
+    assert (f"partitions ds={DAY} were not committed; the groups committed before them stay (groups v0, v1), "
+            f"and a re-run with run key {key} scores only what is missing") in failed["error"]
+    uri = failed["table_uri"]
+    table = DeltaTable(uri).to_pyarrow_table(columns=["ds"])
+    assert sorted(set(table.column("ds").to_pylist())) == [d.isoformat() for d in DAYS[:2]]
+    assert table.num_rows == 2 * ROWS_PER_DAY
+    commits = [c for c in history(uri) if "score.run_id" in c]
+    assert [(c["score.run_id"], c["score.run_key"], c["score.partitions"]) for c in commits] == [
+        (failed["run_id"], key, f"ds={d.isoformat()}") for d in DAYS[:2]]
+
+    job = project.job("groups", output__commit_every=1,
+                      contract={"suite": "data_contracts/customers.json", "on_failure": "quarantine"})
+    code, resumed = project.run(job, "all", run_key=key)
+    assert code == 0, resumed["error"]
+    assert (resumed["partitions"], resumed["table_versions"]) == ([f"ds={DAY}"], [2])
+    assert resumed["message"] == (f"resumed run key {key}: 2 of its partitions were committed as groups v0, v1 by "
+                                  f"run {failed['run_id']}; scoring the other 1")
+    assert (resumed["rows_in"], resumed["rows_scored"], resumed["rows_quarantined"]) == (
+        ROWS_PER_DAY, ROWS_PER_DAY - len(bad), len(bad))
+    ids = DeltaTable(uri).to_pyarrow_table(columns=["customer_id"]).column("customer_id").to_pylist()
+    assert len(ids) == len(set(ids)) == 3 * ROWS_PER_DAY - len(bad)
+    assert not set(bad) & set(ids)
+
+    code, again = project.run(job, "all", run_key=key)
+    assert (code, again["status"], again["table_versions"], again["table_version"]) == (
+        0, "already_committed", [0, 1, 2], 2)
+    assert f"already committed as groups v0, v1, v2 by run {resumed['run_id']}, {failed['run_id']}" in again["message"]
+
+
+def test_commit_every_is_refused_for_append(fresh_project):
+    from jobs.errors import SpecError
+    from jobs.spec import load_spec
+
+    job = fresh_project.job("groups_append", output__mode="append", output__commit_every=2)
+    with pytest.raises(SpecError) as refused:
+        load_spec(job)
+    assert "output.commit_every: needs output.mode overwrite_partitions" in str(refused.value)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import psutil
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from deltalake import DeltaTable
 
@@ -53,6 +54,18 @@ def _wait_for(marker: Path, process: subprocess.Popen) -> None:
             process.kill()
             pytest.fail(f"no {marker.name} after {WAIT_S} s")
         time.sleep(0.2)
+
+
+def _kill_driver_at(project, job: Path, fault: str, folder: Path, *args: str) -> int:
+    """Run `score run JOB ARGS` until it stalls at `fault` (POINT:stall[:N]), SIGKILL it, stop the processes it
+    started; returns its exit status."""
+    driver = _start(project, job, *args, env=_faulted(project, fault, folder))
+    _wait_for(folder / f"fault-{fault.split(':')[0]}", driver)
+    started = psutil.Process(driver.pid).children(recursive=True)
+    driver.send_signal(signal.SIGKILL)
+    driver.communicate(timeout=60)
+    _stop_leftovers(started)
+    return driver.returncode
 
 
 def _stop_leftovers(started: list[psutil.Process]) -> list[str]:
@@ -137,14 +150,8 @@ def test_a_killed_driver_leaves_no_version_its_run_is_marked_failed_and_a_rerun_
     assert proc.returncode == 0, proc.stderr[-3000:]
     uri = first["table_uri"]
 
-    driver = _start(project, job, "-p", "all", "--run-key", "nightly-1", "--force",
-                    env=_faulted(project, "commit:stall", tmp_path))
-    _wait_for(tmp_path / "fault-commit", driver)
-    started = psutil.Process(driver.pid).children(recursive=True)
-    driver.send_signal(signal.SIGKILL)
-    driver.communicate(timeout=60)
-    assert driver.returncode == -signal.SIGKILL
-    _stop_leftovers(started)
+    assert _kill_driver_at(project, job, "commit:stall", tmp_path, "-p", "all", "--run-key", "nightly-1",
+                           "--force") == -signal.SIGKILL
 
     assert DeltaTable(uri).version() == first["table_version"] == 0
     assert _table(uri).num_rows == first["rows_scored"]
@@ -171,6 +178,35 @@ def test_a_killed_driver_leaves_no_version_its_run_is_marked_failed_and_a_rerun_
     assert {Path(p) for p in Path(uri).rglob("*.parquet")} >= {Path(p) for p in DeltaTable(uri).file_uris()}
 
 
+def test_a_run_killed_after_its_first_group_resumes_with_the_groups_it_had_not_committed(fresh_project, clean,
+                                                                                         tmp_path):
+    """`output.commit_every: 1`, driver SIGKILLed before its second group's commit: the first day stays committed
+    (v0); the same run key marks the dead run failed, scores only the two other days, one version each, and
+    the table equals the clean run's."""
+    expected, _ = clean
+    project = fresh_project
+    job = project.job("churn_groups", scoring={"batch_size": 1000, "actors": {"min": 1, "max": 1}},
+                      output__commit_every=1)
+    assert _kill_driver_at(project, job, "commit:stall:2", tmp_path, "-p", "all", "--run-key", "nightly-g") == \
+        -signal.SIGKILL
+
+    uri = str(project.warehouse / "churn_groups")
+    assert DeltaTable(uri).version() == 0
+    first_day = expected.filter(pc.equal(expected.column("ds"), DAYS[0].isoformat()))
+    assert _table(uri).equals(first_day)
+    (killed,) = _mlflow_runs(project, "attributes.status = 'RUNNING'")
+
+    proc, resumed = project.score_json("run", str(job), "-p", "all", "--run-key", "nightly-g")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert resumed["partitions"] == [f"ds={d.isoformat()}" for d in DAYS[1:]]
+    assert (resumed["table_versions"], resumed["rows_in"]) == ([1, 2], 2 * ROWS_PER_DAY)
+    assert f"1 of its partitions were committed as churn_groups v0 by run {killed.info.run_id}" in resumed["message"]
+    assert _table(uri).equals(expected)
+    dead = _mlflow_run(project, killed.info.run_id)
+    assert (dead.info.status, dead.data.tags["error.type"]) == ("FAILED", "DriverGone")
+    assert f"its commit(s) {uri} v0 had landed" in dead.data.tags["error"]
+
+
 def test_a_driver_killed_after_its_commit_keeps_its_version_and_its_run_says_so(fresh_project, clean, tmp_path):
     """SIGKILL of `score run` after its commit landed, before its last MLflow records: the version stays whole
     (no file of it deleted by the clean-up), and `score tables` marks the MLflow run FAILED saying the commit
@@ -178,12 +214,7 @@ def test_a_driver_killed_after_its_commit_keeps_its_version_and_its_run_says_so(
     expected, _ = clean
     project = fresh_project
     job = project.job("churn_late_kill", scoring={"batch_size": 1000, "actors": {"min": 1, "max": 1}})
-    driver = _start(project, job, "-p", "all", env=_faulted(project, "committed:stall", tmp_path))
-    _wait_for(tmp_path / "fault-committed", driver)
-    started = psutil.Process(driver.pid).children(recursive=True)
-    driver.send_signal(signal.SIGKILL)
-    driver.communicate(timeout=60)
-    _stop_leftovers(started)
+    assert _kill_driver_at(project, job, "committed:stall", tmp_path, "-p", "all") == -signal.SIGKILL
 
     uri = str(project.warehouse / "churn_late_kill")
     proc = project.score("tables")
@@ -191,7 +222,7 @@ def test_a_driver_killed_after_its_commit_keeps_its_version_and_its_run_says_so(
     assert "is gone; marked failed, 0 uncommitted file(s) deleted" in proc.stderr
     (run,) = _mlflow_runs(project, "tags.`score.job` = 'churn_late_kill'")
     assert run.info.status == "FAILED"
-    assert f"its commit {uri} v0 had landed, so the table holds its rows" in run.data.tags["error"]
+    assert f"its commit(s) {uri} v0 had landed, so the table holds their rows" in run.data.tags["error"]
     assert DeltaTable(uri).version() == 0
     assert _table(uri).equals(expected)
 
