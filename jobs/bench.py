@@ -35,17 +35,15 @@ from typing import Callable
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pyarrow import fs as pafs
 
 from jobs.errors import ContractFailure, RuntimeFailure, UsageError
-from jobs.inputs import UNSCORED, select_input, selector_terms
 from jobs.models import ModelArtifact, ModelBinding, bind_model, resolve_model
 from jobs.precision import cache_folder, compare, with_precision
+from jobs.samples import write_sample
 from jobs.runtimes import Runtime, open_runtime
 from jobs.scoring import build_feeds, score_table
 from jobs.text import Tokenize
 from jobs.spec import ActorsSpec, JobSpec, TrackingSpec, load_spec
-from jobs.storage import filesystem
 
 DEFAULT_ROWS = 500_000
 TRIAL_BATCH_SIZES = (1024, 8192, 65536)
@@ -155,90 +153,6 @@ def bench_job(job: str | Path, rows: int = DEFAULT_ROWS, repeat: int = 3, partit
     report["recommendation"] = recommend(trials, spec, report["machine"]["cpus"], report["machine"]["gpus"])
     report["precision"] = precision
     return report
-
-
-# -- the sample ---------------------------------------------------------------------------------------------
-
-def write_sample(spec: JobSpec, selector: str | list[str], rows: int, out: Path, model: ModelArtifact) -> dict:
-    """The first rows of each selected partition, `rows` in all (shared in proportion to the partitions'
-    sizes, so the partition count stays), written under `out` with the input's partitioning and one file
-    per source file read. An input folder without Parquet files gets `rows` generated rows instead."""
-    if not _has_files(spec.input.path):
-        return generate_sample(spec, model, rows, out)
-    terms = [t for t in selector_terms(selector) if t != UNSCORED]  # bench measures; it does not skip scored data
-    selection = select_input(spec.input.path, spec.input.partitioning, ",".join(terms) or "all")
-    groups = selection.by_partition()
-    quotas = _quotas(rows, [sum(f.num_rows for f in files) for files in groups.values()])
-    files, labels = [], []
-    for partition, group, quota in zip(selection.partitions, groups.values(), quotas):
-        folder = out.joinpath(*(f"{k}={v}" for k, v in partition))
-        if quota:
-            labels.append("/".join(f"{k}={v}" for k, v in partition) or "(unpartitioned)")
-        for n, f in enumerate(group):
-            if quota == 0:
-                break
-            fs, path = filesystem(f.path)
-            with fs.open_input_file(path) as handle:
-                parquet = pq.ParquetFile(handle)
-                batches = []
-                for batch in parquet.iter_batches(batch_size=min(quota, 65536)):
-                    batches.append(batch.slice(0, quota))
-                    quota -= batches[-1].num_rows
-                    if quota == 0:
-                        break
-                target = folder / f"part-{n:05d}.parquet"
-                folder.mkdir(parents=True, exist_ok=True)
-                pq.write_table(pa.Table.from_batches(batches, schema=parquet.schema_arrow), target)
-                files.append(str(target))
-    return {"source": "input", "rows": sum(pq.read_metadata(f).num_rows for f in files),
-            "selected_rows": selection.num_rows, "partitions": labels, "files": files}
-
-
-def generate_sample(spec: JobSpec, model: ModelArtifact, rows: int, out: Path, seed: int = 0) -> dict:
-    """`rows` rows of the columns the model's inputs are built from (as `model.inputs` maps them), plus the
-    id and event-time columns, in one partition whose partition columns all hold `bench`."""
-    rng = np.random.default_rng(seed)
-    columns: dict[str, pa.Array] = {spec.input.id_column: pa.array(np.arange(rows, dtype=np.int64))}
-    if spec.input.event_time_column:
-        now = np.datetime64(int(time.time()), "s").astype("datetime64[us]")
-        columns[spec.input.event_time_column] = pa.array(now - rng.integers(0, 86_400, rows).astype("timedelta64[s]"),
-                                                         pa.timestamp("us", tz="UTC"))
-    for tensor in model.inputs:
-        mapped = spec.model.inputs.get(tensor.name, tensor.name)
-        for column in [mapped] if isinstance(mapped, str) else mapped:
-            columns[column] = _random_column(tensor.dtype, rows, rng)
-    folder = out.joinpath(*(f"{c}=bench" for c in spec.input.partitioning))
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / "part-00000.parquet"
-    pq.write_table(pa.table(columns), target)
-    label = "/".join(f"{c}=bench" for c in spec.input.partitioning) or "(unpartitioned)"
-    return {"source": "generated", "rows": rows, "selected_rows": 0, "partitions": [label], "files": [str(target)]}
-
-
-def _random_column(dtype: str, rows: int, rng: np.random.Generator) -> pa.Array:
-    if dtype == "string":
-        return pa.array(np.asarray(["alpha", "beta", "gamma", "delta"], dtype=object)[rng.integers(0, 4, rows)])
-    if dtype == "bool":
-        return pa.array(rng.random(rows) < 0.5)
-    if dtype.startswith(("int", "uint")):
-        return pa.array(rng.integers(0, 100, rows).astype(dtype))
-    return pa.array(rng.standard_normal(rows).astype(dtype))
-
-
-def _has_files(base: str) -> bool:
-    fs, root = filesystem(base)
-    infos = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
-    return any(i.type == pafs.FileType.File and i.path.endswith(".parquet") for i in infos)
-
-
-def _quotas(rows: int, sizes: list[int]) -> list[int]:
-    """`rows` shared among parts of `sizes` in proportion (exactly `rows` in all, none over its size)."""
-    total = sum(sizes)
-    if rows >= total:
-        return list(sizes)
-    cumulative = np.cumsum([0, *sizes])
-    marks = [round(rows * c / total) for c in cumulative]
-    return [b - a for a, b in zip(marks, marks[1:])]
 
 
 # -- the variants ---------------------------------------------------------------------------------------------

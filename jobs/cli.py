@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import sys
+import warnings
 
 from jobs.errors import EXIT_INTERRUPTED, ScoreError
 
@@ -25,14 +26,50 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return 2 if exc.code else 0
+    native = None if args.verbose else _divert_native_output()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.verbose:  # libraries' warnings and logs (Ray, Great Expectations, MLflow) are for `-v`
+        warnings.simplefilter("ignore")
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow is first imported
+        logging.getLogger("great_expectations").setLevel(logging.ERROR)
+    else:
+        logging.getLogger("great_expectations").setLevel(logging.WARNING)  # not its registration chatter
     args.stdout = _reserve_stdout()
     signal.signal(signal.SIGTERM, _terminate)
     code = _handle(args)
+    _settle_native_output(native, code)
     if code == EXIT_INTERRUPTED:
         _leave_now(code, args.stdout)
     return code
+
+
+def _divert_native_output() -> int:
+    """Send what libraries write straight to file descriptor 2 (Ray's C++ core worker, ONNX Runtime's logger,
+    glog) to an unnamed temporary file, keeping `sys.stderr` on the terminal for our own lines. Returns a
+    descriptor of that file. Unnamed, so that a killed run leaves nothing behind."""
+    import tempfile
+
+    native = tempfile.TemporaryFile(prefix="score-native-")
+    terminal = os.dup(2)
+    os.dup2(native.fileno(), 2)
+    sys.stderr = os.fdopen(terminal, "w", buffering=1)
+    return os.dup(native.fileno())
+
+
+def _settle_native_output(native: int | None, code: int) -> None:
+    """When the command failed and libraries wrote anything natively, keep it in a file and say where."""
+    if native is None:
+        return
+    size = os.fstat(native).st_size
+    if code not in (0, EXIT_INTERRUPTED) and size:
+        import tempfile
+
+        handle, path = tempfile.mkstemp(prefix="score-native-", suffix=".log")
+        os.write(handle, os.pread(native, size, 0))
+        os.close(handle)
+        print(f"score: native output (Ray, ONNX Runtime) of this run is in {path}", file=sys.stderr)
+    os.close(native)
 
 
 def _handle(args: argparse.Namespace) -> int:
@@ -54,8 +91,10 @@ def _handle(args: argparse.Namespace) -> int:
         print(f"score: error: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM from a scheduler: the run cleaned up on its way out
+        committed = getattr(getattr(exc, "summary", None), "table_versions", None)
         why = str(exc) if str(exc).startswith("interrupted") else (
-            "interrupted: files this run had not committed were removed")
+            f"interrupted; committed {', '.join(f'v{v}' for v in committed)} before it, nothing after"
+            if committed else "interrupted; nothing committed")
         _print_failure(args, exc, EXIT_INTERRUPTED, why)
         print(f"score: {why}", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -101,23 +140,58 @@ def _reserve_stdout():
 
 
 def _parser() -> argparse.ArgumentParser:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        release = version("score-jobs")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        release = "unknown (not installed)"
     parser = argparse.ArgumentParser(prog="score", description="Large-batch offline scoring on Ray.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    parser.add_argument("--version", action="version", version=f"score {release}")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="our logs, plus Ray's and its workers' output and Ray Data's operator bars")
+    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    # The same two options after the command (`score run JOB -v --json`): they only set, never reset.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON object on stdout")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    run = commands.add_parser("run", help="score input partitions into a new table version")
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help, parents=[common])
+
+    run = command("run", "score input partitions into a new table version")
     run.add_argument("job", help="job spec, e.g. conf/jobs/churn_daily.yaml")
     run.add_argument("--partitions", "-p",
                      help="latest | all | unscored | ds=V | ds=V1,V2 | ds=LOW..HIGH (unscored,ds=A..B: within)")
     run.add_argument("--run-key", help="the logical run, e.g. Airflow's run id: once committed, a retry is a no-op "
                      "(default: derived from job, spec, input files, model and contract)")
     run.add_argument("--force", action="store_true", help="run even if the run key already committed")
+    run.add_argument("--lock", action="store_true", help="refuse to start (exit 75) while another run of this job "
+                     "holds its lock on this host: for cron (a killed run never leaves it locked)")
+    run.add_argument("--limit", type=int, metavar="N", help="score only a sample: the first N rows of the selected "
+                     "partitions, shared among them (an ad-hoc check; needs --table)")
+    run.add_argument("--table", help="with --limit: the table the sample is scored into (not the job's own)")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a spec key, e.g. --set scoring.batch_size=8192 (repeatable)")
-    run.add_argument("--json", action="store_true", help="print one JSON summary on stdout")
     run.set_defaults(handler=_run)
 
-    submit = commands.add_parser("submit", help="run a job as a Ray Job on a cluster, follow it, exit with its code")
+    init = command("init", "create a new project (conf, an example job, contract, model, sample data) in DIR")
+    init.add_argument("dir", help="a new or empty folder")
+    init.add_argument("--days", type=int, default=3, help="days of sample input to generate (default %(default)s)")
+    init.add_argument("--rows-per-day", type=int, default=20_000, metavar="N",
+                      help="sample customers per day (default %(default)s)")
+    init.set_defaults(handler=_init)
+
+    plan = command("plan", "show what `score run` would do (partitions, files, model, contract, run key, "
+                   "replaced rows, actors) without doing it")
+    plan.add_argument("job", help="job spec, e.g. conf/jobs/churn_daily.yaml")
+    plan.add_argument("--partitions", "-p", help="as for run")
+    plan.add_argument("--run-key", help="as for run")
+    plan.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="as for run")
+    plan.set_defaults(handler=_plan)
+
+    submit = command("submit", "run a job as a Ray Job on a cluster, follow it, exit with its code")
     submit.add_argument("job", help="job spec inside this project, e.g. conf/jobs/churn_daily.yaml")
     submit.add_argument("--address", help="the cluster's Ray Jobs API, e.g. http://head:8265 "
                         "(default: RAY_API_SERVER_ADDRESS or RAY_ADDRESS)")
@@ -127,38 +201,34 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument("--run-key", help="as for run")
     submit.add_argument("--force", action="store_true", help="as for run")
     submit.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="as for run")
-    submit.add_argument("--json", action="store_true", help="print the run's JSON summary (plus ray_job_id) on stdout")
     submit.set_defaults(handler=_submit)
 
-    validate = commands.add_parser("validate", help="check input partitions against the job's contract only")
+    validate = command("validate", "check input partitions against the job's contract only")
     validate.add_argument("job")
     validate.add_argument("--partitions", "-p", help="as for run")
     validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    validate.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout")
     validate.add_argument("--report", metavar="PATH.html",
                           help="also write the report as an HTML page (a local path or an s3:// URI)")
     validate.set_defaults(handler=_validate)
 
-    bench = commands.add_parser("bench", help="measure a job on a sample against the bare loop; recommend settings")
+    bench = command("bench", "measure a job on a sample against the bare loop; recommend settings")
     bench.add_argument("job", help="job spec, e.g. conf/jobs/churn_daily.yaml")
     bench.add_argument("--rows", type=int, default=None, metavar="N",
                        help="sample size: the first N rows of the selected partitions (default 500000)")
     bench.add_argument("--repeat", type=int, default=3, metavar="R", help="interleaved repeats; medians (default 3)")
     bench.add_argument("--partitions", "-p", help="as for run (default: the job's input.partitions; unscored: all)")
     bench.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="as for run")
-    bench.add_argument("--json", action="store_true", help="print the report as one JSON object on stdout")
     bench.set_defaults(handler=_bench)
 
-    register = commands.add_parser("register-model", help="register a model file in the MLflow registry")
+    register = command("register-model", "register a model file in the MLflow registry")
     register.add_argument("path", help="a .onnx, .pt (TorchScript) or .pt2 (torch.export) file")
     register.add_argument("--name", required=True)
     register.add_argument("--alias", help="e.g. champion")
     register.set_defaults(handler=_register)
 
     def table_command(name: str, help: str, handler) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help)
+        sub = command(name, help)
         sub.add_argument("--warehouse", help="warehouse folder or URI (default: warehouse.uri of conf/defaults.yaml)")
-        sub.add_argument("--json", action="store_true", help="print JSON instead of text")
         sub.set_defaults(handler=handler)
         return sub
 
@@ -166,6 +236,8 @@ def _parser() -> argparse.ArgumentParser:
     history = table_command("history", "list a table's versions: run, time, job, model, partitions, rows", _history)
     history.add_argument("table", help="a table name in the warehouse, or a table path or URI")
     history.add_argument("--limit", type=int, help="only the newest N versions")
+    history.add_argument("--plot", metavar="PATH.png", help="also write a picture of rows and mean score per version")
+    history.add_argument("--column", help="the score column --plot shows (default: the table's first float column)")
     query = table_command("query", "run one read-only SQL SELECT over the tables, by name", _query)
     query.add_argument("sql", help='e.g. "SELECT ds, count(*) FROM churn_scores GROUP BY ds"')
     query.add_argument("--version", action="append", default=[], metavar="N|TABLE=N",
@@ -200,28 +272,75 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from jobs.console import Console
     from jobs.run import run_job
 
+    console = Console(sys.stderr)
+    if args.table and args.limit is None:
+        from jobs.errors import UsageError
+
+        raise UsageError("--table goes with --limit N (a sample); to score a whole run elsewhere, "
+                         "--set output.table=NAME")
     summary = run_job(args.job, partitions=args.partitions, overrides=args.overrides, run_key=args.run_key,
-                      force=args.force)
+                      force=args.force, console=console, limit=args.limit, table=args.table, lock=args.lock)
     if args.json:
         print(summary.to_json(), file=args.stdout, flush=True)
     if summary.status != "succeeded":
-        print(f"score: {summary.job}: {summary.status}: {summary.message}", file=sys.stderr)
+        console.say(f"{summary.job}: {summary.status}: {summary.message}")
         return 0
-    if summary.message:  # a resumed run key: what earlier runs had committed
-        print(f"score: {summary.job}: {summary.message}", file=sys.stderr)
-    print(
-        f"score: {summary.job}: {summary.status}: {summary.rows_scored}/{summary.rows_in} rows scored"
-        + (f", {summary.rows_quarantined} quarantined" if summary.rows_quarantined else "")
-        + f" from {len(summary.partitions)} partition(s) in {summary.duration_s:.1f}s "
-        f"({summary.rows_per_s:,.0f} rows/s) -> {summary.table} "
-        f"{', '.join(f'v{v}' for v in summary.table_versions)} "
-        f"[model {summary.model_version}, MLflow run {summary.run_id}]",
-        file=sys.stderr,
-    )
+    console.say(f"{summary.job}: {summary.status}")
+    console.table(_summary_rows(summary))
     for key, failure in sorted((summary.contract or {}).get("failures", {}).items(), key=lambda kv: -kv[1]["rows"]):
-        print(f"  contract: {key}: {failure['rows']} rows, e.g. {', '.join(failure['examples'])}", file=sys.stderr)
+        console.say(f"  contract: {key}: {failure['rows']} rows, e.g. {', '.join(failure['examples'])}")
+    return 0
+
+
+def _summary_rows(summary) -> list[tuple[str, str]]:
+    """The end-of-run summary: what was scored, with what, into which version, how fast."""
+    rows = f"{summary.rows_in:,} in, {summary.rows_scored:,} scored"
+    if summary.rows_quarantined:
+        rows += f", {summary.rows_quarantined:,} quarantined"
+        if summary.quarantine_version is not None:
+            rows += f" ({summary.table}__quarantine v{summary.quarantine_version})"
+    span = summary.partitions[0] if len(summary.partitions) == 1 else (
+        f"{summary.partitions[0]} .. {summary.partitions[-1]} ({len(summary.partitions)})")
+    return [
+        ("partitions", span),
+        ("rows", rows),
+        ("model", f"{summary.model_uri} (sha256 {summary.model_sha256[:12]})"
+         if summary.model_version.startswith("sha256:") else  # a file, not a registered version
+         f"{summary.model_uri} = version {summary.model_version} (sha256 {summary.model_sha256[:12]})"),
+        ("table", f"{summary.table} {', '.join(f'v{v}' for v in summary.table_versions)}"),
+        ("MLflow run", f"{summary.run_id} ({summary.tracking_uri})"),
+        ("time", f"{summary.duration_s:.1f} s, {summary.rows_per_s:,.0f} rows/s ({summary.engine})"),
+    ]
+
+
+def _init(args: argparse.Namespace) -> int:
+    from jobs.scaffold import init_project
+
+    created = init_project(args.dir, days=args.days, rows_per_day=args.rows_per_day)
+    if args.json:
+        print(json.dumps({"root": str(created.root), "files": created.files, "rows": created.rows,
+                          "days": [d.isoformat() for d in created.days]}), file=args.stdout, flush=True)
+    first, last = created.days[0].isoformat(), created.days[-1].isoformat()
+    print(f"score: created {created.root}: {', '.join(created.files)}\n"
+          f"score: sample input data/customers: {created.rows:,} rows, ds={first} .. ds={last} (a few broken rows "
+          "in one day, for the contract to catch)\n"
+          f"next:\n  cd {args.dir}\n  score plan conf/jobs/churn_daily.yaml\n  score run conf/jobs/churn_daily.yaml\n"
+          '  score query "SELECT ds, count(*) AS customers, avg(churn_probability) AS mean FROM churn_scores '
+          'GROUP BY ds ORDER BY ds"', file=sys.stderr)
+    return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from jobs.preview import format_preview, preview
+
+    result = preview(args.job, partitions=args.partitions, overrides=args.overrides, run_key=args.run_key)
+    if args.json:
+        print(json.dumps(result), file=args.stdout, flush=True)
+    else:
+        print(format_preview(result), file=args.stdout, flush=True)
     return 0
 
 
@@ -292,6 +411,10 @@ def _register(args: argparse.Namespace) -> int:
     tracking = load_tracking()
     version = register_model(args.path, args.name, args.alias, tracking)
     alias = f" as @{args.alias}" if args.alias else ""
+    if args.json:
+        print(json.dumps({"name": args.name, "version": version, "alias": args.alias, "path": args.path,
+                          "model_uri": f"models:/{args.name}/{version}", "tracking_uri": tracking.uri}),
+              file=args.stdout, flush=True)
     print(f"registered {args.path} as models:/{args.name}/{version}{alias} in {tracking.uri}", file=sys.stderr)
     return 0
 
@@ -351,6 +474,12 @@ def _history(args: argparse.Namespace) -> int:
     from jobs.warehouse import versions
 
     rows = versions(_table(args), args.limit)
+    if args.plot:
+        from jobs.charts import history_plot
+
+        column = args.column or _first_float_column(_table(args))
+        print(f"score: wrote {history_plot(_table(args), column, args.plot)} (rows and mean {column} per version)",
+              file=sys.stderr)
     if args.json:
         _print_json(rows, args.stdout)
     else:
@@ -358,6 +487,19 @@ def _history(args: argparse.Namespace) -> int:
         _print_rows(rows, ["version", "time", "operation", "role", "run_id", "job", "model_version", "partitions",
                            "rows", "restored_version", "reason"], args.stdout)
     return 0
+
+
+def _first_float_column(table_uri: str) -> str:
+    import pyarrow as pa
+
+    from jobs.errors import UsageError
+    from jobs.storage import delta_table
+
+    schema = pa.schema(delta_table(table_uri).schema().to_arrow())
+    floats = [f.name for f in schema if pa.types.is_floating(f.type)]
+    if not floats:
+        raise UsageError(f"history --plot: {table_uri} has no float column; name one with --column")
+    return floats[0]
 
 
 def _query(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ from jobs import synthetic
 from jobs.errors import ScoreError
 
 JOB = Path("conf/jobs/churn_daily.yaml")
+DEFECTS = 0.003  # share of one day's rows with a broken value: under the demo job's max_bad_fraction (1%)
 
 
 def main() -> int:
@@ -34,8 +35,10 @@ def main() -> int:
     if all((data / f"ds={d.isoformat()}").is_dir() for d in days):
         print(f"    {data} already holds these days; delete it to regenerate")
     else:
-        rows = synthetic.write_partitions(data, days, args.rows_per_day)
-        print(f"    wrote {rows:,} rows under {data}")
+        dirty = days[-2]  # one day with a few broken rows: quarantine and the contract report show them
+        rows = synthetic.write_partitions(data, days, args.rows_per_day, defects={dirty: DEFECTS})
+        print(f"    wrote {rows:,} rows under {data}; {DEFECTS:.1%} of ds={dirty} carry realistic defects "
+              "(the contract quarantines them)")
 
     step("2/4 building the demo models (scikit-learn -> ONNX, torch -> TorchScript)")
     frame, labels = build.training_frame()
@@ -55,7 +58,9 @@ def main() -> int:
     if summary.status == "succeeded":
         print(f"    {summary.rows_scored:,} of {summary.rows_in:,} rows from {len(summary.partitions)} partition(s) "
               f"scored in {summary.duration_s:.1f}s ({summary.rows_per_s:,.0f} rows/s), model version "
-              f"{summary.model_version}")
+              f"{summary.model_version}; {summary.rows_quarantined:,} quarantined by the contract:")
+        for key, failure in sorted((summary.contract or {}).get("failures", {}).items()):
+            print(f"      {key}: {failure['rows']:,} rows, e.g. {', '.join(failure['examples'])}")
     else:
         print(f"    {summary.message}")
 
@@ -80,6 +85,7 @@ def where(table: str, table_uri: str, day: str) -> str:
         f"                   (browse: mlflow ui --backend-store-uri {run.tracking['uri']})",
         f"    freshness      {fresh.message}",
         f"    lineage        score lineage {table}     history: score history {table}",
+        f"    quarantine     score query \"SELECT ds, _reasons FROM {table}__quarantine LIMIT 5\"",
         "    sample query   the 5 customers most likely to churn on the newest day (DuckDB over Delta):",
         sample_query(table_uri, day),
     ]

@@ -45,9 +45,14 @@ class PoolSize:
 
 def start(engine: EngineSpec) -> None:
     """Join `engine.address`, else start a local Ray (never one that `RAY_ADDRESS` names behind the spec's
-    back). On a remote cluster the job carries a runtime environment (`project_runtime_env`)."""
+    back). On a remote cluster the job carries a runtime environment (`project_runtime_env`).
+
+    Ray's own logs, its workers' output and Ray Data's operator bars are shown only when this package logs at
+    INFO (`score -v`); otherwise they stay in Ray's log files (the session's `logs/` folder)."""
     import ray
     from ray.data import DataContext
+
+    verbose = log.isEnabledFor(logging.INFO)
 
     if not ray.is_initialized():
         address = engine.address
@@ -62,14 +67,16 @@ def start(engine: EngineSpec) -> None:
             address=address or "local",
             runtime_env=project_runtime_env(engine.ship_code, forward_env=engine.forward_env) if joins else None,
             include_dashboard=False,
-            logging_level=logging.WARNING,
-            log_to_driver=True,
+            logging_level=logging.INFO if verbose else logging.ERROR,
+            log_to_driver=verbose,
             configure_logging=True,
         )
     context = DataContext.get_current()
-    show = engine.progress_bars == "on" or (engine.progress_bars == "auto" and sys.stderr.isatty())
-    context.enable_progress_bars = show
-    context.print_on_execution_start = show
+    context.enable_progress_bars = verbose and engine.progress_bars != "off" and sys.stderr.isatty()
+    context.print_on_execution_start = verbose
+    if not verbose:  # our own display says what a person needs; Ray Data's advice goes to its log files
+        context.issue_detectors_config.detectors = []
+        logging.getLogger("ray.data").setLevel(logging.ERROR)
 
 
 def start_soon(engine: EngineSpec) -> Future:

@@ -9,6 +9,7 @@ about a second).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import pyarrow as pa
 
@@ -19,7 +20,9 @@ from jobs.sink import TableWriter, WrittenFiles
 from jobs.text import Tokenize
 
 
-def execute_inline(plan: Plan, run_id: str) -> WrittenFiles:
+def execute_inline(plan: Plan, run_id: str,
+                   on_progress: Callable[[dict[str, int]], None] | None = None) -> WrittenFiles:
+    """The plan's partitions one after the other; `on_progress` gets the counts (stage -> rows) after each."""
     writer = TableWriter.for_plan(plan, run_id)
     cores = os.cpu_count() or 1
     scorer = ScoreBatches(scoring_task(plan, run_id, plan.model.files(), cores, use_gpu=False))
@@ -28,4 +31,7 @@ def execute_inline(plan: Plan, run_id: str) -> WrittenFiles:
     for index in range(len(plan.checks.partitions)):
         batches = check_partitions(pa.table({"partition": [index]}), plan.checks)
         written.merge(writer.write((scorer(tokenize(b) if tokenize else b) for b in batches), task=0))
+        if on_progress:
+            on_progress({"check": written.rows_seen, "score": written.rows_scored, "write": written.rows_seen,
+                         "quarantine": written.rows_quarantined})
     return written

@@ -183,13 +183,7 @@ def _list_files(fs: pafs.FileSystem, root: str, partitioning: tuple[str, ...], b
 
 def _choose(available: list[Partition], partitioning: tuple[str, ...], terms: list[str], base: str) -> list[Partition]:
     def newest(values: Iterable[str]) -> str:
-        """Numbers compare as numbers when every value is one (hour=9 < hour=10, padded or not); anything
-        else as text, which orders ISO dates."""
-        values = list(values)
-        try:
-            return max(values, key=Decimal)
-        except InvalidOperation:
-            return max(values)
+        return _ordered(values)[-1]
 
     if terms in (["all"], []) or not partitioning:
         if terms not in (["all"], ["latest"], []):
@@ -214,10 +208,7 @@ def _choose(available: list[Partition], partitioning: tuple[str, ...], terms: li
         present = {dict(p)[col] for p in available}
         for low, high in conds:
             if high is None and low not in present:
-                raise UsageError(
-                    f"partition {col}={low} not found under {base} "
-                    f"(newest is {col}={newest(present)}, {len(present)} available)"
-                )
+                raise UsageError(f"partition {col}={low} not found under {base}; {_listing(col, present)}")
 
     def matches(p: Partition) -> bool:
         values = dict(p)
@@ -225,7 +216,9 @@ def _choose(available: list[Partition], partitioning: tuple[str, ...], terms: li
 
     chosen = [p for p in available if matches(p)]
     if not chosen:
-        raise UsageError(f"no partition under {base} matches {','.join(terms)}")
+        col = next(iter(wanted))
+        raise UsageError(f"no partition under {base} matches {','.join(terms)}; "
+                         f"{_listing(col, {dict(p)[col] for p in available})}")
     return chosen
 
 
@@ -253,3 +246,23 @@ def _read_footers(files: list[InputFile]) -> list[InputFile]:
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         return list(pool.map(read, files))
+
+
+def _ordered(values: Iterable[str]) -> list[str]:
+    """Numbers sort as numbers when every value is one (hour=9 < hour=10, padded or not); anything else as
+    text, which orders ISO dates."""
+    values = list(values)
+    try:
+        return sorted(values, key=Decimal)
+    except InvalidOperation:
+        return sorted(values)
+
+
+def _listing(column: str, values: set[str]) -> str:
+    """What a selector could have named: e.g. "it holds ds=2026-11-22 .. ds=2026-11-28 (7 values, newest last)"."""
+    ordered = _ordered(values)
+    if not ordered:
+        return "it holds no partition"
+    if len(ordered) <= 5:
+        return f"it holds {', '.join(f'{column}={v}' for v in ordered)}"
+    return f"it holds {column}={ordered[0]} .. {column}={ordered[-1]} ({len(ordered)} values, newest last)"

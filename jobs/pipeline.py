@@ -6,7 +6,7 @@ Streaming end to end; the driver only sees the small file descriptions the write
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pyarrow as pa
 import ray
@@ -70,7 +70,8 @@ def check(plan: ValidationPlan) -> list[pa.Table]:
                                                                                              batch_size=None)]
 
 
-def execute(plan: Plan, run_id: str, pool: PoolSize) -> WrittenFiles:
+def execute(plan: Plan, run_id: str, pool: PoolSize,
+            on_progress: Callable[[dict[str, int]], None] | None = None) -> WrittenFiles:
     """The run's rows through Ray Data: check tasks -> (tokenise actors) -> scoring actors -> write tasks."""
     spec = plan.job.spec
     task = scoring_task(plan, run_id, ray.put(plan.model.files()), pool.threads, pool.gpus_per_actor > 0)
@@ -90,7 +91,8 @@ def execute(plan: Plan, run_id: str, pool: PoolSize) -> WrittenFiles:
         num_gpus=pool.gpus_per_actor,
         resources=pool.resources or None,
     )
-    with Watchdog(run_id, spec.engine.stall_timeout_s, plan.selection.num_rows, spec.engine.stall_timeout):
+    with Watchdog(run_id, spec.engine.stall_timeout_s, plan.selection.num_rows, spec.engine.stall_timeout,
+                  on_progress):
         scored.write_datasink(sink)
     return sink.written
 
@@ -111,6 +113,8 @@ class DeltaFilesSink(Datasink):
     def write(self, blocks, ctx) -> WrittenFiles:
         written = self.writer.write(blocks, ctx.task_idx)
         count(self.writer.run_id, "write", written.rows_seen)
+        if written.rows_quarantined:
+            count(self.writer.run_id, "quarantine", written.rows_quarantined)
         inject("write_files")  # the fault tests' hook: a task that dies here wrote files nobody will commit
         return written
 

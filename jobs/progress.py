@@ -1,7 +1,8 @@
 """Progress of a Ray run, and the watchdog that fails a run that stopped making any.
 
 Check tasks, scoring actors and write tasks add the rows they finish to one small named actor per run
-(`Counter`, no CPU reserved); the driver's `Watchdog` reads it every few seconds. A run whose counts have
+(`Counter`, no CPU reserved); the driver's `Watchdog` reads it every few seconds (twice a second when it also
+feeds a progress display). A run whose counts have
 not moved for `engine.stall_timeout` (a model call or a storage read that never returns, a pool that
 can never be placed) is interrupted and fails with a message naming the stage that stopped, instead of
 hanging until a scheduler's own timeout kills it without a word.
@@ -13,13 +14,15 @@ import _thread
 import functools
 import threading
 import time
+from collections.abc import Callable
 
 import ray
 
 from jobs.errors import RuntimeFailure
 
-STAGES = ("check", "score", "write")
+STAGES = ("check", "score", "write", "quarantine")
 POLL_S = 5.0
+DISPLAY_POLL_S = 0.5
 
 
 class Stalled(RuntimeFailure):
@@ -58,16 +61,19 @@ def _name(run_id: str) -> str:
 
 
 class Watchdog:
-    """`with Watchdog(run_id, timeout_s, rows_in):` around the pipeline's execution; timeout 0 turns it off."""
+    """`with Watchdog(run_id, timeout_s, rows_in):` around the pipeline's execution; timeout 0 turns the stall
+    check off. `on_progress` is called with the counts (stage -> rows) at every read."""
 
-    def __init__(self, run_id: str, timeout_s: float, rows_in: int, timeout_text: str) -> None:
+    def __init__(self, run_id: str, timeout_s: float, rows_in: int, timeout_text: str,
+                 on_progress: Callable[[dict[str, int]], None] | None = None) -> None:
         self.run_id, self.timeout_s, self.rows_in, self.timeout_text = run_id, timeout_s, rows_in, timeout_text
+        self.on_progress = on_progress
         self.stalled: str | None = None
         self._stop = threading.Event()
         self._counter = None
 
     def __enter__(self) -> "Watchdog":
-        if self.timeout_s > 0:
+        if self.timeout_s > 0 or self.on_progress:
             self._counter = Counter.options(name=_name(self.run_id)).remote()
             threading.Thread(target=self._watch, name="stall-watchdog", daemon=True).start()
         return self
@@ -81,14 +87,17 @@ class Watchdog:
 
     def _watch(self) -> None:
         last, moved = None, time.monotonic()
-        while not self._stop.wait(min(POLL_S, self.timeout_s / 4)):
+        every = DISPLAY_POLL_S if self.on_progress else POLL_S
+        while not self._stop.wait(min(every, self.timeout_s / 4) if self.timeout_s > 0 else every):
             try:
                 rows = ray.get(self._counter.read.remote(), timeout=POLL_S)
             except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError):
                 rows = last  # no answer counts as no progress
+            if rows and self.on_progress:
+                self.on_progress(rows)
             if rows != last:
                 last, moved = rows, time.monotonic()
-            elif time.monotonic() - moved >= self.timeout_s:
+            elif self.timeout_s > 0 and time.monotonic() - moved >= self.timeout_s:
                 self.stalled = self._message(rows or dict.fromkeys(STAGES, 0))
                 _thread.interrupt_main()  # the driver waits on Ray in Python: it raises KeyboardInterrupt there
                 return

@@ -14,8 +14,10 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
+from jobs.console import Console, Counts
 from jobs.errors import ERROR_LINE, EXIT_INTERRUPTED, ContractFailure, RuntimeFailure, ScoreError
 from jobs import endpoints
 from jobs.faults import inject
@@ -74,6 +76,10 @@ def run_job(
     overrides: list[str] | tuple[str, ...] = (),
     run_key: str | None = None,
     force: bool = False,
+    console: Console | None = None,
+    limit: int | None = None,
+    table: str | None = None,
+    lock: bool = False,
 ) -> RunSummary:
     """Score the selected partitions of one job and commit one new table version.
 
@@ -81,11 +87,30 @@ def run_job(
     returns at once (`force` runs it anyway), as does an `unscored` run that finds nothing new.
     Raises UsageError (bad spec, partition, model: nothing started), ContractFailure (nothing committed)
     or RuntimeFailure; anything else is a bug or an environment failure. Every exception raised after the
-    spec loaded carries the partial RunSummary as `.summary`, for reporting.
+    spec loaded carries the partial RunSummary as `.summary`, for reporting. A `console` shows what the run
+    does as it goes (the CLI's); without one, those lines are logged at INFO. `limit` scores a sample of that
+    many rows of the selected partitions into `table` (never the job's own): an ad-hoc check. `lock` refuses to
+    start while another run of the job holds its lock on this host (RetryableFailure; `jobs.locks`).
     """
     started = time.monotonic()
     loaded = job if isinstance(job, LoadedSpec) else load_spec(job, overrides)
     spec = loaded.spec
+    if lock:
+        from jobs.locks import job_lock
+
+        with job_lock(loaded.root, spec.name):
+            return run_job(loaded, partitions, overrides, run_key, force, console, limit, table)
+    if console is not None:
+        console.follow(spec.engine)
+    say = console.say if console is not None else log.info
+    sample = f"a sample of {limit:,} rows of " if limit is not None else ""
+    say(f"{spec.name}: selecting {sample}{partitions or spec.input.partitions} of {redact_uri(spec.input.path)}, "
+        f"model {redact_uri(spec.model.uri)}")
+    if limit is not None:
+        from jobs.samples import sample_job
+
+        loaded, partitions = sample_job(loaded, limit, table, partitions), None
+        spec = loaded.spec
     summary = RunSummary(status="failed", job=spec.name, table=spec.output.table,
                          table_uri=redact_uri(spec.table_uri()), tracking_uri=redact_uri(spec.tracking.uri))
     try:
@@ -115,9 +140,12 @@ def run_job(
                 return summary
             summary.message = (f"resumed run key {plan.run_key}: {len(plan.selection.labels) - len(todo)} of its "
                                f"partitions were committed as {by}; scoring the other {len(todo)}")
+            say(f"{spec.name}: {summary.message}")
             plan = plan.restricted(todo)
             summary.partitions, summary.rows_in = plan.selection.labels, plan.selection.num_rows
-        _score(plan, summary, started)
+        say(f"{spec.name}: {describe_selection(plan.selection)}; model {describe_model(plan.model)}; "
+            f"run key {plan.run_key}")
+        _score(plan, summary, started, console)
     except (Exception, KeyboardInterrupt) as exc:  # every failure carries its summary: `--json` prints it
         summary.exit_code = exc.exit_code if isinstance(exc, ScoreError) else (
             EXIT_INTERRUPTED if isinstance(exc, KeyboardInterrupt) else 1)
@@ -128,19 +156,22 @@ def run_job(
     return summary
 
 
-def _score(plan: Plan, summary: RunSummary, started: float) -> None:
+def _score(plan: Plan, summary: RunSummary, started: float, console: Console | None) -> None:
     import mlflow
 
     from jobs import engine, orphans, tracking
     from jobs.tables import discard_run_files
 
     spec = plan.job.spec
+    say = console.say if console is not None else log.info
     inline = engine.runs_inline(spec, plan.selection.num_rows)
     summary.engine = "inline" if inline else "ray"
+    say(f"{spec.name}: scoring in this process (at most engine.inline_max_rows {spec.engine.inline_max_rows:,} rows)"
+        if inline else f"{spec.name}: starting Ray" + (f" on {spec.engine.address}" if spec.engine.address else ""))
     ray_started = None if inline else engine.start_soon(spec.engine)
     tracking.connect(spec.tracking)
     for dead in orphans.reap(spec.tracking):  # earlier runs whose driver was killed: marked failed, files deleted
-        log.warning("run %s (%s): %s", dead.run_id, dead.job, dead.why)
+        say(f"earlier run {dead.run_id} ({dead.job}): {dead.why}")
     with mlflow.start_run(run_name=f"{spec.name} {plan.selection.labels[0]}") as run:
         summary.run_id = run_id = run.info.run_id
         experiment_id = run.info.experiment_id
@@ -160,8 +191,10 @@ def _score(plan: Plan, summary: RunSummary, started: float) -> None:
                                    "threads_per_actor": pool.threads, "resources_per_actor": pool.resources})
             mlflow.set_tag("score.code_sha256", code_sha256)
             total, rows_checked, marks = WrittenFiles(), 0, []
-            for group in plan.groups():  # one, unless output.commit_every: each group is one commit
-                written = _execute(group, run_id, None if inline else pool)
+            groups = plan.groups()  # one, unless output.commit_every: each group is one commit
+            for group in groups:
+                written = _execute(group, run_id, None if inline else pool,
+                                   _progress_to(console, total, plan.selection.num_rows))
                 total.merge(written)
                 rows_checked += group.selection.num_rows
                 summary.rows_scored, summary.rows_quarantined = total.rows_scored, total.rows_quarantined
@@ -179,11 +212,16 @@ def _score(plan: Plan, summary: RunSummary, started: float) -> None:
                 mlflow.set_tags({"score.table_version": str(summary.table_version),
                                  "score.table_versions": ",".join(map(str, summary.table_versions))})
                 inject("committed")
+                if len(groups) > 1:
+                    say(f"{spec.name}: committed {spec.output.table} v{summary.table_version} "
+                        f"({', '.join(group.selection.labels)})")
             mlflow.set_tag("score.devices", json.dumps(summary.devices))
             summary.input_watermark = max(marks, key=parse_time) if marks else None
             if summary.input_watermark:
                 summary.freshness_lag_s = round((scored_at - parse_time(summary.input_watermark)).total_seconds(), 3)
         except (Exception, KeyboardInterrupt) as exc:
+            if console is not None:
+                console.done()
             for target in (plan.output, plan.quarantine):
                 if target is not None:
                     discard_run_files(target.uri, run_id, target.read_version)
@@ -193,13 +231,16 @@ def _score(plan: Plan, summary: RunSummary, started: float) -> None:
             if isinstance(exc, KeyboardInterrupt):  # Ctrl-C or SIGTERM: stopped, not broken
                 mlflow.end_run("KILLED")
             raise
+        if console is not None:
+            console.done()
         summary.status = "succeeded"
         summary.duration_s = round(time.monotonic() - started, 3)
         summary.rows_per_s = round(summary.rows_in / summary.duration_s, 1) if summary.duration_s else 0.0
         _record_result(summary)
+        _record_charts(plan, summary.table_version)
 
 
-def _execute(plan: Plan, run_id: str, pool) -> WrittenFiles:
+def _execute(plan: Plan, run_id: str, pool, on_progress: Callable[[dict[str, int]], None] | None) -> WrittenFiles:
     """Score one plan's rows on Ray (with `pool`), or in this process when `pool` is None."""
     from jobs.drift import fail_drifted
 
@@ -207,17 +248,45 @@ def _execute(plan: Plan, run_id: str, pool) -> WrittenFiles:
         if pool is None:
             from jobs.inline import execute_inline
 
-            written = execute_inline(plan, run_id)
+            written = execute_inline(plan, run_id, on_progress)
         else:
             from jobs.pipeline import execute
 
-            written = execute(plan, run_id, pool)
+            written = execute(plan, run_id, pool, on_progress)
     except ScoreError:  # ours, raised in the driver (a stall): already says what happened
         raise
     except Exception as exc:  # Ray wraps worker failures in its own errors: surface the cause
         raise RuntimeFailure(f"the scoring pipeline failed: {root_cause(exc)}") from exc
     written.merge(fail_drifted(list(plan.selection.files), plan.drifted, plan.quarantine, run_id))
     return written
+
+
+def _progress_to(console: Console | None, before: WrittenFiles,
+                 total: int) -> Callable[[dict[str, int]], None] | None:
+    """The progress callback of one group's execution: its counts on top of the groups `before` it."""
+    if console is None:
+        return None
+    scored, quarantined = before.rows_scored, before.rows_quarantined
+
+    def show(rows: dict[str, int]) -> None:
+        console.progress(Counts(scored + rows.get("score", 0), quarantined + rows.get("quarantine", 0)), total)
+
+    return show
+
+
+def describe_selection(selection) -> str:
+    """e.g. "3 partitions (ds=2026-11-22 .. ds=2026-11-24), 6 files, 1,200,000 rows"."""
+    labels = selection.labels
+    span = labels[0] if len(labels) == 1 else f"{labels[0]} .. {labels[-1]}"
+    return (f"{len(labels)} partition{'s' if len(labels) != 1 else ''} ({span}), {len(selection.files)} "
+            f"file{'s' if len(selection.files) != 1 else ''}, {selection.num_rows:,} rows")
+
+
+def describe_model(model) -> str:
+    """e.g. "churn v3 (sha256 1a2b3c4d5e6f)", or the file's name for a model given by path."""
+    name = model.registry_name or Path(model.path).name
+    version = f" v{model.version}" if model.registry_name else ""
+    return f"{name}{version} (sha256 {model.sha256[:12]})"
 
 
 def _check_contract(plan: Plan, written: WrittenFiles, summary: RunSummary) -> None:
@@ -483,6 +552,29 @@ def _record_plan(plan: Plan) -> None:
     })
     mlflow.log_text(plan.job.to_yaml(), "spec/resolved.yaml")  # as written: `${VAR}` kept, never its value
     mlflow.log_text(redact_uri(selection.manifest()), "input/files.json")
+
+
+def _record_charts(plan: Plan, version: int) -> None:
+    """The score distribution of each output column in the partitions this run wrote, over the table's version
+    before the run, as PNGs in the MLflow run (`charts/`). A chart that cannot be drawn costs a warning, never
+    the committed run."""
+    import tempfile
+
+    import mlflow
+
+    from jobs.charts import score_histograms
+
+    columns = [f.name for f in plan.binding.output_fields()]
+    try:
+        images = score_histograms(plan.output.uri, version, columns, list(plan.output.partition_by),
+                                  [p for p in plan.output_partitions().values() if p] or None,
+                                  plan.output.read_version)
+        with tempfile.TemporaryDirectory(prefix="score-charts-") as folder:
+            for name, image in images.items():
+                Path(folder, name).write_bytes(image)
+            mlflow.log_artifacts(folder, "charts")
+    except Exception as exc:  # the table and its records are committed; a picture is not worth failing them
+        log.warning("score histograms not recorded: %s: %s", type(exc).__name__, exc)
 
 
 def _record_counts(summary: RunSummary) -> None:

@@ -212,7 +212,11 @@ class OutputSpec(_Strict):
 
 class EngineSpec(_Strict):
     ray_address: str | None = None
+    # `score run`'s progress: auto (a line redrawn in place on a terminal; a timestamped line every
+    # `progress_every` in a log), on (redrawn even when not a terminal), off (none). Ray Data's own operator
+    # bars appear only with `score -v`, on a terminal.
     progress_bars: Literal["auto", "on", "off"] = "auto"
+    progress_every: Duration = "30s"
     # On a remote cluster: ship this project's code to the workers (a Ray runtime environment), or, when
     # false, use what the nodes have installed and refuse to run if it differs from the driver's code.
     ship_code: bool = True
@@ -226,6 +230,12 @@ class EngineSpec(_Strict):
     # A Ray run whose check, scoring and write stages all finish no rows for this long fails, naming the stage
     # that stopped (jobs.progress); 0 turns the watchdog off.
     stall_timeout: Duration | Literal["0", 0] = "30m"
+
+    @property
+    def progress_every_s(self) -> float:
+        from jobs.freshness import parse_duration
+
+        return max(parse_duration(self.progress_every).total_seconds(), 1.0)
 
     @property
     def stall_timeout_s(self) -> float:
@@ -387,6 +397,13 @@ def load_spec(
     try:
         spec = JobSpec.model_validate(merged)
     except ValidationError as exc:
+        if defaults_path is None and {"tracking", "warehouse"} - set(merged):  # a job file outside any project
+            raise SpecError(
+                str(job_path), None,
+                f"not inside a project: no conf/defaults.yaml in {job_path.parent} or a folder above it, so "
+                "tracking: and warehouse: are unset; create a project with `score init DIR` and put the job in "
+                "DIR/conf/jobs/, or give the job its own tracking: and warehouse: sections",
+            ) from None
         raise _spec_error(exc, origins) from None
 
     spec = _resolve_paths(spec, root, origins)

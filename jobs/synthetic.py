@@ -115,18 +115,38 @@ def churn_labels(table: pa.Table, seed: int = 0) -> np.ndarray:
     return (rng.random(len(logit)) < 1 / (1 + np.exp(-logit))).astype(np.int64)
 
 
+def with_defects(table: pa.Table, share: float, seed: int = 0) -> pa.Table:
+    """`share` of the rows broken the way real feeds break them, one defect per row, in turn: an age typed as
+    birth year, a region spelt by another system ("North"), a refund booked as negative charges, a credit
+    score of 0 for "unknown", and an unset auto-pay flag. The demo's contract catches each one."""
+    rng = np.random.default_rng(seed)
+    rows = rng.choice(table.num_rows, size=int(round(table.num_rows * share)), replace=False)
+    defects = [("age", 1987), ("region", "North"), ("monthly_charges", -42.5), ("credit_score", 0), ("auto_pay", None)]
+    for n, (column, value) in enumerate(defects):
+        values = table.column(column).to_pylist()
+        for row in rows[n::len(defects)]:
+            values[row] = value
+        index = table.schema.get_field_index(column)
+        table = table.set_column(index, table.schema.field(index), pa.array(values, table.schema.field(index).type))
+    return table
+
+
 def write_partitions(
     out: str | Path,
     days: list[dt.date],
     rows_per_day: int,
     files_per_day: int = 2,
     seed: int = 0,
+    defects: dict[dt.date, float] | None = None,
 ) -> int:
-    """Write `ds=YYYY-MM-DD/part-N.parquet` files; returns the number of rows written."""
+    """Write `ds=YYYY-MM-DD/part-N.parquet` files; returns the number of rows written. `defects` breaks a share
+    of some days' rows (`with_defects`), so that quarantine and the contract report have something to show."""
     out = Path(out)
     total = 0
     for i, day in enumerate(days):
         table = customers(rows_per_day, day, seed=seed, first_id=i * rows_per_day)
+        if (defects or {}).get(day):
+            table = with_defects(table, defects[day], seed=day.toordinal())
         folder = out / f"ds={day.isoformat()}"
         folder.mkdir(parents=True, exist_ok=True)
         step = -(-rows_per_day // files_per_day)

@@ -288,7 +288,25 @@ def discard_run_files(table_uri: str, run_id: str, after_version: int | None) ->
               and not i.path.startswith(f"{root}/_delta_log/") and i.path[len(root) + 1:] not in committed]
     for path in doomed:
         fs.delete_file(path)
+    if isinstance(fs, pafs.LocalFileSystem):  # object stores have no folders to leave behind
+        _remove_empty_folders(root, {p.rsplit("/", 1)[0] for p in doomed})
     return len(doomed)
+
+
+def _remove_empty_folders(root: str, folders: set[str]) -> None:
+    """Remove the partition folders a failed run's files emptied, and the table's folder when nothing is left
+    (a first run that failed): a folder without a Delta log is not a table, but readers stumble on it."""
+    import os
+
+    for folder in sorted(folders | {root}, key=lambda f: -f.count("/")):
+        while folder.startswith(root):
+            try:
+                os.rmdir(folder)
+            except OSError:  # not empty (other runs' files, the log) or already gone
+                break
+            if folder == root:
+                break
+            folder = folder.rsplit("/", 1)[0]
 
 
 def _added_since(fs, root: str, after_version: int | None) -> set[str]:

@@ -109,7 +109,7 @@ def test_rows_must_be_positive(project):
 
 
 def test_sample_shares_rows_by_partition_and_takes_everything_when_asked_for_more(project, tmp_path):
-    from jobs.bench import write_sample
+    from jobs.samples import write_sample
     from jobs.models import resolve_model
     from jobs.spec import load_spec
 
@@ -124,7 +124,8 @@ def test_sample_shares_rows_by_partition_and_takes_everything_when_asked_for_mor
 
 
 def test_an_empty_input_gets_generated_rows_the_model_can_score(project, tmp_path):
-    from jobs.bench import bare_loop, write_sample
+    from jobs.bench import bare_loop
+    from jobs.samples import write_sample
     from jobs.models import bind_model, resolve_model
     from jobs.spec import load_spec
 

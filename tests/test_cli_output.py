@@ -38,14 +38,15 @@ def test_worker_output_never_reaches_stdout_in_json_mode(fresh_project, tmp_path
               "atexit.register(lambda: os.write(1, b'(raylet) WARNING: late line at exit\\n'))\n"
               "from jobs.cli import main\n"
               "sys.exit(main(sys.argv[1:]))\n")
-    proc = subprocess.run([sys.executable, "-c", script, "run", str(job), "--partitions", "all", "--json"],
+    # -v: Ray relays the workers' output only when asked (else it stays in Ray's log files)
+    proc = subprocess.run([sys.executable, "-c", script, "-v", "run", str(job), "--partitions", "all", "--json"],
                           cwd=project.root, env=project.env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = [line for line in proc.stdout.splitlines() if line.strip()]
     assert len(lines) == 1, proc.stdout
     summary = json.loads(lines[0])
     assert summary["rows_scored"] == 3 * ROWS_PER_DAY
-    assert MARKER in proc.stderr, "the workers' output is relayed, to stderr"
+    assert MARKER in proc.stderr, "under -v the workers' output is relayed, to stderr"
     assert "late line at exit" in proc.stderr
 
 

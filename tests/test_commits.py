@@ -268,3 +268,14 @@ def test_commit_every_is_refused_for_append(fresh_project):
     with pytest.raises(SpecError) as refused:
         load_spec(job)
     assert "output.commit_every: needs output.mode overwrite_partitions" in str(refused.value)
+
+
+def test_a_failed_first_run_leaves_no_folder_behind(fresh_project):
+    """Guards: a first run failing its contract deleted its files but left `warehouse/<table>/ds=D/` folders
+    without a Delta log, on which readers failed with "No files in log segment" instead of "no table"."""
+    project = fresh_project
+    break_rows(project)
+    code, summary = project.run(project.job("never_made"), "all")
+    assert code == 3, summary["error"]
+    assert not (project.warehouse / "never_made").exists()
+    assert not (project.warehouse / "never_made__quarantine").exists()

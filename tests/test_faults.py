@@ -242,7 +242,8 @@ def test_sigterm_and_sigint_end_the_run_cleanly(fresh_project, tmp_path, sig):
     assert driver.returncode == 130, err[-3000:]
     summary = json.loads(out.strip().splitlines()[-1])
     assert (summary["status"], summary["exit_code"]) == ("failed", 130)
-    assert summary["error"].startswith("interrupted")
+    assert summary["error"] == "interrupted; nothing committed"
+    assert err.strip().splitlines()[-1] == "score: interrupted; nothing committed"
     assert "Traceback" not in err
     table_dir = project.warehouse / "churn_stopped"
     assert not table_dir.exists() or not list(table_dir.rglob("*.parquet"))

@@ -71,7 +71,7 @@ def test_latest_compares_numbers_as_numbers(tmp_path, hours, newest):
     """Guards `latest` on numeric partition values: compared as text, hour=9 was newer than hour=10."""
     base = _hourly(tmp_path, hours)
     assert select_input(base, ["hour"], "latest").labels == [f"hour={newest}"]
-    with pytest.raises(UsageError, match=f"newest is hour={newest},"):
+    with pytest.raises(UsageError, match=f", hour={newest}$"):
         select_input(base, ["hour"], "hour=999")
     assert sorted(select_input(base, ["hour"], f"hour={hours[1]}..{newest}").labels) == sorted(
         f"hour={h}" for h in hours[1:])

@@ -55,7 +55,7 @@ def test_unset_environment_reference(project):
 def test_missing_partition(project):
     err = run_fails(project, project.job("no_partition"), "--partitions", "ds=2026-12-25")
     assert "partition ds=2026-12-25 not found under" in err
-    assert f"newest is ds={DAYS[-1].isoformat()}" in err
+    assert f"it holds {', '.join(f'ds={d.isoformat()}' for d in DAYS)}" in err
 
 
 def test_empty_range(project):

@@ -1,0 +1,121 @@
+"""What a person at a terminal, or a scheduler's log file, sees of a run.
+
+A terminal gets a few plain lines, one progress line redrawn in place (rows scored of the total, rows/s,
+time left, rows quarantined so far) and a summary table. A log (Airflow, cron: not a terminal) gets the same
+facts as timestamped lines, a progress line every `engine.progress_every`, and never a bar or a carriage
+return. Everything goes to one stream (stderr: stdout is kept for `--json`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from jobs.spec import EngineSpec
+
+REDRAW_S = 0.25  # a terminal's progress line is redrawn at most this often
+
+
+@dataclass
+class Counts:
+    """Rows a run has finished so far, for the display."""
+
+    scored: int = 0
+    quarantined: int = 0
+
+
+class Console:
+    """`say` a line, show `progress`, then `table` at the end; thread-safe (progress comes from a watcher thread)."""
+
+    def __init__(self, stream: TextIO, tty: bool | None = None, progress: bool = True,
+                 every_s: float = 30.0) -> None:
+        self.stream = stream
+        self.tty = stream.isatty() if tty is None else tty
+        self.redraw = self.tty  # the progress line is redrawn in place (else: a line every `every_s`)
+        self.show_progress, self.every_s = progress, every_s
+        self._lock = threading.Lock()
+        self._started: float | None = None
+        self._last_drawn = 0.0
+        self._line_open = False
+
+    def follow(self, engine: EngineSpec) -> None:
+        """Take the job's display settings: `engine.progress_bars` and `engine.progress_every`."""
+        self.show_progress = engine.progress_bars != "off"
+        self.redraw = self.tty or engine.progress_bars == "on"
+        self.every_s = engine.progress_every_s
+
+    def say(self, text: str) -> None:
+        with self._lock:
+            self._clear()
+            self.stream.write(self._stamp(f"score: {text}") + "\n")
+            self.stream.flush()
+
+    def progress(self, counts: Counts, total: int) -> None:
+        """Rows done of `total`; drawn on a terminal at most every REDRAW_S, logged every `every_s` elsewhere."""
+        if not self.show_progress:
+            return
+        now = time.monotonic()
+        with self._lock:
+            if self._started is None:
+                self._started, self._last_drawn = now, now if not self.redraw else 0.0
+            if now - self._last_drawn < (REDRAW_S if self.redraw else self.every_s):
+                return
+            self._last_drawn = now
+            text = progress_text(counts, total, now - self._started)
+            if self.redraw:
+                self.stream.write("\r\x1b[2K" + text)
+                self._line_open = True
+            else:
+                self.stream.write(self._stamp(f"score: {text}") + "\n")
+            self.stream.flush()
+
+    def done(self) -> None:
+        """End the progress display (the next line starts clean)."""
+        with self._lock:
+            self._clear()
+            self._started = None
+
+    def table(self, rows: list[tuple[str, str]]) -> None:
+        """A summary as aligned `name  value` lines (a terminal), or one `name=value; ...` line (a log)."""
+        with self._lock:
+            self._clear()
+            if self.tty:
+                width = max(len(name) for name, _ in rows)
+                self.stream.write("".join(f"  {name:<{width}}  {value}\n" for name, value in rows))
+            else:
+                self.stream.write(self._stamp("score: " + "; ".join(f"{n}: {v}" for n, v in rows)) + "\n")
+            self.stream.flush()
+
+    def _clear(self) -> None:
+        if self._line_open:
+            self.stream.write("\r\x1b[2K")
+            self._line_open = False
+
+    def _stamp(self, text: str) -> str:
+        if self.tty:
+            return text
+        return f"{dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')} {text}"
+
+
+def progress_text(counts: Counts, total: int, elapsed_s: float) -> str:
+    """e.g. "scoring 1,200,000 of 2,800,000 rows (43%), 95,000 rows/s, 0:17 left, 12 quarantined"."""
+    done = counts.scored + counts.quarantined
+    share = f" ({100 * done / total:.0f}%)" if total else ""
+    text = f"scoring {done:,} of {total:,} rows{share}"
+    if elapsed_s > 0 and done:
+        rate = done / elapsed_s
+        left = max(total - done, 0) / rate
+        text += f", {rate:,.0f} rows/s, {_clock(left)} left"
+    if counts.quarantined:
+        text += f", {counts.quarantined:,} quarantined"
+    return text
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
