@@ -157,7 +157,7 @@ def score_daily() -> None:
         except json.JSONDecodeError:
             summary = {"message": lines[-1]}
         log.info("score run summary: %s", json.dumps(summary, sort_keys=True))
-        detail = summary.get("message") or summary.get("error") or f"see the log above ({len(lines)} stdout lines)"
+        detail = summary.get("error") or summary.get("message") or f"see the log above ({len(lines)} stdout lines)"
         check_exit("score run", code, str(detail))
         log.info("score run %s: status %s, table %s version %s, %s rows scored, run key %s",
                  summary.get("run_id"), summary.get("status"), summary.get("table"),

@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from jobs.errors import UsageError
+from jobs.errors import UsageError, first_line
 
 ALL_ROWS = "all partitions"  # the series label when no partitions are given
 OTHER_VALUES = "(other values)"  # the bar that collects the rarest strings beyond MAX_BARS
@@ -167,7 +167,7 @@ def history_data(table_uri: str, column: str) -> list[dict[str, Any]]:
         try:
             table, dataset = _open_version(table_uri, version)
         except (DeltaError, OSError) as exc:  # the log entry (or a checkpoint) is gone: a gap, not an error
-            points.append({"version": version, "rows": None, "mean": None, "note": f"unreadable: {_line(exc)}"})
+            points.append({"version": version, "rows": None, "mean": None, "note": f"unreadable: {first_line(exc)[:200]}"})
             continue
         latest_columns = dataset.schema.names
         has = column in dataset.schema.names
@@ -191,7 +191,7 @@ def history_data(table_uri: str, column: str) -> list[dict[str, Any]]:
                 rows, total, count = rows + file_rows, total + file_sum, count + file_count
         except OSError as exc:  # files removed by vacuum: the log still knows the rows
             points.append({"version": version, "rows": _logged_rows(table), "mean": None,
-                           "note": f"data files gone (vacuumed?): {_line(exc)}"})
+                           "note": f"data files gone (vacuumed?): {first_line(exc)[:200]}"})
             continue
         note = None if count else ("no rows" if not rows else f"no column {column}" if not has
                                    else f"no values of {column} (all null)")
@@ -220,39 +220,28 @@ def _name(table_uri: str) -> str:
     return table_uri.rstrip("/").rsplit("/", 1)[-1]
 
 
-def _line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
-
-
 def _open_version(table_uri: str, version: int):
-    """The Delta table at `version` and its Arrow dataset, read through a native pyarrow filesystem (faster
-    than deltalake's Python one, and safe at interpreter exit; see jobs.query)."""
-    from pyarrow import fs as pafs
-
-    from jobs.storage import delta_table, filesystem
+    """The Delta table at `version` and its Arrow dataset (through a native filesystem: jobs.storage)."""
+    from jobs.storage import delta_dataset, delta_table
 
     table = delta_table(table_uri, version=version)
-    fs, root = filesystem(table_uri)
-    return table, table.to_pyarrow_dataset(filesystem=pafs.SubTreeFileSystem(root, fs))
+    return table, delta_dataset(table_uri, table)
 
 
 def _open(table_uri: str, version: int):
     """The dataset of `version`; a table or version that is not there is a ChartError naming what is."""
     from deltalake.exceptions import DeltaError
 
-    from jobs.lineage import history
+    from jobs.lineage import history, require_version
 
     try:
         return _open_version(table_uri, version)[1]
     except (DeltaError, OSError) as exc:
-        known = [c["version"] for c in history(table_uri)]
+        known = history(table_uri)
         if not known:
             raise ChartError(f"charts of {table_uri}: no Delta table there") from None
-        if version not in known:
-            span = f"versions {known[0]}..{known[-1]}" if len(known) > 1 else f"only version {known[0]}"
-            raise ChartError(f"charts of {_name(table_uri)}: no version {version} (it has {span})") from None
-        raise ChartError(f"charts of {_name(table_uri)} v{version}: {_line(exc)}") from None
+        require_version(known, version, f"charts of {_name(table_uri)}")
+        raise ChartError(f"charts of {_name(table_uri)} v{version}: {first_line(exc)[:200]}") from None
 
 
 def _partitions(table_uri: str, partition_by: list[str],

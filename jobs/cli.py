@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return 2 if exc.code else 0
-    native = None if args.verbose else _divert_native_output()
+    native = None if args.verbose or args.command not in QUIETED else _divert_native_output()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not args.verbose:  # libraries' warnings and logs (Ray, Great Expectations, MLflow) are for `-v`
@@ -44,16 +44,25 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
+# Commands whose libraries' native stderr is kept off the terminal unless -v: those that run a job's stages.
+# (`bench` is a diagnostic and keeps everything, faulthandler stacks of crashed runtimes included.)
+QUIETED = {"run", "validate", "plan", "init"}
+
+
 def _divert_native_output() -> int:
     """Send what libraries write straight to file descriptor 2 (Ray's C++ core worker, ONNX Runtime's logger,
     glog) to an unnamed temporary file, keeping `sys.stderr` on the terminal for our own lines. Returns a
-    descriptor of that file. Unnamed, so that a killed run leaves nothing behind."""
+    descriptor of that file. Unnamed, so that a killed run leaves nothing behind; Python's faulthandler, when
+    on (PYTHONFAULTHANDLER), still writes a crash's stack to the terminal."""
+    import faulthandler
     import tempfile
 
     native = tempfile.TemporaryFile(prefix="score-native-")
     terminal = os.dup(2)
     os.dup2(native.fileno(), 2)
-    sys.stderr = os.fdopen(terminal, "w", buffering=1)
+    sys.stderr = os.fdopen(terminal, "w", buffering=1, errors="backslashreplace")
+    if faulthandler.is_enabled():
+        faulthandler.enable(file=sys.stderr)
     return os.dup(native.fileno())
 
 
@@ -119,7 +128,7 @@ def _terminate(signum, frame) -> None:
 
 def _print_failure(args: argparse.Namespace, exc: Exception, exit_code: int, error: str) -> None:
     """The failed run's summary as the one JSON object `--json` promises (run and validate print theirs)."""
-    if not getattr(args, "json", False) or args.command not in ("run", "validate", "submit"):
+    if not getattr(args, "json", False) or args.command not in ("run", "validate", "submit", "plan"):
         return
     from jobs.run import RunSummary
 
@@ -289,9 +298,10 @@ def _run(args: argparse.Namespace) -> int:
         console.say(f"{summary.job}: {summary.status}: {summary.message}")
         return 0
     console.say(f"{summary.job}: {summary.status}")
-    console.table(_summary_rows(summary))
-    for key, failure in sorted((summary.contract or {}).get("failures", {}).items(), key=lambda kv: -kv[1]["rows"]):
-        console.say(f"  contract: {key}: {failure['rows']} rows, e.g. {', '.join(failure['examples'])}")
+    failures = sorted((summary.contract or {}).get("failures", {}).items(), key=lambda kv: -kv[1]["rows"])
+    console.table(_summary_rows(summary) + [
+        ("" if n else "contract", f"{key}: {failure['rows']:,} rows, e.g. {', '.join(failure['examples'])}")
+        for n, (key, failure) in enumerate(failures)])
     return 0
 
 

@@ -12,9 +12,13 @@ import datetime as dt
 import threading
 import time
 from dataclasses import dataclass
+from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
+    from jobs.inputs import InputSelection
+    from jobs.models import ModelArtifact
     from jobs.spec import EngineSpec
 
 REDRAW_S = 0.25  # a terminal's progress line is redrawn at most this often
@@ -22,9 +26,9 @@ REDRAW_S = 0.25  # a terminal's progress line is redrawn at most this often
 
 @dataclass
 class Counts:
-    """Rows a run has finished so far, for the display."""
+    """Rows a run has been through so far (scored, or set aside), and of those quarantined, for the display."""
 
-    scored: int = 0
+    done: int = 0
     quarantined: int = 0
 
 
@@ -51,8 +55,7 @@ class Console:
     def say(self, text: str) -> None:
         with self._lock:
             self._clear()
-            self.stream.write(self._stamp(f"score: {text}") + "\n")
-            self.stream.flush()
+            self._write(self._stamp(f"score: {text}") + "\n")
 
     def progress(self, counts: Counts, total: int) -> None:
         """Rows done of `total`; drawn on a terminal at most every REDRAW_S, logged every `every_s` elsewhere."""
@@ -67,11 +70,20 @@ class Console:
             self._last_drawn = now
             text = progress_text(counts, total, now - self._started)
             if self.redraw:
-                self.stream.write("\r\x1b[2K" + text)
+                self._write("\r\x1b[2K" + text)
                 self._line_open = True
             else:
-                self.stream.write(self._stamp(f"score: {text}") + "\n")
-            self.stream.flush()
+                self._write(self._stamp(f"score: {text}") + "\n")
+
+    def counting(self, before: Counts, total: int) -> Callable[[dict[str, int]], None]:
+        """The progress callback of one execution (stage -> rows, jobs.progress), on top of the rows of the
+        executions `before` it (a run committing in groups runs one per group)."""
+
+        def show(rows: dict[str, int]) -> None:
+            self.progress(Counts(before.done + rows.get("score", 0), before.quarantined + rows.get("quarantine", 0)),
+                          total)
+
+        return show
 
     def done(self) -> None:
         """End the progress display (the next line starts clean)."""
@@ -80,20 +92,28 @@ class Console:
             self._started = None
 
     def table(self, rows: list[tuple[str, str]]) -> None:
-        """A summary as aligned `name  value` lines (a terminal), or one `name=value; ...` line (a log)."""
+        """A summary as aligned `name  value` lines (a terminal), or one `name: value; ...` line (a log); an
+        empty name continues the row above."""
         with self._lock:
             self._clear()
             if self.tty:
                 width = max(len(name) for name, _ in rows)
-                self.stream.write("".join(f"  {name:<{width}}  {value}\n" for name, value in rows))
+                self._write("".join(f"  {name:<{width}}  {value}\n" for name, value in rows))
             else:
-                self.stream.write(self._stamp("score: " + "; ".join(f"{n}: {v}" for n, v in rows)) + "\n")
-            self.stream.flush()
+                self._write(self._stamp("score: " + "; ".join(f"{n}: {v}" if n else v for n, v in rows)) + "\n")
 
     def _clear(self) -> None:
         if self._line_open:
-            self.stream.write("\r\x1b[2K")
+            self._write("\r\x1b[2K")
             self._line_open = False
+
+    def _write(self, text: str) -> None:
+        """Write and flush; a terminal or pipe that went away costs the display, never the run."""
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except (OSError, ValueError):
+            self.show_progress = False
 
     def _stamp(self, text: str) -> str:
         if self.tty:
@@ -103,7 +123,7 @@ class Console:
 
 def progress_text(counts: Counts, total: int, elapsed_s: float) -> str:
     """e.g. "scoring 1,200,000 of 2,800,000 rows (43%), 95,000 rows/s, 0:17 left, 12 quarantined"."""
-    done = counts.scored + counts.quarantined
+    done = counts.done
     share = f" ({100 * done / total:.0f}%)" if total else ""
     text = f"scoring {done:,} of {total:,} rows{share}"
     if elapsed_s > 0 and done:
@@ -119,3 +139,18 @@ def _clock(seconds: float) -> str:
     minutes, secs = divmod(int(round(seconds)), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def describe_selection(selection: InputSelection) -> str:
+    """e.g. "3 partitions (ds=2026-11-22 .. ds=2026-11-24), 6 files, 1,200,000 rows"."""
+    labels = selection.labels
+    span = labels[0] if len(labels) == 1 else f"{labels[0]} .. {labels[-1]}"
+    return (f"{len(labels)} partition{'s' if len(labels) != 1 else ''} ({span}), {len(selection.files)} "
+            f"file{'s' if len(selection.files) != 1 else ''}, {selection.num_rows:,} rows")
+
+
+def describe_model(model: ModelArtifact) -> str:
+    """e.g. "churn v3 (sha256 1a2b3c4d5e6f)", or the file's name for a model given by path."""
+    name = model.registry_name or Path(model.path).name
+    version = f" v{model.version}" if model.registry_name else ""
+    return f"{name}{version} (sha256 {model.sha256[:12]})"

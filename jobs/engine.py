@@ -27,6 +27,7 @@ RAY_JOB_CONFIG = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set in a Ray Job's driver, who
 # package over 500 MiB: big models belong in the registry (models:/, artifacts on object storage).
 PROJECT_EXCLUDES = [".git", ".venv", "venv", "data", "warehouse", ".score", "**/__pycache__", "*.egg-info",
                     "*.parquet", ".pytest_cache", ".whl"]
+NODE_IP_ENV = "SCORE_RAY_NODE_IP"
 FORWARDED_ENV = ("AWS_", "MLFLOW_", "SCORE_", "GOOGLE_", "AZURE_")
 LOCAL_ENV = ("_FILE", "_PROFILE", "_CREDENTIALS", "_CONFIG_FILE")  # name files or profiles on this machine
 
@@ -65,6 +66,9 @@ def start(engine: EngineSpec) -> None:
         joins = address is not None and RAY_JOB_CONFIG not in os.environ  # a Ray Job already has its env
         ray.init(
             address=address or "local",
+            # A local Ray listens on the machine's network address unless told otherwise; SCORE_RAY_NODE_IP
+            # (a loopback address such as 127.0.0.9 on Linux) keeps it on this machine. Tests set it.
+            _node_ip_address=None if address else (os.environ.get(NODE_IP_ENV) or None),
             runtime_env=project_runtime_env(engine.ship_code, forward_env=engine.forward_env) if joins else None,
             include_dashboard=False,
             logging_level=logging.INFO if verbose else logging.ERROR,

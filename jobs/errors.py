@@ -60,3 +60,9 @@ class Stale(ScoreError):
 
 EXIT_OK = 0
 EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM: the run cleaned up, nothing was committed
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's first line of text (libraries put whole tracebacks or JSON after it), else its type."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

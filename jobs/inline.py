@@ -32,6 +32,6 @@ def execute_inline(plan: Plan, run_id: str,
         batches = check_partitions(pa.table({"partition": [index]}), plan.checks)
         written.merge(writer.write((scorer(tokenize(b) if tokenize else b) for b in batches), task=0))
         if on_progress:
-            on_progress({"check": written.rows_seen, "score": written.rows_scored, "write": written.rows_seen,
+            on_progress({"check": written.rows_seen, "score": written.rows_seen, "write": written.rows_seen,
                          "quarantine": written.rows_quarantined})
     return written

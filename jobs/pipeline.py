@@ -6,7 +6,8 @@ Streaming end to end; the driver only sees the small file descriptions the write
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+import uuid
+from collections.abc import Callable, Iterator
 
 import pyarrow as pa
 import ray
@@ -27,38 +28,43 @@ from jobs.text import tokenized
 CHECK_WORKER_BASE = 160 * 2**20  # a check worker's own memory (Arrow, pandas, the contract), measured: ~130 MiB
 
 
-def checked(checks: CheckTask, run_id: str | None = None) -> ray.data.Dataset:
+def checked(checks: CheckTask, progress: str | None = None) -> ray.data.Dataset:
     """Every selected row, partition by partition, with the reasons it fails (`_reasons`, null if none).
 
     A check task holds one whole partition, so it reserves that much memory (the footers' uncompressed
     size plus the worker's own, within half of what the smallest node offers; less and Ray Data warns on
     every run). The reservation also keeps the check stage its own tasks: Ray Data would otherwise fuse it
-    into the scoring actors, serialising check and scoring (measured: the job took 1.6x as long on 2 CPUs)."""
+    into the scoring actors, serialising check and scoring (measured: the job took 1.6x as long on 2 CPUs).
+    `progress` names the execution's row counter (jobs.progress)."""
     partitions = ray.data.from_items([{"partition": i} for i in range(len(checks.partitions))],
                                      override_num_blocks=max(1, len(checks.partitions)))
     wanted = 2 * checks.partition_bytes + CHECK_WORKER_BASE  # the partition read, and the batches cut from it
     smallest = min((n["Resources"].get("memory", 0) for n in ray.nodes() if n.get("Alive")), default=0)
     memory = max(1, min(wanted, int(smallest // 2)) if smallest else wanted)
-    return partitions.map_batches(_check_task, fn_kwargs={"task": checks, "run_id": run_id}, batch_size=1,
+    return partitions.map_batches(_check_task, fn_kwargs={"task": checks, "progress": progress}, batch_size=1,
                                   batch_format="pyarrow", memory=memory)
 
 
-def _check_task(batch: pa.Table, task: CheckTask, run_id: str | None) -> Iterator[pa.Table]:
+def _check_task(batch: pa.Table, task: CheckTask, progress: str | None) -> Iterator[pa.Table]:
     """A check task: `check_partitions`, counting its rows for the stall watchdog, behind the fault tests'
     hook (jobs.faults)."""
     inject("check_partition")
     for rows in check_partitions(batch, task):
-        if run_id:
-            count(run_id, "check", rows.num_rows)
+        if progress:
+            count(progress, "check", rows.num_rows)
         yield rows
 
 
 class _CountedScoreBatches(ScoreBatches):
-    """The scoring actors, counting their rows for the stall watchdog."""
+    """The scoring actors, counting the rows that passed through them (scored, or set aside as failing)."""
+
+    def __init__(self, task, progress: str) -> None:
+        super().__init__(task)
+        self.progress = progress
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         scored = super().__call__(batch)
-        count(self.task.run_id, "score", batch.num_rows)
+        count(self.progress, "score", batch.num_rows)
         return scored
 
 
@@ -75,15 +81,16 @@ def execute(plan: Plan, run_id: str, pool: PoolSize,
     """The run's rows through Ray Data: check tasks -> (tokenise actors) -> scoring actors -> write tasks."""
     spec = plan.job.spec
     task = scoring_task(plan, run_id, ray.put(plan.model.files()), pool.threads, pool.gpus_per_actor > 0)
-    sink = DeltaFilesSink(TableWriter.for_plan(plan, run_id))
+    progress = f"{run_id}-{uuid.uuid4().hex[:8]}"  # one counter per execution: a run committing in groups has several
+    sink = DeltaFilesSink(TableWriter.for_plan(plan, run_id), progress)
     if not plan.checks.partitions:
         return sink.written
-    rows = checked(plan.checks, run_id)
+    rows = checked(plan.checks, progress)
     if plan.binding.text is not None:  # tokenised in a CPU stage of its own: the scoring actors only score
         rows = tokenized(rows, plan.binding.text, pool.max_actors * pool.cpus_per_actor)
     scored = rows.map_batches(
         _CountedScoreBatches,
-        fn_constructor_args=(task,),
+        fn_constructor_args=(task, progress),
         batch_size=spec.scoring.batch_size,
         batch_format="pyarrow",
         compute=ActorPoolStrategy(min_size=pool.min_actors, max_size=pool.max_actors),
@@ -91,7 +98,7 @@ def execute(plan: Plan, run_id: str, pool: PoolSize,
         num_gpus=pool.gpus_per_actor,
         resources=pool.resources or None,
     )
-    with Watchdog(run_id, spec.engine.stall_timeout_s, plan.selection.num_rows, spec.engine.stall_timeout,
+    with Watchdog(progress, spec.engine.stall_timeout_s, plan.selection.num_rows, spec.engine.stall_timeout,
                   on_progress):
         scored.write_datasink(sink)
     return sink.written
@@ -101,8 +108,8 @@ class DeltaFilesSink(Datasink):
     """Ray Data's side of a `TableWriter`: each write task writes its blocks and returns what it wrote; the
     driver's copy merges those descriptions into `written`, for the one commit."""
 
-    def __init__(self, writer: TableWriter) -> None:
-        self.writer = writer
+    def __init__(self, writer: TableWriter, progress: str) -> None:
+        self.writer, self.progress = writer, progress
         self.written = WrittenFiles()
 
     @property
@@ -112,9 +119,9 @@ class DeltaFilesSink(Datasink):
 
     def write(self, blocks, ctx) -> WrittenFiles:
         written = self.writer.write(blocks, ctx.task_idx)
-        count(self.writer.run_id, "write", written.rows_seen)
+        count(self.progress, "write", written.rows_seen)
         if written.rows_quarantined:
-            count(self.writer.run_id, "quarantine", written.rows_quarantined)
+            count(self.progress, "quarantine", written.rows_quarantined)
         inject("write_files")  # the fault tests' hook: a task that dies here wrote files nobody will commit
         return written
 

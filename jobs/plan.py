@@ -17,7 +17,7 @@ from jobs.checking import CheckTask
 from jobs.contracts import Contract, check_arguments, file_failures, load_contract
 from jobs.errors import UsageError
 from jobs.inputs import UNSCORED, InputSelection, Partition, partition_label, select_input, selector_terms
-from jobs.lineage import table_state
+from jobs.lineage import RunRecord, commits_of_run_key, table_state
 from jobs.models import ModelArtifact, ModelBinding, bind_model, resolve_model
 from jobs.precision import with_precision
 from jobs.scoring import LINEAGE_FIELDS, REASON_TYPE, REASONS, SOURCE_FILE
@@ -84,6 +84,26 @@ class Plan:
         if not every or every >= len(labels):
             return [self]
         return [self.restricted(labels[i:i + every]) for i in range(0, len(labels), every)]
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far the plan's run key got: its commits the table still holds (newest first) and, of the selected
+    input partitions, those they hold and those still to score. One commit per run, or one per group of a
+    run that commits every N partitions (`output.commit_every`)."""
+
+    commits: list[RunRecord]
+    committed: list[str]
+    todo: list[str]
+
+
+def progress_of(plan: Plan) -> Progress:
+    """What the table says the plan's run key already committed (`commits_of_run_key`)."""
+    commits = commits_of_run_key(plan.output.uri, plan.run_key, replaces=plan.job.spec.output.mode != "append")
+    done = {rec.partition for run in commits for rec in run.inputs}
+    labels = plan.selection.labels
+    return Progress(commits, [label for label in labels if label in done],
+                    [label for label in labels if label not in done])
 
 
 def make_plan(job: LoadedSpec, partitions: str | list[str] | None = None, run_key: str | None = None) -> Plan:

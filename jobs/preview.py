@@ -12,8 +12,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from jobs.lineage import commits_of_run_key, table_state
-from jobs.plan import NothingToScore, Plan, make_plan
+from jobs.lineage import table_state
+from jobs.plan import NothingToScore, Plan, make_plan, progress_of
 from jobs.spec import load_spec, redact_uri
 
 
@@ -31,14 +31,12 @@ def preview(job: str | Path, partitions: str | list[str] | None = None, override
                 "model": {"uri": redact_uri(nothing.model.uri), "version": nothing.model.version,
                           "sha256": nothing.model.sha256},
                 "table": {"name": spec.output.table, "version": nothing.table_version}}
-    held = commits_of_run_key(plan.output.uri, plan.run_key, replaces=spec.output.mode != "append")
-    done = {rec.partition for run in held for rec in run.inputs}
-    todo = [label for label in plan.selection.labels if label not in done]
-    if not todo:
+    done = progress_of(plan)
+    if not done.todo:
         action = "nothing: its run key already committed"
-    elif held:
-        action = f"resume: {len(done)} of its partitions are committed; score the other {len(todo)}"
-        plan = plan.restricted(todo)
+    elif done.committed:
+        action = f"resume: {len(done.committed)} of its partitions are committed; score the other {len(done.todo)}"
+        plan = plan.restricted(done.todo)
     else:
         action = "score"
     rows = plan.selection.num_rows
@@ -49,7 +47,7 @@ def preview(job: str | Path, partitions: str | list[str] | None = None, override
         "action": action,
         "run_key": plan.run_key,
         "run_key_commits": [{"table_version": run.table_version, "run_id": run.run_id,
-                             "partitions": [rec.partition for rec in run.inputs]} for run in held],
+                             "partitions": [rec.partition for rec in run.inputs]} for run in done.commits],
         "input": _input(plan),
         "model": _model(plan),
         "contract": _contract(plan),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import _thread
 import functools
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -19,6 +20,8 @@ from collections.abc import Callable
 import ray
 
 from jobs.errors import RuntimeFailure
+
+log = logging.getLogger(__name__)
 
 STAGES = ("check", "score", "write", "quarantine")
 POLL_S = 5.0
@@ -41,32 +44,34 @@ class Counter:
         return self.rows
 
 
-def count(run_id: str, stage: str, rows: int) -> None:
-    """Add `rows` finished by `stage` (fire and forget); a run without a watchdog has no counter."""
-    counter = _counter(run_id)
+def count(progress: str, stage: str, rows: int) -> None:
+    """Add `rows` finished by `stage` to the counter named `progress` (fire and forget); an execution without
+    a watchdog has no counter."""
+    counter = _counter(progress)
     if counter is not None:
         counter.add.remote(stage, rows)
 
 
 @functools.cache
-def _counter(run_id: str):
+def _counter(progress: str):
     try:
-        return ray.get_actor(_name(run_id))
+        return ray.get_actor(_name(progress))
     except ValueError:
         return None
 
 
-def _name(run_id: str) -> str:
-    return f"score-progress-{run_id}"
+def _name(progress: str) -> str:
+    return f"score-progress-{progress}"
 
 
 class Watchdog:
-    """`with Watchdog(run_id, timeout_s, rows_in):` around the pipeline's execution; timeout 0 turns the stall
-    check off. `on_progress` is called with the counts (stage -> rows) at every read."""
+    """`with Watchdog(progress, timeout_s, rows_in):` around one execution of the pipeline, whose tasks count
+    into the counter named `progress`; timeout 0 turns the stall check off. `on_progress` is called with the
+    counts (stage -> rows) at every read; an error in it never stops the watchdog."""
 
-    def __init__(self, run_id: str, timeout_s: float, rows_in: int, timeout_text: str,
+    def __init__(self, progress: str, timeout_s: float, rows_in: int, timeout_text: str,
                  on_progress: Callable[[dict[str, int]], None] | None = None) -> None:
-        self.run_id, self.timeout_s, self.rows_in, self.timeout_text = run_id, timeout_s, rows_in, timeout_text
+        self.progress, self.timeout_s, self.rows_in, self.timeout_text = progress, timeout_s, rows_in, timeout_text
         self.on_progress = on_progress
         self.stalled: str | None = None
         self._stop = threading.Event()
@@ -74,13 +79,15 @@ class Watchdog:
 
     def __enter__(self) -> "Watchdog":
         if self.timeout_s > 0 or self.on_progress:
-            self._counter = Counter.options(name=_name(self.run_id)).remote()
-            threading.Thread(target=self._watch, name="stall-watchdog", daemon=True).start()
+            self._counter = Counter.options(name=_name(self.progress)).remote()
+            self._thread = threading.Thread(target=self._watch, name="stall-watchdog", daemon=True)
+            self._thread.start()
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self._stop.set()
         if self._counter is not None:
+            self._thread.join(timeout=POLL_S + 1)  # no progress drawn after the execution ended
             ray.kill(self._counter)
         if exc_type is KeyboardInterrupt and self.stalled:
             raise Stalled(self.stalled) from None
@@ -93,8 +100,11 @@ class Watchdog:
                 rows = ray.get(self._counter.read.remote(), timeout=POLL_S)
             except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError):
                 rows = last  # no answer counts as no progress
-            if rows and self.on_progress:
-                self.on_progress(rows)
+            if rows and self.on_progress and not self._stop.is_set():
+                try:
+                    self.on_progress(rows)
+                except Exception as exc:  # a display that fails (a closed terminal) must not stop the stall check
+                    log.debug("progress display failed: %s", exc)
             if rows != last:
                 last, moved = rows, time.monotonic()
             elif self.timeout_s > 0 and time.monotonic() - moved >= self.timeout_s:

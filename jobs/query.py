@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from jobs.errors import UsageError
+from jobs.errors import UsageError, first_line
 from jobs.spec import join_uri
 from jobs.warehouse import table_names
 
@@ -132,18 +132,16 @@ def _pins(named: set[str], versions: dict[str, int], version: int | None) -> dic
 def _dataset(name: str, uri: str, version: int | None):
     """The Arrow dataset of one table version, reading through a native filesystem (see the module doc)."""
     from deltalake.exceptions import DeltaError
-    from pyarrow import fs as pafs
 
     from jobs.lineage import history, require_version
-    from jobs.storage import delta_table, filesystem
+    from jobs.storage import delta_dataset, delta_table
 
     try:
         table = delta_table(uri, version=version)
     except DeltaError as exc:
         require_version(history(uri), version, f"query: table {name}")
-        raise UsageError(f"query: table {name} version {version}: {_first_line(exc)}") from None
-    fs, root = filesystem(uri)
-    return table.to_pyarrow_dataset(filesystem=pafs.SubTreeFileSystem(root, fs))
+        raise UsageError(f"query: table {name} version {version}: {first_line(exc)}") from None
+    return delta_dataset(uri, table)
 
 
 def _lock(con) -> None:
@@ -176,13 +174,9 @@ def _usage(exc: Exception, warehouse: str, available: list[str]) -> UsageError:
     """DuckDB's error in one line, with what to do about it."""
     import duckdb
 
-    message = f"query: {_first_line(exc)}"
+    message = f"query: {first_line(exc)}"
     if isinstance(exc, duckdb.PermissionException) or "configuration has been locked" in str(exc):
         return UsageError(f"{message}; {SANDBOX_HINT}")
     if isinstance(exc, duckdb.CatalogException):
         return UsageError(f"{message}; tables in {warehouse}: {', '.join(available) or '(none)'}")
     return UsageError(message)
-
-
-def _first_line(exc: Exception) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -12,18 +12,19 @@ import os
 import subprocess
 import time
 import warnings
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
-from jobs.console import Console, Counts
+from jobs.console import Console, Counts, describe_model, describe_selection
 from jobs.errors import ERROR_LINE, EXIT_INTERRUPTED, ContractFailure, RuntimeFailure, ScoreError
 from jobs import endpoints
 from jobs.faults import inject
 from jobs.inputs import fingerprint, partition_label
-from jobs.lineage import InputRecord, OutputRecord, RunRecord, commits_of_run_key, parse_time
-from jobs.plan import NothingToScore, Plan, make_plan
+from jobs.lineage import InputRecord, OutputRecord, RunRecord, parse_time
+from jobs.plan import NothingToScore, Plan, Progress, make_plan, progress_of
 from jobs.sink import WrittenFiles
 from jobs.spec import LoadedSpec, load_spec, redact_uri
 
@@ -122,26 +123,24 @@ def run_job(
             summary.model_uri, summary.model_version = redact_uri(nothing.model.uri), nothing.model.version
             summary.model_sha256, summary.table_version = nothing.model.sha256, nothing.table_version
             return summary
-        held = [] if force else commits_of_run_key(plan.output.uri, plan.run_key,
-                                                   replaces=spec.output.mode != "append")
-        done = {rec.partition for run in held for rec in run.inputs}
-        todo = [label for label in plan.selection.labels if label not in done]
+        done = Progress([], [], plan.selection.labels) if force else progress_of(plan)
         summary.run_key, summary.model_uri = plan.run_key, redact_uri(plan.model.uri)
         summary.model_version, summary.model_sha256 = plan.model.version, plan.model.sha256
         summary.partitions, summary.rows_in = plan.selection.labels, plan.selection.num_rows
         summary.input_fingerprint = plan.selection.fingerprint
-        if held:
-            by = f"{spec.output.table} {_versions(held)} by run {', '.join(dict.fromkeys(r.run_id for r in held))}"
-            if not todo:
-                summary.status, summary.run_id = "already_committed", held[0].run_id
-                summary.table_version = held[0].table_version
-                summary.table_versions = sorted(run.table_version for run in held)
-                summary.message = f"run key {plan.run_key} already committed as {by}; nothing written"
-                return summary
-            summary.message = (f"resumed run key {plan.run_key}: {len(plan.selection.labels) - len(todo)} of its "
-                               f"partitions were committed as {by}; scoring the other {len(todo)}")
+        by = (f"{spec.output.table} {_versions(done.commits)} by run "
+              f"{', '.join(dict.fromkeys(r.run_id for r in done.commits))}")
+        if not done.todo:
+            summary.status, summary.run_id = "already_committed", done.commits[0].run_id
+            summary.table_version = done.commits[0].table_version
+            summary.table_versions = sorted(run.table_version for run in done.commits)
+            summary.message = f"run key {plan.run_key} already committed as {by}; nothing written"
+            return summary
+        if done.committed:
+            summary.message = (f"resumed run key {plan.run_key}: {len(done.committed)} of its partitions were "
+                               f"committed as {by}; scoring the other {len(done.todo)}")
             say(f"{spec.name}: {summary.message}")
-            plan = plan.restricted(todo)
+            plan = plan.restricted(done.todo)
             summary.partitions, summary.rows_in = plan.selection.labels, plan.selection.num_rows
         say(f"{spec.name}: {describe_selection(plan.selection)}; model {describe_model(plan.model)}; "
             f"run key {plan.run_key}")
@@ -190,25 +189,28 @@ def _score(plan: Plan, summary: RunSummary, started: float, console: Console | N
                                    "cpus_per_actor": pool.cpus_per_actor, "gpus_per_actor": pool.gpus_per_actor,
                                    "threads_per_actor": pool.threads, "resources_per_actor": pool.resources})
             mlflow.set_tag("score.code_sha256", code_sha256)
-            total, rows_checked, marks = WrittenFiles(), 0, []
+            checked, rows_checked, marks, devices = WrittenFiles(), 0, [], Counter()  # checked: every group so far
             groups = plan.groups()  # one, unless output.commit_every: each group is one commit
             for group in groups:
-                written = _execute(group, run_id, None if inline else pool,
-                                   _progress_to(console, total, plan.selection.num_rows))
-                total.merge(written)
+                progress = None if console is None else console.counting(
+                    Counts(rows_checked, checked.rows_quarantined), plan.selection.num_rows)
+                written = _execute(group, run_id, None if inline else pool, progress)
+                checked.merge(written)
                 rows_checked += group.selection.num_rows
-                summary.rows_scored, summary.rows_quarantined = total.rows_scored, total.rows_quarantined
-                summary.devices = dict(total.devices)
-                summary.contract = _contract_summary(plan, total)
-                _record_contract(plan, total, run_id, rows_checked)
+                summary.contract = _contract_summary(plan, checked)
+                _record_contract(plan, checked, run_id, rows_checked)
                 _check_counts(group, written)
-                _check_contract(group, written, summary)
+                _check_contract(group, checked, rows_checked, summary)
                 scored_at = dt.datetime.now(dt.timezone.utc)
                 record = _run_record(group, written, run_id, experiment_id, scored_at, code_sha256, summary.engine)
                 marks += [r.watermark for r in record.outputs if r.watermark]
                 inject("commit")
                 summary.table_version, summary.quarantine_version = _commit(group, written, record)
                 summary.table_versions.append(summary.table_version)
+                summary.rows_scored += written.rows_scored  # the summary counts committed rows only
+                summary.rows_quarantined += written.rows_quarantined
+                devices.update(written.devices)
+                summary.devices = dict(devices)
                 mlflow.set_tags({"score.table_version": str(summary.table_version),
                                  "score.table_versions": ",".join(map(str, summary.table_versions))})
                 inject("committed")
@@ -261,43 +263,16 @@ def _execute(plan: Plan, run_id: str, pool, on_progress: Callable[[dict[str, int
     return written
 
 
-def _progress_to(console: Console | None, before: WrittenFiles,
-                 total: int) -> Callable[[dict[str, int]], None] | None:
-    """The progress callback of one group's execution: its counts on top of the groups `before` it."""
-    if console is None:
-        return None
-    scored, quarantined = before.rows_scored, before.rows_quarantined
-
-    def show(rows: dict[str, int]) -> None:
-        console.progress(Counts(scored + rows.get("score", 0), quarantined + rows.get("quarantine", 0)), total)
-
-    return show
-
-
-def describe_selection(selection) -> str:
-    """e.g. "3 partitions (ds=2026-11-22 .. ds=2026-11-24), 6 files, 1,200,000 rows"."""
-    labels = selection.labels
-    span = labels[0] if len(labels) == 1 else f"{labels[0]} .. {labels[-1]}"
-    return (f"{len(labels)} partition{'s' if len(labels) != 1 else ''} ({span}), {len(selection.files)} "
-            f"file{'s' if len(selection.files) != 1 else ''}, {selection.num_rows:,} rows")
-
-
-def describe_model(model) -> str:
-    """e.g. "churn v3 (sha256 1a2b3c4d5e6f)", or the file's name for a model given by path."""
-    name = model.registry_name or Path(model.path).name
-    version = f" v{model.version}" if model.registry_name else ""
-    return f"{name}{version} (sha256 {model.sha256[:12]})"
-
-
-def _check_contract(plan: Plan, written: WrittenFiles, summary: RunSummary) -> None:
+def _check_contract(plan: Plan, checked: WrittenFiles, rows_checked: int, summary: RunSummary) -> None:
     """Fail the run when the rows that failed the contract (or, without one, any) exceed its policy's limits.
 
-    With `output.commit_every` the limits hold per group, and the groups committed before this one stay."""
-    policy, rows_in = plan.job.spec.contract, plan.selection.num_rows
+    With `output.commit_every` the limits hold for the rows of every group so far (`checked`), and the groups
+    committed before this one stay."""
+    policy = plan.job.spec.contract
     if policy:
-        why = policy.exceeded(written.rows_failed, rows_in)
+        why = policy.exceeded(checked.rows_failed, rows_checked)
     else:
-        why = "the job has no contract to quarantine them" if written.rows_failed else None
+        why = "the job has no contract to quarantine them" if checked.rows_failed else None
     if not why:
         return
     name = f"contract {Path(plan.contract.path).name}" if plan.contract else "input"
@@ -306,8 +281,8 @@ def _check_contract(plan: Plan, written: WrittenFiles, summary: RunSummary) -> N
         what = (f"partitions {', '.join(plan.selection.labels)} were not committed; the groups committed before "
                 f"them stay ({plan.job.spec.output.table} {_versions(summary.table_versions)}), and a re-run with "
                 f"run key {plan.run_key} scores only what is missing")
-    raise ContractFailure(f"{name}: {written.rows_failed} of {rows_in} rows failed, {why} "
-                          f"({_top_reasons(written)}); {what}")
+    raise ContractFailure(f"{name}: {checked.rows_failed} of {rows_checked} rows failed, {why} "
+                          f"({_top_reasons(checked)}); {what}")
 
 
 def _versions(versions: list) -> str:

@@ -6,6 +6,7 @@ without files gets generated rows shaped like the model's inputs instead.
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from pathlib import Path
@@ -15,10 +16,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pyarrow import fs as pafs
 
-from jobs.inputs import UNSCORED, select_input, selector_terms
+from jobs.inputs import UNSCORED, partition_label, select_input, selector_terms
 from jobs.errors import UsageError
 from jobs.models import ModelArtifact
-from jobs.spec import JobSpec, LoadedSpec, load_spec
+from jobs.spec import TABLE_NAME, JobSpec, LoadedSpec, load_spec
 from jobs.storage import filesystem
 
 
@@ -36,7 +37,7 @@ def write_sample(spec: JobSpec, selector: str | list[str], rows: int, out: Path,
     for partition, group, quota in zip(selection.partitions, groups.values(), quotas):
         folder = out.joinpath(*(f"{k}={v}" for k, v in partition))
         if quota:
-            labels.append("/".join(f"{k}={v}" for k, v in partition) or "(unpartitioned)")
+            labels.append(partition_label(partition))
         for n, f in enumerate(group):
             if quota == 0:
                 break
@@ -74,7 +75,7 @@ def generate_sample(spec: JobSpec, model: ModelArtifact, rows: int, out: Path, s
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / "part-00000.parquet"
     pq.write_table(pa.table(columns), target)
-    label = "/".join(f"{c}=bench" for c in spec.input.partitioning) or "(unpartitioned)"
+    label = partition_label(tuple((c, "bench") for c in spec.input.partitioning))
     return {"source": "generated", "rows": rows, "selected_rows": 0, "partitions": [label], "files": [str(target)]}
 
 
@@ -109,6 +110,8 @@ def sample_job(job: LoadedSpec, rows: int, table: str | None, selector: str | li
     under the project's `.score/samples/T/` (replaced each time), scoring into table `T`: never the job's own
     table, whose partitions a sample would replace with a few rows."""
     spec = job.spec
+    if table and not re.fullmatch(TABLE_NAME, table):
+        raise UsageError(f"--table {table}: a table name is letters, digits and _, not starting with a digit")
     if not table or table == spec.output.table:
         raise UsageError(
             f"--limit {rows}: name a table of your own with --table (not {spec.output.table}, the job's table: "

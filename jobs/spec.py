@@ -22,7 +22,7 @@ from jobs.storage import is_remote
 
 SET_ORIGIN = "--set"
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-_TABLE_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+TABLE_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"  # also a folder name under the warehouse: no paths
 # scheme://USERINFO@: the user info runs to the last @ before the path, query or fragment.
 _USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://([^/?#\s\"]*)@")
 _CONTAINER_SCHEMES = ("abfs", "abfss", "wasb", "wasbs")  # their user info names a container, not a user
@@ -197,7 +197,7 @@ TARGET_FILE_MB = 128  # output.target_file_mb's default, and `score optimize --t
 
 
 class OutputSpec(_Strict):
-    table: str = Field(pattern=_TABLE_NAME)
+    table: str = Field(pattern=TABLE_NAME)
     partition_by: list[str] = Field(default_factory=list)
     mode: Literal["overwrite_partitions", "append"] = "overwrite_partitions"
     # Freshness limit of the table, e.g. 26h: `score freshness TABLE` uses it when --max-age is not given.

@@ -71,6 +71,14 @@ def delta_table(uri: str, version: int | None = None) -> "DeltaTable":
 _BUCKET_SCHEMES = ("s3", "gs", "gcs")
 
 
+def delta_dataset(uri: str, table: "DeltaTable"):
+    """The Arrow dataset of a Delta table version, read through a native pyarrow filesystem: deltalake's own is
+    a Python object, slower, and reads it leaves in flight (a query stopped by LIMIT) can crash the
+    interpreter at exit."""
+    fs, root = filesystem(uri)
+    return table.to_pyarrow_dataset(filesystem=pafs.SubTreeFileSystem(root, fs))
+
+
 @functools.lru_cache(maxsize=64)
 def _bucket_filesystem(scheme: str, bucket: str) -> pafs.FileSystem:
     return pafs.FileSystem.from_uri(f"{scheme}://{bucket}")[0]

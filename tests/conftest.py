@@ -20,6 +20,9 @@ import yaml
 from jobs import synthetic
 
 REPO = Path(__file__).resolve().parents[1]
+# Every local Ray a test starts (in this process or in a `score` subprocess) listens on a loopback address of its
+# own, never on the machine's network address; the loopback cluster of tests/servers.py uses 127.0.0.2 and .3.
+os.environ.setdefault("SCORE_RAY_NODE_IP", "127.0.0.9")
 LAST_DAY = dt.date(2026, 11, 27)
 DAYS = synthetic.days_ending(LAST_DAY, 3)
 ROWS_PER_DAY = 6_000

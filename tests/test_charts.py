@@ -20,6 +20,7 @@ from jobs.charts import (
     score_histogram_data,
     score_histograms,
 )
+from jobs.errors import UsageError
 
 DAYS = ["2026-11-25", "2026-11-26", "2026-11-27"]
 ROWS = {"2026-11-25": 2_000, "2026-11-26": 1_500, "2026-11-27": 1_800, "2026-11-28": 900}
@@ -179,7 +180,7 @@ def test_pngs_decode_are_deterministic_and_cover_every_layout(scores, monkeypatc
 def test_unknown_column_version_or_partition_is_a_clear_error(scores):
     with pytest.raises(ValueError, match=r"no column churn_prob\b.*customer_id, ds, churn_probability, churn_label"):
         score_histograms(scores, 1, ["churn_prob"], ["ds"])
-    with pytest.raises(ChartError, match=r"no version 9 \(it has versions 0\.\.2\)"):
+    with pytest.raises(UsageError, match=r"has no version 9 \(it has versions 0\.\.2\)"):
         score_histogram_data(scores, 9, ["churn_probability"], ["ds"])
     with pytest.raises(ChartError, match=r"partition \{'region': 'eu'\} must name output partition columns only"):
         score_histogram_data(scores, 1, ["churn_probability"], ["ds"], [{"region": "eu"}])

@@ -231,6 +231,7 @@ def test_commit_every_commits_groups_and_a_rerun_of_its_key_scores_only_the_grou
     code, failed = project.run(job, "all", run_key=key)
     assert code == 3, failed["error"]
     assert failed["table_versions"] == [0, 1]
+    assert (failed["rows_scored"], failed["rows_quarantined"]) == (2 * ROWS_PER_DAY, 0)  # committed rows only
     assert (f"partitions ds={DAY} were not committed; the groups committed before them stay (groups v0, v1), "
             f"and a re-run with run key {key} scores only what is missing") in failed["error"]
     uri = failed["table_uri"]
