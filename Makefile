@@ -14,7 +14,7 @@ TORCH_PIP_ARGS ?=
 PIP := $(VENV)/bin/python -m pip
 STAMP := $(VENV)/.installed-$(ACCEL)
 
-.PHONY: install demo test test-slow bench clean
+.PHONY: install demo test test-slow bench notebook clean
 
 install: $(STAMP)
 
@@ -40,6 +40,11 @@ test-slow: install
 # after any change to the read, check, score or write path. SCORE_BENCH_SCALE=0.02 checks the suite itself.
 bench: install
 	$(VENV)/bin/python -m pytest -m benchmarks -s
+
+# The ad-hoc notebook in JupyterLab (installed into .venv on first use; run `make demo` first for its data).
+notebook: install
+	$(VENV)/bin/python -c "import jupyterlab" 2>/dev/null || $(PIP) install -q --disable-pip-version-check jupyterlab
+	$(VENV)/bin/jupyter lab notebooks/adhoc_run.ipynb
 
 clean:
 	rm -rf data warehouse .score models/churn/*.onnx models/churn/*.pt

@@ -1,20 +1,21 @@
-"""Large-batch offline scoring on Ray: `run_job` scores Parquet partitions into a versioned Delta table."""
+"""Large-batch offline scoring on Ray: `run_job` scores Parquet partitions into a versioned Delta table.
+
+`run_job` and `validate_job` are imported on first use (PEP 562), so that `import jobs` and the `score` command
+start fast, while `help(jobs.run_job)` shows the real signature and docstring. (What a run would do:
+`jobs.preview.preview`.)
+"""
 
 from jobs.errors import ContractFailure, RuntimeFailure, ScoreError, SpecError, UsageError
 
-
-def run_job(*args, **kwargs):
-    """See `jobs.run.run_job` (imported lazily: MLflow and Ray are slow to import)."""
-    from jobs.run import run_job as _run_job
-
-    return _run_job(*args, **kwargs)
+_LAZY = {"run_job": "jobs.run", "validate_job": "jobs.validate"}
 
 
-def validate_job(*args, **kwargs):
-    """See `jobs.validate.validate_job`: the contract check alone, returning the report."""
-    from jobs.validate import validate_job as _validate_job
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
 
-    return _validate_job(*args, **kwargs)
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'jobs' has no attribute {name!r}")
 
 
 __all__ = ["run_job", "validate_job", "ScoreError", "SpecError", "UsageError", "ContractFailure", "RuntimeFailure"]

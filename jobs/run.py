@@ -82,7 +82,8 @@ def run_job(
     table: str | None = None,
     lock: bool = False,
 ) -> RunSummary:
-    """Score the selected partitions of one job and commit one new table version.
+    """Score the selected partitions of one job and commit them as one new table version (one per group of
+    `output.commit_every` partitions).
 
     A run whose key (given, or derived from job, spec, input files, model and contract) already committed
     returns at once (`force` runs it anyway), as does an `unscored` run that finds nothing new.

@@ -85,7 +85,7 @@ def test_a_run_in_a_log_gets_timestamped_lines_without_bars(fresh_project):
     assert "table: logged v0" in lines[-1]
 
 
-def test_plan_shows_what_a_run_would_do_and_the_run_does_it(fresh_project):
+def test_plan_shows_what_a_run_would_do_and_the_run_does_it(fresh_project, tmp_path):
     """`score plan` makes the run's own decisions (partitions, files, model, run key, replaced rows, pool)
     without starting anything: no MLflow run, no table version. The run then does exactly that; planned
     again, the same key says it committed."""
@@ -124,6 +124,12 @@ def test_plan_shows_what_a_run_would_do_and_the_run_does_it(fresh_project):
     text = project.score("plan", str(job), "-p", days)
     assert text.returncode == 0 and f"committed as planned v0 by run {run['run_id']}" in text.stdout
 
+    picture = tmp_path / "history.png"
+    proc = project.score("history", "planned", "--plot", str(picture))
+    assert proc.returncode == 0, proc.stderr
+    assert "(rows and mean churn_probability per version)" in proc.stderr
+    assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
 
 def test_limit_scores_a_sample_into_a_table_of_ones_own(fresh_project):
     """`--limit N --table T`: N rows shared among the selected partitions, scored into T exactly as the full
@@ -154,3 +160,14 @@ def test_limit_scores_a_sample_into_a_table_of_ones_own(fresh_project):
     scores = {(c, d): p for c, d, p in zip(*[everything.column(n).to_pylist() for n in everything.column_names])}
     for customer, day, probability in zip(*[rows.column(n).to_pylist() for n in rows.column_names]):
         assert probability == pytest.approx(scores[(customer, day)], rel=1e-6)
+
+
+def test_the_python_api_shows_its_real_signature():
+    """Guards: `help(jobs.run_job)` showed `(*args, **kwargs)` (a lazy wrapper)."""
+    import inspect
+
+    import jobs
+
+    assert list(inspect.signature(jobs.run_job).parameters)[:3] == ["job", "partitions", "overrides"]
+    assert "Score the selected partitions" in jobs.run_job.__doc__
+    assert "partitions" in inspect.signature(jobs.validate_job).parameters
