@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import signal
 import sys
-import warnings
 
+from jobs.console import hush_libraries, settle_native_output
 from jobs.errors import EXIT_INTERRUPTED, ScoreError
 
 
@@ -26,19 +25,11 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return 2 if exc.code else 0
-    native = None if args.verbose or args.command not in QUIETED else _divert_native_output()
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not args.verbose:  # libraries' warnings and logs (Ray, Great Expectations, MLflow) are for `-v`
-        warnings.simplefilter("ignore")
-        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow is first imported
-        logging.getLogger("great_expectations").setLevel(logging.ERROR)
-    else:
-        logging.getLogger("great_expectations").setLevel(logging.WARNING)  # not its registration chatter
+    native = hush_libraries(args.verbose, divert=args.command in QUIETED)
     args.stdout = _reserve_stdout()
     signal.signal(signal.SIGTERM, _terminate)
     code = _handle(args)
-    _settle_native_output(native, code)
+    settle_native_output(native, code)
     if code == EXIT_INTERRUPTED:
         _leave_now(code, args.stdout)
     return code
@@ -47,38 +38,6 @@ def main(argv: list[str] | None = None) -> int:
 # Commands whose libraries' native stderr is kept off the terminal unless -v: those that run a job's stages.
 # (`bench` is a diagnostic and keeps everything, faulthandler stacks of crashed runtimes included.)
 QUIETED = {"run", "validate", "plan", "init"}
-
-
-def _divert_native_output() -> int:
-    """Send what libraries write straight to file descriptor 2 (Ray's C++ core worker, ONNX Runtime's logger,
-    glog) to an unnamed temporary file, keeping `sys.stderr` on the terminal for our own lines. Returns a
-    descriptor of that file. Unnamed, so that a killed run leaves nothing behind; Python's faulthandler, when
-    on (PYTHONFAULTHANDLER), still writes a crash's stack to the terminal."""
-    import faulthandler
-    import tempfile
-
-    native = tempfile.TemporaryFile(prefix="score-native-")
-    terminal = os.dup(2)
-    os.dup2(native.fileno(), 2)
-    sys.stderr = os.fdopen(terminal, "w", buffering=1, errors="backslashreplace")
-    if faulthandler.is_enabled():
-        faulthandler.enable(file=sys.stderr)
-    return os.dup(native.fileno())
-
-
-def _settle_native_output(native: int | None, code: int) -> None:
-    """When the command failed and libraries wrote anything natively, keep it in a file and say where."""
-    if native is None:
-        return
-    size = os.fstat(native).st_size
-    if code not in (0, EXIT_INTERRUPTED) and size:
-        import tempfile
-
-        handle, path = tempfile.mkstemp(prefix="score-native-", suffix=".log")
-        os.write(handle, os.pread(native, size, 0))
-        os.close(handle)
-        print(f"score: native output (Ray, ONNX Runtime) of this run is in {path}", file=sys.stderr)
-    os.close(native)
 
 
 def _handle(args: argparse.Namespace) -> int:

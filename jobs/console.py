@@ -16,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from jobs.errors import EXIT_INTERRUPTED
+
 if TYPE_CHECKING:
     from jobs.inputs import InputSelection
     from jobs.models import ModelArtifact
@@ -154,3 +156,54 @@ def describe_model(model: ModelArtifact) -> str:
     name = model.registry_name or Path(model.path).name
     version = f" v{model.version}" if model.registry_name else ""
     return f"{name}{version} (sha256 {model.sha256[:12]})"
+
+
+def hush_libraries(verbose: bool, divert: bool = True) -> int | None:
+    """Keep the terminal for our own lines: unless `verbose`, libraries' warnings and logs (Ray, Great
+    Expectations, MLflow) are off and, with `divert`, what native code writes straight to file descriptor 2
+    (Ray's C++ core worker, ONNX Runtime) goes to an unnamed temporary file, whose descriptor is returned for
+    `settle_native_output`. Unnamed, so that a killed run leaves nothing behind; Python's faulthandler, when on
+    (PYTHONFAULTHANDLER), still writes a crash's stack to the terminal. Call it before Ray or MLflow is
+    imported."""
+    import faulthandler
+    import logging
+    import os
+    import sys
+    import tempfile
+    import warnings
+
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if verbose:
+        logging.getLogger("great_expectations").setLevel(logging.WARNING)  # not its registration chatter
+        return None
+    warnings.simplefilter("ignore")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow is first imported
+    logging.getLogger("great_expectations").setLevel(logging.ERROR)
+    if not divert:
+        return None
+    native = tempfile.TemporaryFile(prefix="score-native-")
+    terminal = os.dup(2)
+    os.dup2(native.fileno(), 2)
+    sys.stderr = os.fdopen(terminal, "w", buffering=1, errors="backslashreplace")
+    if faulthandler.is_enabled():
+        faulthandler.enable(file=sys.stderr)
+    return os.dup(native.fileno())
+
+
+def settle_native_output(native: int | None, code: int) -> None:
+    """When the command failed (exit code `code`) and native code wrote anything, keep it in a file and say
+    where; an interrupted run's is dropped with the rest."""
+    import os
+    import sys
+    import tempfile
+
+    if native is None:
+        return
+    size = os.fstat(native).st_size
+    if code not in (0, EXIT_INTERRUPTED) and size:
+        handle, path = tempfile.mkstemp(prefix="score-native-", suffix=".log")
+        os.write(handle, os.pread(native, size, 0))
+        os.close(handle)
+        print(f"score: native output (Ray, ONNX Runtime) of this run is in {path}", file=sys.stderr)
+    os.close(native)

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from jobs import synthetic
+from jobs.console import Console, hush_libraries, settle_native_output
 from jobs.errors import ScoreError
 
 JOB = Path("conf/jobs/churn_daily.yaml")
@@ -22,7 +23,14 @@ def main() -> int:
     parser.add_argument("--days", type=int, default=7)
     parser.add_argument("--rows-per-day", type=int, default=400_000)
     args = parser.parse_args()
+    native = hush_libraries(verbose=False)  # the demo shows our lines, not Ray's or MLflow's
+    code = _demo(args)
+    settle_native_output(native, code)
+    return code
 
+
+def _demo(args: argparse.Namespace) -> int:
+    """The demo's four steps; returns the exit code."""
     from jobs.models import register_model
     from jobs.run import run_job
     from jobs.spec import load_tracking
@@ -51,7 +59,7 @@ def main() -> int:
 
     step(f"3/4 scoring what is not scored yet: score run {JOB}   (input.partitions: unscored)")
     try:
-        summary = run_job(JOB)
+        summary = run_job(JOB, console=Console(sys.stdout))
     except ScoreError as exc:
         print(f"score: error: {exc}", file=sys.stderr)
         return exc.exit_code
