@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 
-from jobs.console import hush_libraries, settle_native_output
+from jobs.console import hush_libraries, settle_native_output, versions_text
 from jobs.errors import EXIT_INTERRUPTED, ScoreError
 
 
@@ -61,7 +61,7 @@ def _handle(args: argparse.Namespace) -> int:
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM from a scheduler: the run cleaned up on its way out
         committed = getattr(getattr(exc, "summary", None), "table_versions", None)
         why = str(exc) if str(exc).startswith("interrupted") else (
-            f"interrupted; committed {', '.join(f'v{v}' for v in committed)} before it, nothing after"
+            f"interrupted; committed {versions_text(committed)} before it, nothing after"
             if committed else "interrupted; nothing committed")
         _print_failure(args, exc, EXIT_INTERRUPTED, why)
         print(f"score: {why}", file=sys.stderr)
@@ -279,7 +279,7 @@ def _summary_rows(summary) -> list[tuple[str, str]]:
         ("model", f"{summary.model_uri} (sha256 {summary.model_sha256[:12]})"
          if summary.model_version.startswith("sha256:") else  # a file, not a registered version
          f"{summary.model_uri} = version {summary.model_version} (sha256 {summary.model_sha256[:12]})"),
-        ("table", f"{summary.table} {', '.join(f'v{v}' for v in summary.table_versions)}"),
+        ("table", f"{summary.table} {versions_text(summary.table_versions)}"),
         ("MLflow run", f"{summary.run_id} ({summary.tracking_uri})"),
         ("time", f"{summary.duration_s:.1f} s, {summary.rows_per_s:,.0f} rows/s ({summary.engine})"),
     ]
@@ -323,7 +323,7 @@ def _submit(args: argparse.Namespace) -> int:
         print(json.dumps(summary), file=args.stdout, flush=True)
     outcome = summary.get("error") or (summary["status"] != "succeeded" and summary.get("message")) or (
         f"{summary.get('rows_scored')}/{summary.get('rows_in')} rows scored -> {summary.get('table')} "
-        f"{', '.join(f'v{v}' for v in summary.get('table_versions') or [summary.get('table_version')])}")
+        f"{versions_text(summary.get('table_versions') or [summary.get('table_version')])}")
     print(f"score: Ray job {done.ray_job_id} {done.status.lower()} (exit {done.exit_code}): {summary['status']}: "
           f"{outcome}", file=sys.stderr)
     return done.exit_code

@@ -12,7 +12,7 @@ import datetime as dt
 import threading
 import time
 from dataclasses import dataclass
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -207,3 +207,8 @@ def settle_native_output(native: int | None, code: int) -> None:
         os.close(handle)
         print(f"score: native output (Ray, ONNX Runtime) of this run is in {path}", file=sys.stderr)
     os.close(native)
+
+
+def versions_text(versions: Iterable[int]) -> str:
+    """"v7", or "v5, v6, v7" for the commits of a run that committed in groups."""
+    return ", ".join(f"v{n}" for n in sorted(versions))

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from jobs.console import Console, Counts, describe_model, describe_selection
+from jobs.console import Console, Counts, describe_model, describe_selection, versions_text
 from jobs.errors import ERROR_LINE, EXIT_INTERRUPTED, ContractFailure, RuntimeFailure, ScoreError
 from jobs import endpoints
 from jobs.faults import inject
@@ -129,7 +129,7 @@ def run_job(
         summary.model_version, summary.model_sha256 = plan.model.version, plan.model.sha256
         summary.partitions, summary.rows_in = plan.selection.labels, plan.selection.num_rows
         summary.input_fingerprint = plan.selection.fingerprint
-        by = (f"{spec.output.table} {_versions(done.commits)} by run "
+        by = (f"{spec.output.table} {versions_text(r.table_version for r in done.commits)} by run "
               f"{', '.join(dict.fromkeys(r.run_id for r in done.commits))}")
         if not done.todo:
             summary.status, summary.run_id = "already_committed", done.commits[0].run_id
@@ -280,16 +280,10 @@ def _check_contract(plan: Plan, checked: WrittenFiles, rows_checked: int, summar
     what = "nothing was committed"
     if summary.table_versions:
         what = (f"partitions {', '.join(plan.selection.labels)} were not committed; the groups committed before "
-                f"them stay ({plan.job.spec.output.table} {_versions(summary.table_versions)}), and a re-run with "
-                f"run key {plan.run_key} scores only what is missing")
+                f"them stay ({plan.job.spec.output.table} {versions_text(summary.table_versions)}), and a re-run "
+                f"with run key {plan.run_key} scores only what is missing")
     raise ContractFailure(f"{name}: {checked.rows_failed} of {rows_checked} rows failed, {why} "
                           f"({_top_reasons(checked)}); {what}")
-
-
-def _versions(versions: list) -> str:
-    """"v7", or "v5, v6, v7" for the commits of a run that committed in groups (versions or RunRecords)."""
-    numbers = sorted(v if isinstance(v, int) else v.table_version for v in versions)
-    return ", ".join(f"v{n}" for n in numbers)
 
 
 def _commit(plan: Plan, written, record: RunRecord) -> tuple[int, int | None]:
