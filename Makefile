@@ -14,7 +14,7 @@ TORCH_PIP_ARGS ?=
 PIP := $(VENV)/bin/python -m pip
 STAMP := $(VENV)/.installed-$(ACCEL)
 
-.PHONY: install demo test test-slow bench notebook clean
+.PHONY: install demo lint test test-slow bench notebook clean
 
 install: $(STAMP)
 
@@ -28,9 +28,17 @@ $(STAMP): pyproject.toml Makefile
 	touch $@
 
 demo: install
-	$(VENV)/bin/python -m jobs.demo
+	$(VENV)/bin/python -m jobs.tools.demo
 
-test: install
+# The checks that keep the code's shape (also the pre-commit hooks): lint and format, the layers contract and no
+# import cycles (import-linter, [tool.importlinter] in pyproject.toml), types (mypy). About 40 s on 2 cores.
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports --no-logo
+	$(VENV)/bin/mypy
+
+test: lint
 	$(VENV)/bin/python -m pytest
 
 test-slow: install
@@ -47,4 +55,4 @@ notebook: install
 	$(VENV)/bin/jupyter lab notebooks/adhoc_run.ipynb
 
 clean:
-	rm -rf data warehouse .score models/churn/*.onnx models/churn/*.pt
+	rm -rf data warehouse .score models/churn/*.onnx models/churn/*.pt .mypy_cache .ruff_cache .import_linter_cache

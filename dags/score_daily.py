@@ -41,7 +41,7 @@ import os
 import shlex
 import subprocess
 import tempfile
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from airflow.sdk import dag, get_current_context, task
@@ -92,8 +92,7 @@ def run_score(args: list[str]) -> tuple[int, str]:
     log.info("running in %s: %s", cwd or os.getcwd(), shlex.join(command))
     with tempfile.TemporaryFile(mode="w+", encoding="utf-8") as out:
         try:
-            proc = subprocess.Popen(command, cwd=cwd, stdout=out, stderr=subprocess.PIPE, text=True,
-                                    errors="replace")
+            proc = subprocess.Popen(command, cwd=cwd, stdout=out, stderr=subprocess.PIPE, text=True, errors="replace")
         except OSError as exc:  # the command itself is missing: a deployment mistake, not worth retrying
             raise AirflowFailException(f"cannot start {command[0]!r} (set SCORE_BIN): {exc}") from exc
         try:
@@ -118,7 +117,7 @@ def end_of_day(ds: str) -> str:
     Computed from `ds` rather than read from `data_interval_end`, because a manual or test run of logical
     date D gets the interval [D-1, D], which would judge the table a day too early.
     """
-    return (datetime.fromisoformat(ds).replace(tzinfo=timezone.utc) + timedelta(days=1)).isoformat()
+    return (datetime.fromisoformat(ds).replace(tzinfo=UTC) + timedelta(days=1)).isoformat()
 
 
 def check_exit(what: str, code: int, detail: str) -> None:
@@ -134,7 +133,7 @@ def check_exit(what: str, code: int, detail: str) -> None:
 @dag(
     dag_id="score_daily",
     schedule=CronDataIntervalTimetable("@daily", timezone="UTC"),
-    start_date=datetime(2026, 11, 1, tzinfo=timezone.utc),
+    start_date=datetime(2026, 11, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
     default_args={"owner": "ml-platform", "retries": 2},
@@ -149,8 +148,9 @@ def score_daily() -> None:
         """`score run JOB -p ds=D --run-key DAG/D --json`: returns the run's JSON summary."""
         context = get_current_context()
         ds, dag_id = context["ds"], context["dag"].dag_id
-        code, stdout = run_score(["run", setting("SCORE_JOB"), "-p", f"ds={ds}",
-                                  "--run-key", f"{dag_id}/{ds}", "--json"])
+        code, stdout = run_score(
+            ["run", setting("SCORE_JOB"), "-p", f"ds={ds}", "--run-key", f"{dag_id}/{ds}", "--json"]
+        )
         lines = [line for line in stdout.splitlines() if line.strip()]
         try:
             summary = json.loads(lines[-1]) if lines else {}
@@ -159,16 +159,30 @@ def score_daily() -> None:
         log.info("score run summary: %s", json.dumps(summary, sort_keys=True))
         detail = summary.get("error") or summary.get("message") or f"see the log above ({len(lines)} stdout lines)"
         check_exit("score run", code, str(detail))
-        log.info("score run %s: status %s, table %s version %s, %s rows scored, run key %s",
-                 summary.get("run_id"), summary.get("status"), summary.get("table"),
-                 summary.get("table_version"), summary.get("rows_scored"), summary.get("run_key"))
+        log.info(
+            "score run %s: status %s, table %s version %s, %s rows scored, run key %s",
+            summary.get("run_id"),
+            summary.get("status"),
+            summary.get("table"),
+            summary.get("table_version"),
+            summary.get("rows_scored"),
+            summary.get("run_key"),
+        )
         return summary
 
     @task
     def freshness() -> str:
         """`score freshness TABLE --max-age AGE --now <midnight after ds>`: fails (no retry) when stale."""
-        code, stdout = run_score(["freshness", setting("SCORE_TABLE"), "--max-age", setting("SCORE_MAX_AGE"),
-                                  "--now", end_of_day(get_current_context()["ds"])])
+        code, stdout = run_score(
+            [
+                "freshness",
+                setting("SCORE_TABLE"),
+                "--max-age",
+                setting("SCORE_MAX_AGE"),
+                "--now",
+                end_of_day(get_current_context()["ds"]),
+            ]
+        )
         verdict = stdout.strip()
         log.info("%s", verdict)
         check_exit("score freshness", code, verdict or "see the log above")

@@ -6,6 +6,7 @@ Anything else that escapes a run is a bug or an environment failure and exits 1 
 from __future__ import annotations
 
 import re
+from typing import Any
 
 # A traceback's last line, `module.ClassName: message`, as Ray carries a worker's error in text (ONNX
 # Runtime's classes, such as InvalidProtobuf, do not end in Error).
@@ -50,6 +51,7 @@ class ContractFailure(ScoreError):
     """The input broke its data contract; nothing was committed."""
 
     exit_code = 3
+    report: dict[str, Any] | None = None  # `score validate`'s contract report, when it raised this
 
 
 class Stale(ScoreError):

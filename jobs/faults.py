@@ -8,11 +8,11 @@ actor of the pool, does not repeat it):
 - `stall`: sleep for an hour, as a hung model or storage call would; the marker says it began;
 - `raise`: raise `InjectedFault` (every time, not once), as a model that cannot load would.
 
-Points: `open_model` (a scoring actor, opening its model), `check_partition` (a check task, before it reads its partition), `score_batch` (a scoring actor,
-before it scores a batch), `write_files` (a write task, after writing its files, before reporting them) and
-`commit` (the driver, with every file written, before the table commit) and `committed` (the driver, its
-commit landed, before the run's last MLflow records). Unset, `inject` costs one dictionary lookup. The variable is a `SCORE_*`
-one, so it reaches a cluster's workers like the storage settings do.
+Points: `open_model` (a scoring actor, opening its model), `check_partition` (a check task, before it reads its
+partition), `score_batch` (a scoring actor, before it scores a batch), `write_files` (a write task, after writing
+its files, before reporting them), `commit` (the driver, with every file written, before the table commit) and
+`committed` (the driver, its commit landed, before the run's last MLflow records). Unset, `inject` costs one
+dictionary lookup. The variable is a `SCORE_*` one, so it reaches a cluster's workers like the storage settings do.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ ACTIONS = ("kill", "stall", "raise")
 
 class InjectedFault(RuntimeError):
     """The `raise` action's error."""
+
 
 _calls: dict[str, int] = {}
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from concurrent.futures import ThreadPoolExecutor
 from collections import Counter
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Iterable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -136,8 +136,11 @@ def select_input(
     if UNSCORED in terms:
         terms.remove(UNSCORED)
         scored = scored or {}
-        chosen = [p for p in _choose(sorted(available), partitioning, terms or ["all"], base)
-                  if scored.get(partition_label(p)) != fingerprint(available[p])]
+        chosen = [
+            p
+            for p in _choose(sorted(available), partitioning, terms or ["all"], base)
+            if scored.get(partition_label(p)) != fingerprint(available[p])
+        ]
     else:
         chosen = _choose(sorted(available), partitioning, terms, base)
     files = [f for p in chosen for f in available[p]]
@@ -217,8 +220,9 @@ def _choose(available: list[Partition], partitioning: tuple[str, ...], terms: li
     chosen = [p for p in available if matches(p)]
     if not chosen:
         col = next(iter(wanted))
-        raise UsageError(f"no partition under {base} matches {','.join(terms)}; "
-                         f"{_listing(col, {dict(p)[col] for p in available})}")
+        raise UsageError(
+            f"no partition under {base} matches {','.join(terms)}; {_listing(col, {dict(p)[col] for p in available})}"
+        )
     return chosen
 
 
@@ -266,3 +270,9 @@ def _listing(column: str, values: set[str]) -> str:
     if len(ordered) <= 5:
         return f"it holds {', '.join(f'{column}={v}' for v in ordered)}"
     return f"it holds {column}={ordered[0]} .. {column}={ordered[-1]} ({len(ordered)} values, newest last)"
+
+
+def read_columns(uri: str, columns: tuple[str, ...]) -> pa.Table:
+    """One input file's `columns`, as the check stage reads them (also how a failing row is read back)."""
+    fs, path = filesystem(uri)
+    return pq.read_table(path, columns=list(columns), filesystem=fs).replace_schema_metadata(None)

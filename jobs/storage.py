@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import TYPE_CHECKING
+import re
 
+from deltalake import DeltaTable
 from pyarrow import fs as pafs
 
-if TYPE_CHECKING:
-    from deltalake import DeltaTable
+# scheme://USERINFO@: the user info runs to the last @ before the path, query or fragment.
+_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://([^/?#\s\"]*)@")
+_CONTAINER_SCHEMES = ("abfs", "abfss", "wasb", "wasbs")  # their user info names a container, not a user
 
 
 def is_remote(uri: str) -> bool:
@@ -45,6 +47,24 @@ def uri_of(path: str, like: str) -> str:
     return f"{scheme}://{rest.split('/', 1)[0]}/{path.lstrip('/')}"  # host, then the path
 
 
+def join_uri(base: str, *parts: str) -> str:
+    return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts)])
+
+
+def redact_uri(text: str) -> str:
+    """`text` with the user info of every URI in it masked (`https://user:token@host` -> `https://***@host`,
+    `postgresql://user:pw@host/db` -> `postgresql://***@host/db`): URIs are recorded and printed, and their
+    user info is usually a credential. Azure's `abfss://container@account...` names a container and stays."""
+
+    def mask(match: re.Match) -> str:
+        scheme, userinfo = match.group(1), match.group(2)
+        if scheme.lower() in _CONTAINER_SCHEMES and ":" not in userinfo:
+            return match.group(0)
+        return f"{scheme}://***@"
+
+    return _USERINFO.sub(mask, text)
+
+
 def write_text(uri: str, text: str) -> None:
     """Write a small text file (a report) to a local path or an object-store URI."""
     fs, path = filesystem(uri)
@@ -61,17 +81,15 @@ def delta_options(uri: str) -> dict[str, str] | None:
     return None
 
 
-def delta_table(uri: str, version: int | None = None) -> "DeltaTable":
+def delta_table(uri: str, version: int | None = None) -> DeltaTable:
     """The Delta table at `uri` (at `version`), on whatever storage the URI names."""
-    from deltalake import DeltaTable
-
     return DeltaTable(uri, version=version, storage_options=delta_options(uri))
 
 
 _BUCKET_SCHEMES = ("s3", "gs", "gcs")
 
 
-def delta_dataset(uri: str, table: "DeltaTable"):
+def delta_dataset(uri: str, table: DeltaTable):
     """The Arrow dataset of a Delta table version, read through a native pyarrow filesystem: deltalake's own is
     a Python object, slower, and reads it leaves in flight (a query stopped by LIMIT) can crash the
     interpreter at exit."""

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from jobs import synthetic
+from jobs.tools import synthetic
 
 REPO = Path(__file__).resolve().parents[1]
 # Every local Ray a test starts (in this process or in a `score` subprocess) listens on a loopback address of its
@@ -45,8 +45,13 @@ class Project:
     def __init__(self, root: Path, models: Path) -> None:
         self.root = root
         self.models = models
-        self.env = {**os.environ, "MLFLOW_TRACKING_URI": "", "SCORE_WAREHOUSE": "", "RAY_ADDRESS": "",
-                    "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
+        self.env = {
+            **os.environ,
+            "MLFLOW_TRACKING_URI": "",
+            "SCORE_WAREHOUSE": "",
+            "RAY_ADDRESS": "",
+            "RAY_DATA_DISABLE_PROGRESS_BARS": "1",
+        }
         (root / "conf" / "jobs").mkdir(parents=True)
         defaults = yaml.safe_load((REPO / "conf" / "defaults.yaml").read_text())
         defaults["engine"]["inline_max_rows"] = 0  # tests run on Ray unless they ask for the inline engine
@@ -67,11 +72,19 @@ class Project:
         """Write conf/jobs/<name>.yaml: the demo job with `changes` merged in (dotted keys allowed)."""
         spec = {
             "name": name,
-            "input": {"path": "data/customers", "partitioning": ["ds"], "partitions": "latest",
-                      "id_column": "customer_id", "event_time_column": "updated_at"},
+            "input": {
+                "path": "data/customers",
+                "partitioning": ["ds"],
+                "partitions": "latest",
+                "id_column": "customer_id",
+                "event_time_column": "updated_at",
+            },
             "contract": "data_contracts/customers.json",
-            "model": {"uri": str(self.models / "model.onnx"), "runtime": "onnx",
-                      "outputs": {"probabilities": [None, "churn_probability"], "label": "churn_label"}},
+            "model": {
+                "uri": str(self.models / "model.onnx"),
+                "runtime": "onnx",
+                "outputs": {"probabilities": [None, "churn_probability"], "label": "churn_label"},
+            },
             "scoring": {"batch_size": 4096, "actors": {"min": 1, "max": 2}},
             "output": {"table": name, "partition_by": ["ds"]},
         }
@@ -91,17 +104,23 @@ class Project:
     def score(self, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
         """Run the real CLI in a subprocess, as a scheduler would."""
         return subprocess.run(
-            [sys.executable, "-m", "jobs.cli", *args], cwd=self.root, capture_output=True, text=True,
-            env={**self.env, **(env or {})}, timeout=600,
+            [sys.executable, "-m", "jobs.cli", *args],
+            cwd=self.root,
+            capture_output=True,
+            text=True,
+            env={**self.env, **(env or {})},
+            timeout=600,
         )
 
-    def run(self, job: Path, partitions: str | None = None, overrides: tuple[str, ...] = (), **options) -> tuple[int, dict]:
+    def run(
+        self, job: Path, partitions: str | None = None, overrides: tuple[str, ...] = (), **options
+    ) -> tuple[int, dict]:
         """`run_job` in this process: Ray stays up between runs, so tests of run semantics are quicker.
         Returns the exit code the CLI would give and the summary it would print."""
         from dataclasses import asdict
 
+        from jobs.commands.run import run_job
         from jobs.errors import ScoreError
-        from jobs.run import run_job
 
         with self.environment():
             try:
@@ -111,8 +130,8 @@ class Project:
 
     def validate(self, job: Path, partitions: str | None = None, overrides: tuple[str, ...] = ()) -> tuple[int, dict]:
         """`validate_job` in this process: the exit code the CLI would give and the contract report."""
+        from jobs.commands.validate import validate_job
         from jobs.errors import ContractFailure
-        from jobs.validate import validate_job
 
         with self.environment():
             try:

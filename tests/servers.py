@@ -106,9 +106,13 @@ class S3:
     def client(self):
         import boto3
 
-        return boto3.client("s3", endpoint_url=self.endpoint, region_name=self.env["AWS_REGION"],
-                            aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
-                            aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"])
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name=self.env["AWS_REGION"],
+            aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"],
+        )
 
     def keys(self, bucket: str, prefix: str = "") -> list[str]:
         pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
@@ -117,8 +121,13 @@ class S3:
     def filesystem(self):
         from pyarrow import fs as pafs
 
-        return pafs.S3FileSystem(endpoint_override=self.endpoint, scheme="http", region=self.env["AWS_REGION"],
-                                 access_key=self.env["AWS_ACCESS_KEY_ID"], secret_key=self.env["AWS_SECRET_ACCESS_KEY"])
+        return pafs.S3FileSystem(
+            endpoint_override=self.endpoint,
+            scheme="http",
+            region=self.env["AWS_REGION"],
+            access_key=self.env["AWS_ACCESS_KEY_ID"],
+            secret_key=self.env["AWS_SECRET_ACCESS_KEY"],
+        )
 
 
 @contextmanager
@@ -128,8 +137,15 @@ def s3_server(logs: Path):
     endpoint = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: _answers(endpoint), "moto S3 server", server)
-        yield S3(endpoint, {"AWS_ENDPOINT_URL": endpoint, "AWS_REGION": "us-east-1",
-                            "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing-secret"})
+        yield S3(
+            endpoint,
+            {
+                "AWS_ENDPOINT_URL": endpoint,
+                "AWS_REGION": "us-east-1",
+                "AWS_ACCESS_KEY_ID": "testing",
+                "AWS_SECRET_ACCESS_KEY": "testing-secret",
+            },
+        )
     finally:
         server.stop()
 
@@ -143,9 +159,24 @@ class MlflowServer:
 @contextmanager
 def mlflow_server(logs: Path, backend: Path, env: dict[str, str]):
     port = free_port()
-    server = start("mlflow", [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-                              "--backend-store-uri", f"sqlite:///{backend}", "--no-serve-artifacts",
-                              "--workers", "1"], logs, {**os.environ, **env, "MLFLOW_DISABLE_TELEMETRY": "true"})
+    server = start(
+        "mlflow",
+        [
+            str(BIN / "mlflow"),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{backend}",
+            "--no-serve-artifacts",
+            "--workers",
+            "1",
+        ],
+        logs,
+        {**os.environ, **env, "MLFLOW_DISABLE_TELEMETRY": "true"},
+    )
     uri = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: _answers(f"{uri}/health"), "mlflow server", server, timeout=120)
@@ -167,8 +198,21 @@ class RayCluster:
 
 def _ray_start(name: str, ip: str, extra: list[str], tmp: Path, logs: Path, env: dict[str, str]) -> Started:
     # Ray picks free ports itself, except the dashboard agent's (a fixed default the two nodes would share).
-    return start(name, [str(BIN / "ray"), "start", "--block", f"--node-ip-address={ip}", "--num-cpus=1",
-                        f"--temp-dir={tmp}", f"--dashboard-agent-listen-port={free_port(ip)}", *extra], logs, env)
+    return start(
+        name,
+        [
+            str(BIN / "ray"),
+            "start",
+            "--block",
+            f"--node-ip-address={ip}",
+            "--num-cpus=1",
+            f"--temp-dir={tmp}",
+            f"--dashboard-agent-listen-port={free_port(ip)}",
+            *extra,
+        ],
+        logs,
+        env,
+    )
 
 
 @contextmanager
@@ -180,17 +224,35 @@ def ray_cluster(tmp: Path, logs: Path, worker_env: dict[str, str] | None = None)
     base = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MLFLOW_", "SCORE_", "RAY_"))}
     base.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token, RAY_DATA_DISABLE_PROGRESS_BARS="1")
     port, dash = free_port(HEAD_IP), free_port(HEAD_IP)
-    cluster = RayCluster(f"{HEAD_IP}:{port}", f"http://{HEAD_IP}:{dash}", {"RAY_AUTH_MODE": "token",
-                                                                            "RAY_AUTH_TOKEN": token})
+    cluster = RayCluster(
+        f"{HEAD_IP}:{port}", f"http://{HEAD_IP}:{dash}", {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
+    )
     try:
-        head = _ray_start("ray-head", HEAD_IP, ["--head", f"--port={port}", "--include-dashboard=true",
-                                                f"--dashboard-host={HEAD_IP}", f"--dashboard-port={dash}",
-                                                f"--ray-client-server-port={free_port(HEAD_IP)}"], tmp, logs, base)
+        head = _ray_start(
+            "ray-head",
+            HEAD_IP,
+            [
+                "--head",
+                f"--port={port}",
+                "--include-dashboard=true",
+                f"--dashboard-host={HEAD_IP}",
+                f"--dashboard-port={dash}",
+                f"--ray-client-server-port={free_port(HEAD_IP)}",
+            ],
+            tmp,
+            logs,
+            base,
+        )
         cluster.nodes.append(head)
         wait_until(lambda: _answers(f"{cluster.dashboard}/api/version"), "Ray head", head)
-        worker = _ray_start("ray-worker", WORKER_IP, [f"--address={cluster.address}",
-                                                      "--resources=" + json.dumps({"worker_node": 2})],
-                            tmp, logs, {**base, **(worker_env or {})})
+        worker = _ray_start(
+            "ray-worker",
+            WORKER_IP,
+            [f"--address={cluster.address}", "--resources=" + json.dumps({"worker_node": 2})],
+            tmp,
+            logs,
+            {**base, **(worker_env or {})},
+        )
         cluster.nodes.append(worker)
         wait_until(lambda: _alive_nodes(cluster) >= 2, "Ray worker node", worker)
         yield cluster
@@ -201,8 +263,9 @@ def ray_cluster(tmp: Path, logs: Path, worker_env: dict[str, str] | None = None)
 
 def _alive_nodes(cluster: RayCluster) -> int:
     """Alive nodes, as the head's dashboard reports them."""
-    request = urllib.request.Request(f"{cluster.dashboard}/nodes?view=summary",
-                                     headers={"Authorization": f"Bearer {cluster.env['RAY_AUTH_TOKEN']}"})
+    request = urllib.request.Request(
+        f"{cluster.dashboard}/nodes?view=summary", headers={"Authorization": f"Bearer {cluster.env['RAY_AUTH_TOKEN']}"}
+    )
     try:
         with urllib.request.urlopen(request, timeout=5) as response:
             summary = json.load(response)["data"]["summary"]

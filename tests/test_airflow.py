@@ -23,7 +23,7 @@ from filelock import FileLock
 from mlflow import MlflowClient
 
 from tests.conftest import DAYS, REPO, ROWS_PER_DAY, Project
-from tests.test_quarantine import break_rows
+from tests.stages.test_quarantine import break_rows
 
 pytestmark = [pytest.mark.slow, pytest.mark.airflow]
 
@@ -43,8 +43,12 @@ def _airflow_works(venv: Path) -> bool:
     python = venv / "bin" / "python"
     if not (python.exists() and (venv / "bin" / "airflow").exists()):
         return False
-    probe = subprocess.run([str(python), "-c", "import importlib.metadata as m; print(m.version('apache-airflow'))"],
-                           check=False, capture_output=True, text=True)
+    probe = subprocess.run(
+        [str(python), "-c", "import importlib.metadata as m; print(m.version('apache-airflow'))"],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
     return probe.returncode == 0 and probe.stdout.strip() == AIRFLOW_VERSION
 
 
@@ -58,9 +62,13 @@ def airflow_bin() -> Path:
             done.unlink(missing_ok=True)
             shutil.rmtree(venv, ignore_errors=True)  # venvs cannot be moved: build in place, mark when complete
             subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-            pip = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
-                                  f"apache-airflow=={AIRFLOW_VERSION}"], check=False, capture_output=True, text=True,
-                                 timeout=1800)
+            pip = subprocess.run(
+                [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", f"apache-airflow=={AIRFLOW_VERSION}"],
+                check=False,
+                capture_output=True,
+                text=True,
+                timeout=1800,
+            )
             if pip.returncode or not _airflow_works(venv):
                 pytest.fail(f"installing apache-airflow=={AIRFLOW_VERSION} into {venv} failed:\n{pip.stderr[-4000:]}")
             done.write_text(f"apache-airflow=={AIRFLOW_VERSION}\n")
@@ -74,20 +82,30 @@ class Airflow:
         self.binary, self.home = binary, home
         home.mkdir(parents=True, exist_ok=True)
         base = {k: v for k, v in project.env.items() if not k.startswith("AIRFLOW")}  # no outer Airflow config
-        self.env = {**base, **settings,
-                    "AIRFLOW_HOME": str(home),
-                    "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-                    "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-                    # The DAG leaves retry_delay to this setting (300 s by default). At 1 s, a retry that
-                    # should not happen shows up as a second try instead of a five-minute wait.
-                    "AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY": "1"}
+        self.env = {
+            **base,
+            **settings,
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+            # The DAG leaves retry_delay to this setting (300 s by default). At 1 s, a retry that
+            # should not happen shows up as a second try instead of a five-minute wait.
+            "AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY": "1",
+        }
         migrate = self.cli("db", "migrate")
         assert migrate.returncode == 0, migrate.stdout[-4000:]
 
     def cli(self, *args: str) -> subprocess.CompletedProcess:
         """Run `airflow ARGS` in its own process group, so a hung run can be stopped with what it started."""
-        proc = subprocess.Popen([str(self.binary), *args], env=self.env, cwd=self.home, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        proc = subprocess.Popen(
+            [str(self.binary), *args],
+            env=self.env,
+            cwd=self.home,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
         try:
             out, _ = proc.communicate(timeout=900)
         except subprocess.TimeoutExpired:
@@ -102,10 +120,13 @@ class Airflow:
     def task_states(self) -> dict[str, tuple[str, int, int]]:
         """task_id -> (state, try_number, max_tries) of the latest run of the DAG, from the metadata DB."""
         with sqlite3.connect(f"file:{self.home / 'airflow.db'}?mode=ro", uri=True) as db:
-            (run_id,) = db.execute("SELECT run_id FROM dag_run WHERE dag_id = ? ORDER BY id DESC LIMIT 1",
-                                   (DAG_ID,)).fetchone()
-            rows = db.execute("SELECT task_id, state, try_number, max_tries FROM task_instance "
-                              "WHERE dag_id = ? AND run_id = ?", (DAG_ID, run_id)).fetchall()
+            (run_id,) = db.execute(
+                "SELECT run_id FROM dag_run WHERE dag_id = ? ORDER BY id DESC LIMIT 1", (DAG_ID,)
+            ).fetchone()
+            rows = db.execute(
+                "SELECT task_id, state, try_number, max_tries FROM task_instance WHERE dag_id = ? AND run_id = ?",
+                (DAG_ID, run_id),
+            ).fetchall()
         return {task_id: (state, tries, max_tries) for task_id, state, tries, max_tries in rows}
 
 
@@ -113,8 +134,13 @@ def _settings(project: Project, job: str, table: str, score_bin: str | None = No
     """The DAG's configuration: the job through an Airflow Variable (AIRFLOW_VAR_*), the rest as plain env vars."""
     console = Path(sys.executable).with_name("score")
     default_bin = str(console) if console.exists() else f"{sys.executable} -m jobs.cli"
-    return {"SCORE_BIN": score_bin or default_bin, "SCORE_PROJECT": str(project.root),
-            "AIRFLOW_VAR_SCORE_JOB": job, "SCORE_TABLE": table, "SCORE_MAX_AGE": "26h"}
+    return {
+        "SCORE_BIN": score_bin or default_bin,
+        "SCORE_PROJECT": str(project.root),
+        "AIRFLOW_VAR_SCORE_JOB": job,
+        "SCORE_TABLE": table,
+        "SCORE_MAX_AGE": "26h",
+    }
 
 
 def _finished_runs(project: Project, run_key: str) -> list:
@@ -180,16 +206,20 @@ def test_a_transient_failure_is_retried_and_the_retry_commits_once(fresh_project
     flaky = tmp_path / "flaky-score"
     flaky.write_text(f"""#!/bin/sh
 # The first call fails as `score` does when its MLflow server does not answer; later calls are the real one.
-if [ ! -e "{tmp_path / 'failed-once'}" ]; then
-    : > "{tmp_path / 'failed-once'}"
+if [ ! -e "{tmp_path / "failed-once"}" ]; then
+    : > "{tmp_path / "failed-once"}"
     echo "score: error: MLflow tracking server did not answer (simulated); nothing was read or written" >&2
     exit 75
 fi
 exec {real} "$@"
 """)
     flaky.chmod(0o755)
-    airflow = Airflow(airflow_bin, tmp_path / "airflow", project,
-                      _settings(project, "conf/jobs/churn.yaml", "churn", score_bin=str(flaky)))
+    airflow = Airflow(
+        airflow_bin,
+        tmp_path / "airflow",
+        project,
+        _settings(project, "conf/jobs/churn.yaml", "churn", score_bin=str(flaky)),
+    )
 
     run = airflow.dags_test()
     assert run.returncode == 0, run.stdout[-6000:]

@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 from deltalake import DeltaTable
 
 from tests.conftest import DAYS, ROWS_PER_DAY
-from tests.test_quarantine import reasons_by_id
+from tests.stages.test_quarantine import reasons_by_id
 
 DAY = DAYS[-1].isoformat()
 QUARANTINE = {"suite": "data_contracts/customers.json", "on_failure": "quarantine"}
@@ -24,14 +24,18 @@ def set_values(table: pa.Table, column: str, changes: dict[int, object], type_=N
     values = table.column(column).to_pylist()
     for i, v in changes.items():
         values[i] = v
-    return table.set_column(table.schema.get_field_index(column), column,
-                            pa.array(values, type_ or table.schema.field(column).type))
+    return table.set_column(
+        table.schema.get_field_index(column), column, pa.array(values, type_ or table.schema.field(column).type)
+    )
 
 
 def test_null_model_inputs_are_quarantined_even_where_the_contract_allows_them(fresh_project):
     project = fresh_project
-    table = rewrite(project, "part-0.parquet", lambda t: set_values(
-        set_values(t, "age", {1: None}), "monthly_charges", {2: float("nan"), 3: None}))
+    table = rewrite(
+        project,
+        "part-0.parquet",
+        lambda t: set_values(set_values(t, "age", {1: None}), "monthly_charges", {2: float("nan"), 3: None}),
+    )
     ids = table.column("customer_id").to_pylist()
     code, summary = project.run(project.job("nulls", contract=QUARANTINE))
     assert code == 0, summary.get("error")
@@ -95,12 +99,11 @@ def test_mixed_schemas_in_a_partition_quarantine_the_drifted_file(fresh_project)
     half = ROWS_PER_DAY // 2
     assert (summary["rows_scored"], summary["rows_quarantined"]) == (half, half)
     quarantine = DeltaTable(str(project.warehouse / "mixed__quarantine")).to_pyarrow_table().sort_by("customer_id")
-    assert set(reasons_by_id(quarantine).values()) == {
-        "schema(age)=string (expected int64);schema(plan_tier)=missing"}
+    assert set(reasons_by_id(quarantine).values()) == {"schema(age)=string (expected int64);schema(plan_tier)=missing"}
     assert quarantine.column("customer_id").to_pylist() == sorted(drifted.column("customer_id").to_pylist())
     ages = dict(zip(quarantine.column("customer_id").to_pylist(), quarantine.column("age").to_pylist()))
     original = dict(zip(drifted.column("customer_id").to_pylist(), drifted.column("age").to_pylist()))
-    assert ages[drifted.column("customer_id")[0].as_py()] is None          # "forty" cannot be cast back
+    assert ages[drifted.column("customer_id")[0].as_py()] is None  # "forty" cannot be cast back
     assert all(str(ages[k]) == v for k, v in original.items() if v != "forty")
     assert summary["contract"]["failures"]["schema(age)"]["rows"] == half
     assert set(quarantine.column("_source_file").to_pylist()) == {str(project.data / f"ds={DAY}" / "part-1.parquet")}
@@ -109,25 +112,35 @@ def test_mixed_schemas_in_a_partition_quarantine_the_drifted_file(fresh_project)
 def test_int_where_float_is_expected_is_drift_and_extra_columns_are_ignored(fresh_project):
     project = fresh_project
     rewrite(project, "part-0.parquet", lambda t: t.append_column("note", pa.array(["x"] * t.num_rows)))
-    ints = rewrite(project, "part-1.parquet", lambda t: t.set_column(
-        t.schema.get_field_index("monthly_charges"), "monthly_charges",
-        pa.array([int(v) for v in t.column("monthly_charges").to_pylist()], pa.int64())))
+    ints = rewrite(
+        project,
+        "part-1.parquet",
+        lambda t: t.set_column(
+            t.schema.get_field_index("monthly_charges"),
+            "monthly_charges",
+            pa.array([int(v) for v in t.column("monthly_charges").to_pylist()], pa.int64()),
+        ),
+    )
     half = ROWS_PER_DAY // 2
 
     code, summary = project.run(project.job("dtypes"))
-    assert code == 3, summary.get("error")                 # on_failure: fail
+    assert code == 3, summary.get("error")  # on_failure: fail
     assert summary["contract"]["failures"] == {
-        "schema(monthly_charges)": {"rows": half, "examples": ["int64 (expected double)"]}}
+        "schema(monthly_charges)": {"rows": half, "examples": ["int64 (expected double)"]}
+    }
 
     code, summary = project.run(project.job("dtypes_q", contract=QUARANTINE))
     assert code == 0, summary.get("error")
-    assert (summary["rows_scored"], summary["rows_quarantined"]) == (half, half)   # extra column: scored
+    assert (summary["rows_scored"], summary["rows_quarantined"]) == (half, half)  # extra column: scored
     quarantine = DeltaTable(str(project.warehouse / "dtypes_q__quarantine")).to_pyarrow_table()
     assert reasons_by_id(quarantine) == {
-        cid: "schema(monthly_charges)=int64 (expected double)" for cid in ints.column("customer_id").to_pylist()}
+        cid: "schema(monthly_charges)=int64 (expected double)" for cid in ints.column("customer_id").to_pylist()
+    }
     by_id = dict(zip(quarantine.column("customer_id").to_pylist(), quarantine.column("monthly_charges").to_pylist()))
-    assert all(by_id[c] == float(v) for c, v in zip(ints.column("customer_id").to_pylist(),
-                                                     ints.column("monthly_charges").to_pylist()))
+    assert all(
+        by_id[c] == float(v)
+        for c, v in zip(ints.column("customer_id").to_pylist(), ints.column("monthly_charges").to_pylist())
+    )
 
 
 def test_empty_partition_scores_nothing_and_replaces_nothing_else(fresh_project):
@@ -138,7 +151,10 @@ def test_empty_partition_scores_nothing_and_replaces_nothing_else(fresh_project)
     code, summary = project.run(job, "all")
     assert code == 0, summary.get("error")
     assert (summary["rows_in"], summary["rows_scored"], summary["rows_quarantined"]) == (
-        2 * ROWS_PER_DAY, 2 * ROWS_PER_DAY, 0)
+        2 * ROWS_PER_DAY,
+        2 * ROWS_PER_DAY,
+        0,
+    )
     code, summary = project.run(job, f"ds={DAY}")
     assert code == 0, summary.get("error")
     assert (summary["rows_in"], summary["rows_scored"], summary["table_version"]) == (0, 0, 1)

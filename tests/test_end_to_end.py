@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 from deltalake import DeltaTable
 from mlflow import MlflowClient
 
-from jobs import synthetic
+from jobs.tools import synthetic
 from tests.conftest import DAYS, ROWS_PER_DAY
 
 
@@ -24,7 +24,9 @@ def onnx_scores(model_path, table: pa.Table) -> np.ndarray:
     feeds = {}
     for arg in session.get_inputs():
         column = table.column(arg.name).to_numpy(zero_copy_only=False)
-        feeds[arg.name] = (column.astype(object) if arg.type == "tensor(string)" else column.astype(np.float32))[:, None]
+        feeds[arg.name] = (column.astype(object) if arg.type == "tensor(string)" else column.astype(np.float32))[
+            :, None
+        ]
     label, probabilities = session.run(["label", "probabilities"], feeds)
     return label, probabilities[:, 1]
 
@@ -46,18 +48,27 @@ def test_run_scores_every_row_like_the_model_and_records_lineage(fresh_project):
     assert table.version() == 0
     scored = table.to_pyarrow_table()
     assert scored.num_rows == 3 * ROWS_PER_DAY
-    assert set(scored.column_names) == {"customer_id", "ds", "churn_probability", "churn_label", "run_id",
-                                        "model_version", "scored_at"}
+    assert set(scored.column_names) == {
+        "customer_id",
+        "ds",
+        "churn_probability",
+        "churn_label",
+        "run_id",
+        "model_version",
+        "scored_at",
+    }
     assert pc.count_distinct(scored.column("customer_id")).as_py() == scored.num_rows
     assert set(scored.column("run_id").to_pylist()) == {summary["run_id"]}
     assert set(scored.column("model_version").to_pylist()) == {summary["model_version"]}
     assert scored.column("scored_at").null_count == 0
 
-    source = pa.concat_tables(read_input(project, d).append_column("ds", pa.array([d.isoformat()] * ROWS_PER_DAY))
-                              for d in DAYS)
+    source = pa.concat_tables(
+        read_input(project, d).append_column("ds", pa.array([d.isoformat()] * ROWS_PER_DAY)) for d in DAYS
+    )
     label, probability = onnx_scores(project.models / "model.onnx", source)
-    expected = pa.table({"customer_id": source.column("customer_id"), "ds": source.column("ds"),
-                         "p": probability, "label": label}).sort_by("customer_id")
+    expected = pa.table(
+        {"customer_id": source.column("customer_id"), "ds": source.column("ds"), "p": probability, "label": label}
+    ).sort_by("customer_id")
     got = scored.sort_by("customer_id")
     assert got.column("customer_id").equals(expected.column("customer_id"))
     assert got.column("ds").to_pylist() == expected.column("ds").to_pylist()
@@ -66,7 +77,9 @@ def test_run_scores_every_row_like_the_model_and_records_lineage(fresh_project):
     p = expected.column("p").to_numpy()
     np.testing.assert_allclose(got.column("churn_probability").to_numpy(), p, rtol=1e-6, atol=1e-7)
     clear = np.abs(p - 0.5) > 1e-5
-    np.testing.assert_array_equal(got.column("churn_label").to_numpy()[clear], expected.column("label").to_numpy()[clear])
+    np.testing.assert_array_equal(
+        got.column("churn_label").to_numpy()[clear], expected.column("label").to_numpy()[clear]
+    )
 
     commit = table.history(1)[0]
     assert commit["score.run_id"] == summary["run_id"]
@@ -122,23 +135,33 @@ def test_rerun_overwrites_its_partitions_and_keeps_time_travel(fresh_project):
     assert [r["table_version"] for r in runs] == [0, 1, 2]
     assert third["rows_scored"] == ROWS_PER_DAY
 
-    for version, expected_runs in ((1, {second["run_id"]: 3 * ROWS_PER_DAY}),
-                                   (2, {second["run_id"]: 2 * ROWS_PER_DAY, third["run_id"]: ROWS_PER_DAY}),
-                                   (0, {first["run_id"]: 3 * ROWS_PER_DAY})):
+    for version, expected_runs in (
+        (1, {second["run_id"]: 3 * ROWS_PER_DAY}),
+        (2, {second["run_id"]: 2 * ROWS_PER_DAY, third["run_id"]: ROWS_PER_DAY}),
+        (0, {first["run_id"]: 3 * ROWS_PER_DAY}),
+    ):
         table = DeltaTable(first["table_uri"], version=version).to_pyarrow_table()
         assert table.num_rows == 3 * ROWS_PER_DAY
         assert pc.count_distinct(table.column("customer_id")).as_py() == table.num_rows
         by_run = table.group_by("run_id").aggregate([("customer_id", "count")]).to_pydict()
         assert dict(zip(by_run["run_id"], by_run["customer_id_count"])) == expected_runs
-        assert table.sort_by("customer_id").column("customer_id").equals(
-            DeltaTable(first["table_uri"], version=0).to_pyarrow_table().sort_by("customer_id").column("customer_id"))
+        assert (
+            table.sort_by("customer_id")
+            .column("customer_id")
+            .equals(
+                DeltaTable(first["table_uri"], version=0)
+                .to_pyarrow_table()
+                .sort_by("customer_id")
+                .column("customer_id")
+            )
+        )
 
 
 def test_registry_alias_is_pinned_to_a_concrete_version(fresh_project):
     import hashlib
 
-    from jobs.models import register_model
-    from jobs.spec import load_tracking
+    from jobs.spec.load import load_tracking
+    from jobs.tracking.registry import register_model
 
     project = fresh_project
     model = project.models / "model.onnx"
@@ -207,8 +230,12 @@ def test_torchscript_model_with_stacked_features(fresh_project):
     features = synthetic.NUMERIC_FEATURES
     job = project.job(
         "churn_torch",
-        model={"uri": str(project.models / "model_torchscript.pt"), "runtime": "torch",
-               "inputs": {"features": features}, "outputs": {"out": "churn_probability"}},
+        model={
+            "uri": str(project.models / "model_torchscript.pt"),
+            "runtime": "torch",
+            "inputs": {"features": features},
+            "outputs": {"out": "churn_probability"},
+        },
     )
     code, summary = project.run(job)
     assert code == 0, summary["error"]
@@ -238,9 +265,14 @@ def test_torch_export_program(fresh_project, tmp_path):
     torch.export.save(program, str(path))
 
     project = fresh_project
-    job = project.job("churn_export", model={
-        "uri": str(path), "inputs": {"usage": ["data_usage_gb", "tenure_months"], "tickets": "support_tickets_90d"},
-        "outputs": {"score": "risk", "both": ["risk_again", None]}})
+    job = project.job(
+        "churn_export",
+        model={
+            "uri": str(path),
+            "inputs": {"usage": ["data_usage_gb", "tenure_months"], "tickets": "support_tickets_90d"},
+            "outputs": {"score": "risk", "both": ["risk_again", None]},
+        },
+    )
     code, summary = project.run(job)
     assert code == 0, summary["error"]
     got = DeltaTable(summary["table_uri"]).to_pyarrow_table().sort_by("customer_id")
@@ -266,22 +298,39 @@ def test_skl2onnx_model_with_string_and_float_inputs(fresh_project, tmp_path):
     project = fresh_project
     numeric, text = ["tenure_months", "monthly_charges", "support_tickets_90d"], ["contract_type"]
     train = synthetic.customers(3_000, DAYS[0], seed=3)
-    x = np.concatenate([np.stack([train.column(c).to_numpy().astype(np.float32) for c in numeric], 1).astype(object),
-                        train.column(text[0]).to_numpy(zero_copy_only=False)[:, None]], axis=1)
-    pipeline = Pipeline([
-        ("prep", ColumnTransformer([("num", StandardScaler(), [0, 1, 2]),
-                                    ("cat", OneHotEncoder(handle_unknown="ignore"), [3])])),
-        ("clf", LogisticRegression(max_iter=300)),
-    ]).fit(x, synthetic.churn_labels(train))
-    onx = to_onnx(pipeline, initial_types=[("num", FloatTensorType([None, 3])), ("cat", StringTensorType([None, 1]))],
-                  options={id(pipeline): {"zipmap": False}})
+    x = np.concatenate(
+        [
+            np.stack([train.column(c).to_numpy().astype(np.float32) for c in numeric], 1).astype(object),
+            train.column(text[0]).to_numpy(zero_copy_only=False)[:, None],
+        ],
+        axis=1,
+    )
+    pipeline = Pipeline(
+        [
+            (
+                "prep",
+                ColumnTransformer(
+                    [("num", StandardScaler(), [0, 1, 2]), ("cat", OneHotEncoder(handle_unknown="ignore"), [3])]
+                ),
+            ),
+            ("clf", LogisticRegression(max_iter=300)),
+        ]
+    ).fit(x, synthetic.churn_labels(train))
+    onx = to_onnx(
+        pipeline,
+        initial_types=[("num", FloatTensorType([None, 3])), ("cat", StringTensorType([None, 1]))],
+        options={id(pipeline): {"zipmap": False}},
+    )
     model = tmp_path / "mixed.onnx"
     model.write_bytes(onx.SerializeToString())
 
     job = project.job(
         "churn_mixed",
-        model={"uri": str(model), "inputs": {"num": numeric, "cat": text},
-               "outputs": {"probabilities": "probabilities", "label": "label"}},
+        model={
+            "uri": str(model),
+            "inputs": {"num": numeric, "cat": text},
+            "outputs": {"probabilities": "probabilities", "label": "label"},
+        },
     )
     code, summary = project.run(job)
     assert code == 0, summary["error"]
@@ -289,11 +338,17 @@ def test_skl2onnx_model_with_string_and_float_inputs(fresh_project, tmp_path):
     assert got.schema.field("probabilities").type == pa.list_(pa.float32())
 
     source = read_input(project, DAYS[-1]).sort_by("customer_id")
-    feed_x = np.concatenate([np.stack([source.column(c).to_numpy().astype(np.float32) for c in numeric], 1).astype(object),
-                             source.column(text[0]).to_numpy(zero_copy_only=False)[:, None]], axis=1)
+    feed_x = np.concatenate(
+        [
+            np.stack([source.column(c).to_numpy().astype(np.float32) for c in numeric], 1).astype(object),
+            source.column(text[0]).to_numpy(zero_copy_only=False)[:, None],
+        ],
+        axis=1,
+    )
     expected = pipeline.predict_proba(feed_x)
-    np.testing.assert_allclose(np.stack(got.column("probabilities").to_numpy(zero_copy_only=False)), expected,
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        np.stack(got.column("probabilities").to_numpy(zero_copy_only=False)), expected, rtol=1e-5, atol=1e-6
+    )
     np.testing.assert_array_equal(got.column("label").to_numpy(), pipeline.predict(feed_x))
 
 
@@ -309,9 +364,15 @@ def test_model_failing_at_run_time_exits_1_and_leaves_nothing(fresh_project, tmp
     path = tmp_path / "fragile.pt"
     torch.jit.script(Fragile()).save(str(path))
     project = fresh_project
-    job = project.job("churn_fragile", model={"uri": str(path), "runtime": "torch",
-                                              "inputs": {"features": ["age", "tenure_months"]},
-                                              "outputs": {"out": "total"}})
+    job = project.job(
+        "churn_fragile",
+        model={
+            "uri": str(path),
+            "runtime": "torch",
+            "inputs": {"features": ["age", "tenure_months"]},
+            "outputs": {"out": "total"},
+        },
+    )
     proc, summary = project.score_json("run", str(job))
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert summary["status"] == "failed" and summary["exit_code"] == 1

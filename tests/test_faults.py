@@ -38,9 +38,14 @@ def _faulted(project, fault: str, folder: Path) -> dict:
 
 
 def _start(project, job: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "jobs.cli", "run", str(job), "--json", *args], cwd=project.root,
-                            env={**project.env, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "jobs.cli", "run", str(job), "--json", *args],
+        cwd=project.root,
+        env={**project.env, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _wait_for(marker: Path, process: subprocess.Popen) -> None:
@@ -111,8 +116,14 @@ def clean(tmp_path_factory, models_dir):
     return _table(summary["table_uri"]), summary
 
 
-@pytest.mark.parametrize("point", ["score_batch", pytest.param("check_partition", marks=pytest.mark.slow),
-                                   pytest.param("write_files", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "point",
+    [
+        "score_batch",
+        pytest.param("check_partition", marks=pytest.mark.slow),
+        pytest.param("write_files", marks=pytest.mark.slow),
+    ],
+)
 def test_a_worker_killed_mid_run_costs_time_not_rows(fresh_project, clean, point, tmp_path):
     """SIGKILL of a scoring actor (on its 3rd batch), of a check task, or of a write task that had written its
     files: Ray replaces the process and retries its work; the table equals the clean run's, row for row."""
@@ -120,12 +131,15 @@ def test_a_worker_killed_mid_run_costs_time_not_rows(fresh_project, clean, point
     project = fresh_project
     job = project.job("churn_faulted", scoring={"batch_size": 1000, "actors": {"min": 1, "max": 1}})
     nth = "3" if point == "score_batch" else "1"
-    proc, summary = project.score_json("run", str(job), "-p", "all",
-                                       env=_faulted(project, f"{point}:kill:{nth}", tmp_path))
+    proc, summary = project.score_json(
+        "run", str(job), "-p", "all", env=_faulted(project, f"{point}:kill:{nth}", tmp_path)
+    )
     assert (tmp_path / f"fault-{point}").exists(), "the fault never fired"
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert (summary["rows_scored"], summary["rows_quarantined"]) == (clean_summary["rows_scored"],
-                                                                    clean_summary["rows_quarantined"])
+    assert (summary["rows_scored"], summary["rows_quarantined"]) == (
+        clean_summary["rows_scored"],
+        clean_summary["rows_quarantined"],
+    )
     table = _table(summary["table_uri"])
     assert table.num_rows == summary["rows_scored"]
     assert len(set(table.column("customer_id").to_pylist())) == table.num_rows  # no duplicates
@@ -138,7 +152,8 @@ def test_a_worker_killed_mid_run_costs_time_not_rows(fresh_project, clean, point
 
 
 def test_a_killed_driver_leaves_no_version_its_run_is_marked_failed_and_a_rerun_equals_a_clean_run(
-        fresh_project, clean, tmp_path):
+    fresh_project, clean, tmp_path
+):
     """SIGKILL of `score run` with every file written, just before its commit: no new version, no visible row;
     `score vacuum` marks its MLflow run FAILED (it stayed RUNNING) and deletes its files; the same run key
     then commits a table equal to the clean run's."""
@@ -150,8 +165,10 @@ def test_a_killed_driver_leaves_no_version_its_run_is_marked_failed_and_a_rerun_
     assert proc.returncode == 0, proc.stderr[-3000:]
     uri = first["table_uri"]
 
-    assert _kill_driver_at(project, job, "commit:stall", tmp_path, "-p", "all", "--run-key", "nightly-1",
-                           "--force") == -signal.SIGKILL
+    assert (
+        _kill_driver_at(project, job, "commit:stall", tmp_path, "-p", "all", "--run-key", "nightly-1", "--force")
+        == -signal.SIGKILL
+    )
 
     assert DeltaTable(uri).version() == first["table_version"] == 0
     assert _table(uri).num_rows == first["rows_scored"]
@@ -178,17 +195,21 @@ def test_a_killed_driver_leaves_no_version_its_run_is_marked_failed_and_a_rerun_
     assert {Path(p) for p in Path(uri).rglob("*.parquet")} >= {Path(p) for p in DeltaTable(uri).file_uris()}
 
 
-def test_a_run_killed_after_its_first_group_resumes_with_the_groups_it_had_not_committed(fresh_project, clean,
-                                                                                         tmp_path):
+def test_a_run_killed_after_its_first_group_resumes_with_the_groups_it_had_not_committed(
+    fresh_project, clean, tmp_path
+):
     """`output.commit_every: 1`, driver SIGKILLed before its second group's commit: the first day stays committed
     (v0); the same run key marks the dead run failed, scores only the two other days, one version each, and
     the table equals the clean run's."""
     expected, _ = clean
     project = fresh_project
-    job = project.job("churn_groups", scoring={"batch_size": 1000, "actors": {"min": 1, "max": 1}},
-                      output__commit_every=1)
-    assert _kill_driver_at(project, job, "commit:stall:2", tmp_path, "-p", "all", "--run-key", "nightly-g") == \
-        -signal.SIGKILL
+    job = project.job(
+        "churn_groups", scoring={"batch_size": 1000, "actors": {"min": 1, "max": 1}}, output__commit_every=1
+    )
+    assert (
+        _kill_driver_at(project, job, "commit:stall:2", tmp_path, "-p", "all", "--run-key", "nightly-g")
+        == -signal.SIGKILL
+    )
 
     uri = str(project.warehouse / "churn_groups")
     assert DeltaTable(uri).version() == 0
@@ -252,20 +273,30 @@ def test_sigterm_and_sigint_end_the_run_cleanly(fresh_project, tmp_path, sig):
     assert _stop_leftovers(started) == []
 
 
-
 @pytest.mark.parametrize("server", ["tracking", "storage"])
 def test_an_unreachable_server_fails_the_run_before_any_data_is_read(project, server):
     """An MLflow server or object-store endpoint that is down: exit 75 (retry-safe) with one line naming it,
     instead of minutes of client retries; no MLflow run was opened, no table touched."""
     down = "http://127.0.0.1:9"  # the discard port: nothing listens there
-    env = {"MLFLOW_TRACKING_URI": down} if server == "tracking" else {
-        "SCORE_WAREHOUSE": "s3://nowhere/warehouse", "AWS_ENDPOINT_URL": down, "AWS_ACCESS_KEY_ID": "x",
-        "AWS_SECRET_ACCESS_KEY": "x", "AWS_DEFAULT_REGION": "us-east-1"}
+    env = (
+        {"MLFLOW_TRACKING_URI": down}
+        if server == "tracking"
+        else {
+            "SCORE_WAREHOUSE": "s3://nowhere/warehouse",
+            "AWS_ENDPOINT_URL": down,
+            "AWS_ACCESS_KEY_ID": "x",
+            "AWS_SECRET_ACCESS_KEY": "x",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+    )
     job = project.job(f"churn_no_{server}")
     proc = project.score("run", str(job), env=env)
     assert proc.returncode == 75, proc.stderr[-3000:]
-    what = (f"tracking store {down}" if server == "tracking"
-            else f"storage endpoint {down} (for s3://nowhere/warehouse/churn_no_storage)")
+    what = (
+        f"tracking store {down}"
+        if server == "tracking"
+        else f"storage endpoint {down} (for s3://nowhere/warehouse/churn_no_storage)"
+    )
     assert f"score: error: {what}: nothing answers at 127.0.0.1:9 (Connection refused)" in proc.stderr
     assert proc.stderr.rstrip().endswith("nothing was read or written")
     if server == "storage":
@@ -277,10 +308,12 @@ def test_a_run_that_stops_making_progress_fails_naming_the_stuck_stage(fresh_pro
     `engine.stall_timeout` without a row checked, scored or written, the run fails (exit 1) naming the
     scoring stage, commits nothing, removes its files and marks its MLflow run FAILED."""
     project = fresh_project
-    job = project.job("churn_stuck", scoring={"batch_size": 1000, "actors": {"min": 1, "max": 1}},
-                      engine={"stall_timeout": "15s"})
-    proc, summary = project.score_json("run", str(job), "-p", "all",
-                                       env=_faulted(project, "score_batch:stall:2", tmp_path))
+    job = project.job(
+        "churn_stuck", scoring={"batch_size": 1000, "actors": {"min": 1, "max": 1}}, engine={"stall_timeout": "15s"}
+    )
+    proc, summary = project.score_json(
+        "run", str(job), "-p", "all", env=_faulted(project, "score_batch:stall:2", tmp_path)
+    )
     assert (tmp_path / "fault-score_batch").exists()
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert summary["error"].startswith("no progress for 15s (engine.stall_timeout): ")
@@ -297,7 +330,9 @@ def test_a_model_that_cannot_load_in_the_actors_fails_the_run_instead_of_restart
     loader's message rather than restarting actors for ever; nothing committed, MLflow run FAILED."""
     project = fresh_project
     job = project.job("churn_unloadable", scoring={"batch_size": 1000, "actors": {"min": 1, "max": 1}})
-    proc, summary = project.score_json("run", str(job), "-p", "all", env=_faulted(project, "open_model:raise", tmp_path))
+    proc, summary = project.score_json(
+        "run", str(job), "-p", "all", env=_faulted(project, "open_model:raise", tmp_path)
+    )
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert "InjectedFault: fault injected at open_model" in summary["error"]
     table_dir = project.warehouse / "churn_unloadable"

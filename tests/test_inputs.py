@@ -42,11 +42,14 @@ def test_fingerprint_changes_when_a_file_changes(project, tmp_path):
     assert select_input(str(copy), ["ds"], "all").fingerprint != before
 
 
-@pytest.mark.parametrize("selector, message", [
-    ("ds=1999-01-01", "partition ds=1999-01-01 not found"),
-    ("region=north", "partition selector 'region=north'"),
-    ("yesterday", "partition selector 'yesterday'"),
-])
+@pytest.mark.parametrize(
+    "selector, message",
+    [
+        ("ds=1999-01-01", "partition ds=1999-01-01 not found"),
+        ("region=north", "partition selector 'region=north'"),
+        ("yesterday", "partition selector 'yesterday'"),
+    ],
+)
 def test_bad_selectors(project, selector, message):
     with pytest.raises(UsageError, match=message):
         select_input(str(project.data), ["ds"], selector)
@@ -62,11 +65,14 @@ def _hourly(base, hours: list[str]) -> str:
     return str(base)
 
 
-@pytest.mark.parametrize("hours, newest", [
-    (["8", "9", "10"], "10"),
-    (["8", "09", "10", "11"], "11"),
-    (["9", "10", "100"], "100"),
-])
+@pytest.mark.parametrize(
+    "hours, newest",
+    [
+        (["8", "9", "10"], "10"),
+        (["8", "09", "10", "11"], "11"),
+        (["9", "10", "100"], "100"),
+    ],
+)
 def test_latest_compares_numbers_as_numbers(tmp_path, hours, newest):
     """Guards `latest` on numeric partition values: compared as text, hour=9 was newer than hour=10."""
     base = _hourly(tmp_path, hours)
@@ -74,15 +80,16 @@ def test_latest_compares_numbers_as_numbers(tmp_path, hours, newest):
     with pytest.raises(UsageError, match=f", hour={newest}$"):
         select_input(base, ["hour"], "hour=999")
     assert sorted(select_input(base, ["hour"], f"hour={hours[1]}..{newest}").labels) == sorted(
-        f"hour={h}" for h in hours[1:])
+        f"hour={h}" for h in hours[1:]
+    )
 
 
 @pytest.mark.parametrize("column, kind", [("age", "int64"), ("region", "string")])
 def test_event_time_column_must_be_a_timestamp(project, column, kind):
     """Guards freshness: a watermark from a string or int column is meaningless (or a crash after scoring);
     the plan refuses it, naming the column and its type, before Ray starts (exit 2)."""
-    from jobs.plan import make_plan
-    from jobs.spec import load_spec
+    from jobs.plan.plan import make_plan
+    from jobs.spec.load import load_spec
 
     loaded = load_spec(project.job("event_time", input__event_time_column=column), environ=project.env)
     with pytest.raises(UsageError, match=f"input.event_time_column: column '{column}' is {kind} in ") as err:

@@ -37,13 +37,18 @@ def _kernel_manager(folder: Path) -> AsyncKernelManager:
     """A kernel manager whose only kernel spec, "python3", runs this interpreter's ipykernel."""
     spec_dir = folder / "kernels" / "python3"
     spec_dir.mkdir(parents=True)
-    (spec_dir / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "Python 3 (score tests)",
-        "language": "python",
-    }))
-    return AsyncKernelManager(kernel_name="python3",
-                              kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(folder / "kernels")]))
+    (spec_dir / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "Python 3 (score tests)",
+                "language": "python",
+            }
+        )
+    )
+    return AsyncKernelManager(
+        kernel_name="python3", kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(folder / "kernels")])
+    )
 
 
 def _text(cell) -> str:
@@ -84,8 +89,12 @@ def test_adhoc_notebook_runs_in_a_kernel_from_the_notebooks_folder(fresh_project
     # a path relative to the project root, while the kernel starts in notebooks/
     env["SCORE_JOB"] = "conf/jobs/notebook.yaml"
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    client = NotebookClient(notebook, km=_kernel_manager(tmp_path / "jupyter"), timeout=CELL_TIMEOUT_S,
-                            resources={"metadata": {"path": str(folder)}})
+    client = NotebookClient(
+        notebook,
+        km=_kernel_manager(tmp_path / "jupyter"),
+        timeout=CELL_TIMEOUT_S,
+        resources={"metadata": {"path": str(folder)}},
+    )
     client.execute(env=env)
 
     cells = {c.metadata["tags"][0]: c for c in notebook.cells if c.cell_type == "code"}
@@ -120,8 +129,7 @@ def test_adhoc_notebook_runs_in_a_kernel_from_the_notebooks_folder(fresh_project
     assert tracked["tag score.model_version"] == run["model_version"]
     assert tracked["tag score.run_key"] == delta.history(1)[0]["score.run_key"]
     listed = set(re.findall(r"^  (\S+)$", _text(cells["mlflow"]), re.MULTILINE))
-    assert {"charts/churn_probability.png", "contract/report.json", "spec/resolved.yaml",
-            "input/files.json"} <= listed
+    assert {"charts/churn_probability.png", "contract/report.json", "spec/resolved.yaml", "input/files.json"} <= listed
 
     scores = delta.to_pyarrow_table(columns=["churn_probability"], filters=[("ds", "=", LAST_DAY.isoformat())])
     expected_mean = pc.mean(scores.column("churn_probability")).as_py()

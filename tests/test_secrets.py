@@ -10,25 +10,28 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from jobs.run import code_version
-from jobs.spec import redact_uri
+from jobs.storage import redact_uri
+from jobs.tracking.code_version import code_version
 
 SECRET = "tok-5f3a9c1e7b"
 
 
-@pytest.mark.parametrize("uri, shown", [
-    ("https://user:token@host/path?q=1", "https://***@host/path?q=1"),
-    ("https://token@github.com/org/repo", "https://***@github.com/org/repo"),
-    ("postgresql://user:pw@db.internal:5432/mlflow", "postgresql://***@db.internal:5432/mlflow"),
-    ("mysql+pymysql://user:p@ss@db/mlflow", "mysql+pymysql://***@db/mlflow"),
-    ("s3://AKIAEXAMPLE:secret@bucket/warehouse", "s3://***@bucket/warehouse"),
-    ("${URI:-http://u:${TOKEN}@h:5000} or sqlite:///x.db", "${URI:-http://***@h:5000} or sqlite:///x.db"),
-    ("sqlite:////abs/.score/mlflow.db", "sqlite:////abs/.score/mlflow.db"),
-    ("models:/churn@champion", "models:/churn@champion"),
-    ("/data/customers/ds=2026-11-27", "/data/customers/ds=2026-11-27"),
-    ("abfss://container@account.dfs.core.windows.net/w", "abfss://container@account.dfs.core.windows.net/w"),
-    ('{"uri":"http://host","who":"a@b"}', '{"uri":"http://host","who":"a@b"}'),
-])
+@pytest.mark.parametrize(
+    "uri, shown",
+    [
+        ("https://user:token@host/path?q=1", "https://***@host/path?q=1"),
+        ("https://token@github.com/org/repo", "https://***@github.com/org/repo"),
+        ("postgresql://user:pw@db.internal:5432/mlflow", "postgresql://***@db.internal:5432/mlflow"),
+        ("mysql+pymysql://user:p@ss@db/mlflow", "mysql+pymysql://***@db/mlflow"),
+        ("s3://AKIAEXAMPLE:secret@bucket/warehouse", "s3://***@bucket/warehouse"),
+        ("${URI:-http://u:${TOKEN}@h:5000} or sqlite:///x.db", "${URI:-http://***@h:5000} or sqlite:///x.db"),
+        ("sqlite:////abs/.score/mlflow.db", "sqlite:////abs/.score/mlflow.db"),
+        ("models:/churn@champion", "models:/churn@champion"),
+        ("/data/customers/ds=2026-11-27", "/data/customers/ds=2026-11-27"),
+        ("abfss://container@account.dfs.core.windows.net/w", "abfss://container@account.dfs.core.windows.net/w"),
+        ('{"uri":"http://host","who":"a@b"}', '{"uri":"http://host","who":"a@b"}'),
+    ],
+)
 def test_redact_uri_masks_user_info(uri, shown):
     """Guards every recorded or printed URI: user info (user:password, a token) is masked, the rest of the
     URI, registry aliases, paths and Azure container names stay readable."""
@@ -40,8 +43,11 @@ def test_failed_run_summary_masks_uri_passwords(project, monkeypatch):
     taken from the environment, also when the run fails before it plans (its tracking server is down: exit 75)."""
     monkeypatch.setenv("MLFLOW_TOKEN", SECRET)
     monkeypatch.setenv("S3_SECRET", SECRET)
-    job = project.job("masked", tracking__uri="http://scorer:${MLFLOW_TOKEN}@127.0.0.1:9",
-                      warehouse__uri="s3://AKIAEXAMPLE:${S3_SECRET}@bucket/warehouse")
+    job = project.job(
+        "masked",
+        tracking__uri="http://scorer:${MLFLOW_TOKEN}@127.0.0.1:9",
+        warehouse__uri="s3://AKIAEXAMPLE:${S3_SECRET}@bucket/warehouse",
+    )
     code, summary = project.run(job, partitions="ds=1999-01-01")
     assert code == 75, summary
     assert summary["error"].startswith("tracking store http://127.0.0.1:9: nothing answers")
@@ -66,8 +72,12 @@ def test_secrets_from_the_environment_are_in_no_record(fresh_project, tmp_path):
         "score run --json": json.dumps(summary),
         "MLflow params": json.dumps(run.data.params),
         "MLflow tags": json.dumps(run.data.tags),
-        "MLflow datasets": json.dumps([[d.dataset.name, d.dataset.source, d.dataset.digest,
-                                        {t.key: t.value for t in d.tags}] for d in run.inputs.dataset_inputs]),
+        "MLflow datasets": json.dumps(
+            [
+                [d.dataset.name, d.dataset.source, d.dataset.digest, {t.key: t.value for t in d.tags}]
+                for d in run.inputs.dataset_inputs
+            ]
+        ),
     }
     artifacts = Path(client.download_artifacts(summary["run_id"], "", str(tmp_path / "artifacts")))
     files = [f for f in artifacts.rglob("*") if f.is_file()]
@@ -90,9 +100,15 @@ def test_secrets_from_the_environment_are_in_no_record(fresh_project, tmp_path):
 def test_untracked_files_do_not_mark_the_code_dirty(tmp_path):
     """Guards the recorded code version: an untracked file (a `score validate --report report.html` written
     into the project) marked every later run `-dirty`; only changes to tracked files may."""
+
     def git(*args: str) -> str:
-        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args], cwd=tmp_path,
-                              capture_output=True, text=True, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
 
     git("init", "-q")
     (tmp_path / "jobs.py").write_text("x = 1\n")

@@ -1,7 +1,8 @@
 """Soak (marker `slow`, `make test-slow`, about 6 minutes on 2 cores): many short runs back to back, then
 different jobs at once, each a real `score run` with its own local Ray. All succeed, the MLflow store
 agrees with the tables, no process a run started outlives it, nothing but Ray's session logs is left in
-the runs' temporary folder (registry model downloads included), and the memory a run takes does not grow run over run."""
+the runs' temporary folder (registry model downloads included), and the memory a run takes does not grow run
+over run."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import psutil
 import pytest
 from deltalake import DeltaTable
 
-from jobs.bench import _tree_memory
+from jobs.tools.bench import _tree_memory
 from tests.conftest import DAYS, ROWS_PER_DAY
 
 pytestmark = pytest.mark.slow
@@ -32,9 +33,14 @@ class Watched:
 
     def __init__(self, project, job: Path, tmpdir: str, *args: str) -> None:
         env = {**project.env, "TMPDIR": tmpdir}
-        self.process = subprocess.Popen([sys.executable, "-m", "jobs.cli", "run", str(job), "--json", *args],
-                                        cwd=project.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                        text=True)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "jobs.cli", "run", str(job), "--json", *args],
+            cwd=project.root,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         self.root = psutil.Process(self.process.pid)
         self.seen: dict[int, psutil.Process] = {}
         self.peak = 0
@@ -77,8 +83,9 @@ def test_soak(fresh_project, tmpdir_short):
     project = fresh_project
     runs: list[tuple[Watched, dict]] = []
 
-    registered = project.score("register-model", str(project.models / "model.onnx"), "--name", "churn_soak",
-                               "--alias", "champion")
+    registered = project.score(
+        "register-model", str(project.models / "model.onnx"), "--name", "churn_soak", "--alias", "champion"
+    )
     assert registered.returncode == 0, registered.stderr[-3000:]
     job = project.job("soak_serial", model__uri="models:/churn_soak@champion")  # downloaded by each run
     for _ in range(BACK_TO_BACK):
@@ -88,8 +95,9 @@ def test_soak(fresh_project, tmpdir_short):
 
     jobs = [project.job(f"soak_{n}") for n in range(CONCURRENT)]
     for _ in range(ROUNDS):
-        started = [Watched(project, j, tmpdir_short, "-p", f"ds={DAYS[n].isoformat()}", "--force")
-                   for n, j in enumerate(jobs)]
+        started = [
+            Watched(project, j, tmpdir_short, "-p", f"ds={DAYS[n].isoformat()}", "--force") for n, j in enumerate(jobs)
+        ]
         runs += [(w, w.finish()) for w in started]
 
     summaries = [s for _, s in runs]
@@ -101,8 +109,11 @@ def test_soak(fresh_project, tmpdir_short):
 
     client = MlflowClient(project.tracking_uri)
     experiment = client.get_experiment_by_name("scoring")
-    tracked = {r.info.run_id: r for r in client.search_runs([experiment.experiment_id], max_results=1000)
-               if "score.job" in r.data.tags}  # not register-model's run
+    tracked = {
+        r.info.run_id: r
+        for r in client.search_runs([experiment.experiment_id], max_results=1000)
+        if "score.job" in r.data.tags
+    }  # not register-model's run
     assert set(tracked) == {s["run_id"] for s in summaries}
     for summary in summaries:
         run = tracked[summary["run_id"]]
@@ -118,7 +129,9 @@ def test_soak(fresh_project, tmpdir_short):
     assert set(left) <= {"ray", ".ses"}, left
 
     first, last = max(serial_peaks[:3]), max(serial_peaks[-3:])
-    print(f"soak: {len(runs)} runs ({BACK_TO_BACK} back to back, {ROUNDS} rounds of {CONCURRENT} at once); "
-          f"peak memory of a serial run, first 3 vs last 3: {first / 2**20:.0f} vs {last / 2**20:.0f} MiB "
-          f"({last / first:.2f}x); all peaks MiB: {[round(p / 2**20) for p in serial_peaks]}")
+    print(
+        f"soak: {len(runs)} runs ({BACK_TO_BACK} back to back, {ROUNDS} rounds of {CONCURRENT} at once); "
+        f"peak memory of a serial run, first 3 vs last 3: {first / 2**20:.0f} vs {last / 2**20:.0f} MiB "
+        f"({last / first:.2f}x); all peaks MiB: {[round(p / 2**20) for p in serial_peaks]}"
+    )
     assert last <= GROWTH * first, serial_peaks

@@ -1,6 +1,6 @@
 """Reference workload (1): the demo job (customer churn, contract on) at a chosen size.
 
-The demo's data (`jobs.synthetic`: 29 typed features, daily partitions), its scikit-learn model in ONNX
+The demo's data (`jobs.tools.synthetic`: 29 typed features, daily partitions), its scikit-learn model in ONNX
 (`models.churn.build`) and its contract, as a self-contained folder; 2.8 M rows = 7 days x 400 k.
 Contract off: `--set contract=null` on `score run` / `score bench`.
 
@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 
 from benchmarks.workloads import REPO, default_out, write_job
-from jobs import synthetic
+from jobs.tools import synthetic
 
 ROWS, DAYS = 2_800_000, 7
 LAST_DAY = dt.date(2026, 11, 27)
@@ -27,11 +27,19 @@ def job_spec() -> dict:
     """The demo job (conf/jobs/churn_daily.yaml) on a model file instead of the registry, over all partitions."""
     return {
         "name": "bench_demo",
-        "input": {"path": "data", "partitioning": ["ds"], "partitions": "all", "id_column": synthetic.ID_COLUMN,
-                  "event_time_column": synthetic.EVENT_TIME_COLUMN},
+        "input": {
+            "path": "data",
+            "partitioning": ["ds"],
+            "partitions": "all",
+            "id_column": synthetic.ID_COLUMN,
+            "event_time_column": synthetic.EVENT_TIME_COLUMN,
+        },
         "contract": {"suite": CONTRACT, "on_failure": "quarantine", "max_bad_fraction": 0.01},
-        "model": {"uri": "model.onnx", "runtime": "onnx",
-                  "outputs": {"probabilities": [None, "churn_probability"], "label": "churn_label"}},
+        "model": {
+            "uri": "model.onnx",
+            "runtime": "onnx",
+            "outputs": {"probabilities": [None, "churn_probability"], "label": "churn_label"},
+        },
         "output": {"table": "bench_demo", "partition_by": ["ds"]},
     }
 

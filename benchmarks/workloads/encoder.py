@@ -15,8 +15,14 @@ import argparse
 from pathlib import Path
 
 from benchmarks.workloads import default_out
-from benchmarks.workloads.text_models import (encoder, save_model, sentences, train_tokenizer, write_rows,
-                                               write_text_jobs)
+from benchmarks.workloads.text_models import (
+    encoder,
+    save_model,
+    sentences,
+    train_tokenizer,
+    write_rows,
+    write_text_jobs,
+)
 
 ROWS = 200_000
 PARTITIONS = 8

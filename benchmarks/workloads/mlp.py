@@ -34,15 +34,25 @@ def build_model(path: Path, seed: int = 0) -> Path:
     layers = list(zip(WIDTHS, WIDTHS[1:]))
     for i, (fan_in, fan_out) in enumerate(layers):
         w = (rng.standard_normal((fan_in, fan_out)) * np.sqrt(2 / fan_in)).astype(np.float32)
-        weights += [numpy_helper.from_array(w, f"w{i}"), numpy_helper.from_array(np.zeros(fan_out, np.float32), f"b{i}")]
+        weights += [
+            numpy_helper.from_array(w, f"w{i}"),
+            numpy_helper.from_array(np.zeros(fan_out, np.float32), f"b{i}"),
+        ]
         if i == len(layers) - 1:
             nodes.append(helper.make_node("Gemm", [previous, f"w{i}", f"b{i}"], ["y"]))
         else:
-            nodes += [helper.make_node("Gemm", [previous, f"w{i}", f"b{i}"], [f"g{i}"]),
-                      helper.make_node("Relu", [f"g{i}"], [f"h{i}"])]
+            nodes += [
+                helper.make_node("Gemm", [previous, f"w{i}", f"b{i}"], [f"g{i}"]),
+                helper.make_node("Relu", [f"g{i}"], [f"h{i}"]),
+            ]
             previous = f"h{i}"
-    graph = helper.make_graph(nodes, "mlp_32_256_256_1", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 32])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1])], weights)
+    graph = helper.make_graph(
+        nodes,
+        "mlp_32_256_256_1",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1])],
+        weights,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     onnx.checker.check_model(model)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -13,8 +13,31 @@ import pyarrow.parquet as pq
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 _SYLLABLES = ["ka", "lo", "mi", "ne", "ru", "sa", "ti", "vo", "ze", "pa", "qu", "ha", "do", "be", "fi", "gu"]
-_COMMON = ["the", "a", "service", "was", "very", "not", "good", "bad", "slow", "fast", "delivery", "price",
-           "quality", "and", "but", "would", "buy", "again", "never", "great", "support", "product", "late"]
+_COMMON = [
+    "the",
+    "a",
+    "service",
+    "was",
+    "very",
+    "not",
+    "good",
+    "bad",
+    "slow",
+    "fast",
+    "delivery",
+    "price",
+    "quality",
+    "and",
+    "but",
+    "would",
+    "buy",
+    "again",
+    "never",
+    "great",
+    "support",
+    "product",
+    "late",
+]
 
 
 def sentences(rows: int, seed: int = 0, max_words: int = 40) -> list[str]:
@@ -28,7 +51,7 @@ def sentences(rows: int, seed: int = 0, max_words: int = 40) -> list[str]:
     lengths = rng.integers(1, max_words + 1, size=rows)
     picks = rng.choice(words, size=int(lengths.sum()), p=weights)
     ends = np.cumsum(lengths)
-    return [" ".join(picks[end - n:end]) for n, end in zip(lengths, ends)]
+    return [" ".join(picks[end - n : end]) for n, end in zip(lengths, ends)]
 
 
 def train_tokenizer(corpus: list[str], vocab_size: int = 1000):
@@ -39,11 +62,13 @@ def train_tokenizer(corpus: list[str], vocab_size: int = 1000):
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tokenizer.decoder = decoders.WordPiece()
-    tokenizer.train_from_iterator(corpus, trainers.WordPieceTrainer(vocab_size=vocab_size,
-                                                                   special_tokens=SPECIAL_TOKENS))
+    tokenizer.train_from_iterator(
+        corpus, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS)
+    )
     cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
-    tokenizer.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
-                                                             special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
+    )
     return tokenizer
 
 
@@ -61,8 +86,9 @@ def encoder(vocab_size: int, max_length: int, width: int, layers: int, heads: in
             self.tokens = torch.nn.Embedding(vocab_size, width)
             self.positions = torch.nn.Parameter(torch.randn(max_length, width) * 0.02)
             self.norm = torch.nn.LayerNorm(width)
-            layer = torch.nn.TransformerEncoderLayer(width, heads, 4 * width, dropout=0.0, activation="gelu",
-                                                     batch_first=True)
+            layer = torch.nn.TransformerEncoderLayer(
+                width, heads, 4 * width, dropout=0.0, activation="gelu", batch_first=True
+            )
             self.layers = torch.nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
             for weight in self.layers.parameters():  # the encoder clones one layer: give each its own weights
                 if weight.dim() > 1:
@@ -87,9 +113,16 @@ def save_model(model, folder: Path, max_length: int, name: str = "encoder") -> t
     onnx_path, torchscript_path = folder / f"{name}.onnx", folder / f"{name}.pt"
     torch.jit.script(model).save(str(torchscript_path))
     batch = {0: "N"}
-    torch.onnx.export(model, (ids, mask), str(onnx_path), dynamo=False, input_names=["input_ids", "attention_mask"],
-                      output_names=["last_hidden_state"], opset_version=17,
-                      dynamic_axes={"input_ids": batch, "attention_mask": batch, "last_hidden_state": batch})
+    torch.onnx.export(
+        model,
+        (ids, mask),
+        str(onnx_path),
+        dynamo=False,
+        input_names=["input_ids", "attention_mask"],
+        output_names=["last_hidden_state"],
+        opset_version=17,
+        dynamic_axes={"input_ids": batch, "attention_mask": batch, "last_hidden_state": batch},
+    )
     return onnx_path, torchscript_path
 
 
@@ -109,22 +142,31 @@ def write_text_jobs(out: Path, name: str, max_length: int, pooling: str, batch_s
     `<name>_torch`), both with `model/tokenizer.json`; returns the ONNX job file."""
     from benchmarks.workloads import write_job
 
-    write_job(out, text_job(f"{name}_torch", "model/encoder.pt", "tokenizer.json", max_length, pooling, "torch",
-                            batch_size), "job_torch.yaml")
-    return write_job(out, text_job(name, "model/encoder.onnx", "tokenizer.json", max_length, pooling, "onnx",
-                                   batch_size))
+    write_job(
+        out,
+        text_job(f"{name}_torch", "model/encoder.pt", "tokenizer.json", max_length, pooling, "torch", batch_size),
+        "job_torch.yaml",
+    )
+    return write_job(
+        out, text_job(name, "model/encoder.onnx", "tokenizer.json", max_length, pooling, "onnx", batch_size)
+    )
 
 
-def text_job(name: str, model: str, tokenizer: str, max_length: int, pooling: str, runtime: str,
-             batch_size: int) -> dict:
+def text_job(
+    name: str, model: str, tokenizer: str, max_length: int, pooling: str, runtime: str, batch_size: int
+) -> dict:
     """A job over `data/part=K` text rows: one embedding column per row, no contract. Batches are small: a
     transformer's activations grow with rows x tokens x width."""
     return {
         "name": name,
         "input": {"path": "data", "partitioning": ["part"], "partitions": "all", "id_column": "id"},
-        "model": {"uri": model, "runtime": runtime,
-                  "tokenizer": {"file": tokenizer, "column": "text", "max_length": max_length},
-                  "pooling": pooling, "outputs": {"last_hidden_state": "embedding"}},
+        "model": {
+            "uri": model,
+            "runtime": runtime,
+            "tokenizer": {"file": tokenizer, "column": "text", "max_length": max_length},
+            "pooling": pooling,
+            "outputs": {"last_hidden_state": "embedding"},
+        },
         "scoring": {"batch_size": batch_size},
         "output": {"table": name, "partition_by": ["part"]},
     }

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jobs import synthetic
+from jobs.tools import synthetic
 
 HERE = Path(__file__).parent
 TRAIN_ROWS = 20_000

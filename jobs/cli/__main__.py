@@ -1,0 +1,7 @@
+"""`python -m jobs.cli`: the `score` command."""
+
+import sys
+
+from jobs.cli.main import main
+
+sys.exit(main())

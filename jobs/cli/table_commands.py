@@ -1,0 +1,287 @@
+"""What `score tables | history | query | rollback | vacuum | optimize | lineage | freshness` print: the table
+commands, over the warehouse of the project around the current folder (or `--warehouse`). Results go to stdout
+(a text table, CSV or JSON); notes and errors to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from jobs.errors import SpecError, UsageError
+from jobs.spec.load import load_tracking, load_warehouse
+from jobs.storage import delta_table, join_uri
+from jobs.tables import freshness as freshness_check
+from jobs.tables.charts import history_plot
+from jobs.tables.delta import optimize as compact
+from jobs.tables.lineage import parse_time, table_state
+from jobs.tables.query import run_query
+from jobs.tables.warehouse import describe, table_names, table_uri, versions
+from jobs.tables.warehouse import rollback as restore
+from jobs.tables.warehouse import vacuum as clean
+from jobs.tracking.connect import connect
+from jobs.tracking.orphans import reap
+
+
+def tables(args: argparse.Namespace) -> int:
+    _reap_dead_runs()
+    warehouse = _warehouse(args)
+    rows = [asdict(describe(name, join_uri(warehouse, name))) for name in table_names(warehouse)]
+    if args.json:
+        _print_json(rows, args.stdout)
+    else:
+        _print_rows(
+            rows,
+            ["name", "version", "rows", "files", "updated_at", "newest_partition", "watermark", "age"],
+            args.stdout,
+            empty=f"no tables in {warehouse}",
+        )
+    return 0
+
+
+def history(args: argparse.Namespace) -> int:
+    rows = versions(_table(args), args.limit)
+    if args.plot:
+        column = args.column or _first_float_column(_table(args))
+        print(
+            f"score: wrote {history_plot(_table(args), column, args.plot)} (rows and mean {column} per version)",
+            file=sys.stderr,
+        )
+    if args.json:
+        _print_json(rows, args.stdout)
+    else:
+        rows = [{**row, "partitions": _span(row["partitions"])} for row in rows]
+        _print_rows(
+            rows,
+            [
+                "version",
+                "time",
+                "operation",
+                "role",
+                "run_id",
+                "job",
+                "model_version",
+                "partitions",
+                "rows",
+                "restored_version",
+                "reason",
+            ],
+            args.stdout,
+        )
+    return 0
+
+
+def query(args: argparse.Namespace) -> int:
+    version, versions = None, {}
+    for item in args.version:
+        name, sep, number = item.rpartition("=")
+        if not number.isdigit():
+            raise UsageError(f"--version {item}: expected N or TABLE=N")
+        if sep:
+            versions[name] = int(number)
+        else:
+            version = int(number)
+    if args.max_rows < 0:
+        raise UsageError(f"--max-rows {args.max_rows}: give a number of rows, or 0 for no limit")
+    result = run_query(args.sql, _warehouse(args), versions, version, max_rows=args.max_rows)
+    table = result.table
+    if args.format == "csv":
+        args.stdout.flush()
+        pacsv.write_csv(table, args.stdout.buffer)
+        args.stdout.buffer.flush()
+    elif args.format == "json" or args.json:
+        _print_json(table.to_pylist(), args.stdout)
+    else:
+        _print_rows(table.to_pylist(), table.column_names, args.stdout, empty="(no rows)", limit=max(table.num_rows, 1))
+    if result.truncated:
+        print(
+            f"score: query: printed the first {args.max_rows} rows; the result has more (narrow the query, "
+            "or --max-rows 0 for all)",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def rollback(args: argparse.Namespace) -> int:
+    done = restore(_table(args), args.version, args.reason)
+    if args.json:
+        _print_json(done, args.stdout)
+    else:
+        print(
+            f"{args.table}: restored version {done['restored_version']} as version {done['version']}", file=args.stdout
+        )
+        if "quarantine" in done:
+            q = done["quarantine"]
+            print(
+                f"{q['table']}: at version {q['restored_version']}'s content as version {q['version']}",
+                file=args.stdout,
+            )
+    return 0
+
+
+def vacuum(args: argparse.Namespace) -> int:
+    _reap_dead_runs()
+    done = clean(_table(args), args.retention, args.dry_run)
+    if args.json:
+        _print_json(done, args.stdout)
+    else:
+        verb = "would delete" if args.dry_run else "deleted"
+        print(
+            f"{args.table}: {verb} {len(done['files'])} file(s) older than {done['retention_hours']:g}h "
+            "that no version within the retention needs",
+            file=args.stdout,
+        )
+        for path in done["files"]:
+            print(f"  {path}", file=args.stdout)
+    return 0
+
+
+def optimize(args: argparse.Namespace) -> int:
+    done = compact(_table(args), args.target_size)
+    if args.json:
+        _print_json(done, args.stdout)
+    elif done["version"] == done["version_before"]:
+        print(
+            f"{args.table}: nothing to compact ({done['files_before']} file(s)); still version {done['version']}",
+            file=args.stdout,
+        )
+    else:
+        rows = "unchanged" if done["rows_after"] == done["rows_before"] else f"was {done['rows_before']}"
+        print(
+            f"{args.table}: {done['files_before']} -> {done['files_after']} files, {done['rows_after']} rows "
+            f"({rows}) as version {done['version']}",
+            file=args.stdout,
+        )
+    return 0
+
+
+def lineage(args: argparse.Namespace) -> int:
+    from jobs.tracking.records import describe_lineage  # it imports MLflow (1.1 s): only `score lineage` pays
+
+    lineage = describe_lineage(_table(args), args.version)
+    if args.json:
+        _print_json(lineage, args.stdout)
+        return 0
+    out = args.stdout
+    print(
+        f"{args.table} version {lineage['version']} ({lineage['table']}): rows from {len(lineage['runs'])} run(s)",
+        file=out,
+    )
+    if not lineage["complete"]:
+        print("  (the log no longer reaches back to the table's creation: older runs are not listed)", file=out)
+    for run in lineage["runs"]:
+        model, contract, mlflow = run["model"], run["contract"], run["mlflow"]
+        print(f"\nrun {run['run_id']} (job {run['job']}) committed version {run['committed_version']}", file=out)
+        print(f"  run key   {run['run_key']}", file=out)
+        print(
+            f"  model     {model['uri']} -> {model['resolved_uri']} (version {model['version']}, "
+            f"sha256 {model['sha256']})",
+            file=out,
+        )
+        if contract:
+            print(
+                f"  contract  {contract['path']} (sha256 {contract['sha256']}, {contract['expectations']} "
+                f"expectations, on_failure {contract['on_failure']})",
+                file=out,
+            )
+        print(f"  code      {run['code_version']} (jobs package sha256 {run.get('code_sha256') or '?'})", file=out)
+        print(f"  spec      sha256 {run['spec_hash']} (resolved spec: --json, or MLflow spec/resolved.yaml)", file=out)
+        status = mlflow.get("status") if mlflow.get("reachable") else f"not reachable: {mlflow.get('error')}"
+        print(
+            f"  MLflow    run {mlflow['run_id']} in experiment {mlflow['experiment_id']} at {mlflow['uri']} ({status})",
+            file=out,
+        )
+        print(f"  input     {run['input']['base']} (fingerprint {run['input']['fingerprint']})", file=out)
+        for part in run["input"]["partitions"]:
+            print(f"    {part['partition']}: {part['rows']} rows, fingerprint {part['fingerprint']}", file=out)
+            for f in part["files"]:
+                print(f"      {f['path']}  {f['size']} bytes  mtime_ns {f['mtime_ns']}  {f['rows']} rows", file=out)
+        for part in run["outputs"]:
+            print(
+                f"  output    {part['partition']}: {part['rows_scored']} scored, {part['rows_quarantined']} "
+                f"quarantined, watermark {part['watermark']}, scored_at {part['scored_at']}",
+                file=out,
+            )
+    return 0
+
+
+def freshness(args: argparse.Namespace) -> int:
+    state = table_state(_table(args))
+    max_age = args.max_age or next((run.max_age for run in state.runs if run.max_age), None)
+    if not max_age:
+        raise UsageError(f"freshness {args.table}: give --max-age (e.g. 26h) or set output.max_age in the job")
+    try:
+        now = parse_time(args.now) if args.now else dt.datetime.now(dt.UTC)
+        result = freshness_check.check(state, args.table, max_age, now)
+    except ValueError as exc:
+        raise UsageError(f"freshness {args.table}: {exc}") from None
+    if args.json:
+        _print_json(result.to_dict(), args.stdout)
+    print(result.message, file=sys.stderr if args.json else args.stdout)
+    return 0 if result.fresh else 4
+
+
+def _warehouse(args: argparse.Namespace) -> str:
+    return args.warehouse or load_warehouse()
+
+
+def _table(args: argparse.Namespace) -> str:
+    return table_uri(args.table, _warehouse(args))
+
+
+def _reap_dead_runs() -> None:
+    """Runs of this project whose driver was killed: marked failed in MLflow, their uncommitted files deleted
+    (jobs.tracking.orphans). Outside a project (no conf/defaults.yaml) there is no store to look in."""
+    try:
+        tracking = load_tracking()
+    except SpecError:
+        return
+    if tracking.uri.startswith("sqlite:///") and not Path(tracking.uri.removeprefix("sqlite:///")).exists():
+        return  # no store yet, so no run to reap: a read-only command should not create one
+    connect(tracking)
+    for run in reap(tracking):
+        print(
+            f"run {run.run_id} ({run.job}): its driver {run.driver} is gone; marked failed, "
+            f"{run.files_removed} uncommitted file(s) deleted",
+            file=sys.stderr,
+        )
+
+
+def _first_float_column(table_uri: str) -> str:
+    schema = pa.schema(delta_table(table_uri).schema().to_arrow())
+    floats = [f.name for f in schema if pa.types.is_floating(f.type)]
+    if not floats:
+        raise UsageError(f"history --plot: {table_uri} has no float column; name one with --column")
+    return floats[0]
+
+
+def _span(partitions: str | None) -> str | None:
+    """`ds=a,ds=b,...,ds=z` -> `ds=a .. ds=z (26)` for the text table; JSON keeps the full list."""
+    labels = partitions.split(",") if partitions else []
+    return f"{labels[0]} .. {labels[-1]} ({len(labels)})" if len(labels) > 3 else partitions
+
+
+def _print_json(value, out) -> None:
+    print(json.dumps(value, indent=1, default=str), file=out, flush=True)
+
+
+def _print_rows(rows: list[dict], columns: list[str], out, empty: str = "(none)", limit: int = 200) -> None:
+    """A plain aligned text table; more than `limit` rows are cut with a note (use CSV or JSON for all)."""
+    if not rows:
+        print(empty, file=out)
+        return
+    shown = [["" if r.get(c) is None else str(r.get(c)) for c in columns] for r in rows[:limit]]
+    widths = [max(len(c), *(len(row[i]) for row in shown)) for i, c in enumerate(columns)]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip(), file=out)
+    for row in shown:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip(), file=out)
+    if len(rows) > limit:
+        print(f"... {len(rows) - limit} more rows (use --format csv or json for all)", file=out)
+    out.flush()

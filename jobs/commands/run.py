@@ -1,0 +1,308 @@
+"""One scoring run, top to bottom: spec -> plan -> track -> execute -> check -> commit -> record.
+
+This is the only place the stages meet; each step is one call into the layer that owns it. `run_job` is what
+the CLI, notebooks and tests call.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from jobs.commands.console import Console, Counts, describe_model, describe_selection, versions_text
+from jobs.commands.locks import job_lock
+from jobs.commands.summary import RunSummary
+from jobs.contracts import reports
+from jobs.engines.endpoints import check_job
+from jobs.engines.execute import execute
+from jobs.engines.inline import runs_inline
+from jobs.errors import EXIT_INTERRUPTED, ContractFailure, RuntimeFailure, ScoreError
+from jobs.faults import inject
+from jobs.plan.commits import commit_group, run_record
+from jobs.plan.plan import NothingToScore, Plan, Progress, make_plan, progress_of
+from jobs.plan.samples import sample_job
+from jobs.spec.load import LoadedSpec, load_spec
+from jobs.stages.sink import WrittenFiles
+from jobs.storage import redact_uri
+from jobs.tables.delta import discard_run_files
+from jobs.tables.lineage import parse_time
+from jobs.tracking.code_version import package_digest
+from jobs.tracking.connect import connect
+from jobs.tracking.orphans import reap
+
+log = logging.getLogger(__name__)
+
+
+def run_job(
+    job: str | Path | LoadedSpec,
+    partitions: str | list[str] | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    run_key: str | None = None,
+    force: bool = False,
+    console: Console | None = None,
+    limit: int | None = None,
+    table: str | None = None,
+    lock: bool = False,
+) -> RunSummary:
+    """Score the selected partitions of one job and commit them as one new table version (one per group of
+    `output.commit_every` partitions).
+
+    A run whose key (given, or derived from job, spec, input files, model and contract) already committed
+    returns at once (`force` runs it anyway), as does an `unscored` run that finds nothing new.
+    Raises UsageError (bad spec, partition, model: nothing started), ContractFailure (nothing committed)
+    or RuntimeFailure; anything else is a bug or an environment failure. Every exception raised after the
+    spec loaded carries the partial RunSummary as `.summary`, for reporting. A `console` shows what the run
+    does as it goes (the CLI's); without one, those lines are logged at INFO. `limit` scores a sample of that
+    many rows of the selected partitions into `table` (never the job's own): an ad-hoc check. `lock` refuses to
+    start while another run of the job holds its lock on this host (RetryableFailure; `jobs.commands.locks`).
+    """
+    started = time.monotonic()
+    loaded = job if isinstance(job, LoadedSpec) else load_spec(job, overrides)
+    spec = loaded.spec
+    if lock:
+        with job_lock(loaded.root, spec.name):
+            return run_job(loaded, partitions, overrides, run_key, force, console, limit, table)
+    if console is not None:
+        console.follow(spec.engine)
+    say = console.say if console is not None else log.info
+    sample = f"a sample of {limit:,} rows of " if limit is not None else ""
+    say(
+        f"{spec.name}: selecting {sample}{partitions or spec.input.partitions} of {redact_uri(spec.input.path)}, "
+        f"model {redact_uri(spec.model.uri)}"
+    )
+    if limit is not None:
+        loaded, partitions = sample_job(loaded, limit, table, partitions), None
+        spec = loaded.spec
+    summary = RunSummary(
+        status="failed",
+        job=spec.name,
+        table=spec.output.table,
+        table_uri=redact_uri(spec.table_uri()),
+        tracking_uri=redact_uri(spec.tracking.uri),
+    )
+    try:
+        check_job(spec)  # a server that is down fails the run now, not after minutes of retries
+        try:
+            plan = make_plan(loaded, partitions, run_key)
+        except NothingToScore as nothing:
+            summary.status, summary.message = "up_to_date", str(nothing)
+            summary.model_uri, summary.model_version = redact_uri(nothing.model.uri), nothing.model.version
+            summary.model_sha256, summary.table_version = nothing.model.sha256, nothing.table_version
+            return summary
+        done = Progress([], [], plan.selection.labels) if force else progress_of(plan)
+        summary.run_key, summary.model_uri = plan.run_key, redact_uri(plan.model.uri)
+        summary.model_version, summary.model_sha256 = plan.model.version, plan.model.sha256
+        summary.partitions, summary.rows_in = plan.selection.labels, plan.selection.num_rows
+        summary.input_fingerprint = plan.selection.fingerprint
+        by = (
+            f"{spec.output.table} {versions_text(r.table_version for r in done.commits)} by run "
+            f"{', '.join(dict.fromkeys(r.run_id for r in done.commits))}"
+        )
+        if not done.todo:
+            summary.status, summary.run_id = "already_committed", done.commits[0].run_id
+            summary.table_version = done.commits[0].table_version
+            summary.table_versions = sorted(run.table_version for run in done.commits)
+            summary.message = f"run key {plan.run_key} already committed as {by}; nothing written"
+            return summary
+        if done.committed:
+            summary.message = (
+                f"resumed run key {plan.run_key}: {len(done.committed)} of its partitions were "
+                f"committed as {by}; scoring the other {len(done.todo)}"
+            )
+            say(f"{spec.name}: {summary.message}")
+            plan = plan.restricted(done.todo)
+            summary.partitions, summary.rows_in = plan.selection.labels, plan.selection.num_rows
+        say(
+            f"{spec.name}: {describe_selection(plan.selection)}; model {describe_model(plan.model)}; "
+            f"run key {plan.run_key}"
+        )
+        _score(plan, summary, started, console)
+    except (Exception, KeyboardInterrupt) as exc:  # every failure carries its summary: `--json` prints it
+        summary.exit_code = (
+            exc.exit_code
+            if isinstance(exc, ScoreError)
+            else (EXIT_INTERRUPTED if isinstance(exc, KeyboardInterrupt) else 1)
+        )
+        summary.error = str(exc) if isinstance(exc, ScoreError) else f"{type(exc).__name__}: {exc}"
+        summary.duration_s = round(time.monotonic() - started, 3)
+        exc.summary = summary  # type: ignore[union-attr]  # any exception leaving a run carries its summary
+        raise
+    return summary
+
+
+def _score(plan: Plan, summary: RunSummary, started: float, console: Console | None) -> None:
+    """Track, execute, check, commit and record the run of `plan`, one group of partitions at a time."""
+    # MLflow takes 1.1 s to import and Ray 0.9 s (with Ray Data): a run with nothing to score never imports
+    # them, and a run scored inline never imports Ray.
+    from jobs.tracking import records
+
+    spec = plan.job.spec
+    say = console.say if console is not None else log.info
+    inline = runs_inline(spec, plan.selection.num_rows)
+    summary.engine = "inline" if inline else "ray"
+    say(
+        f"{spec.name}: scoring in this process (at most engine.inline_max_rows {spec.engine.inline_max_rows:,} rows)"
+        if inline
+        else f"{spec.name}: starting Ray" + (f" on {spec.engine.address}" if spec.engine.address else "")
+    )
+    if not inline:
+        from jobs.engines import cluster  # Ray (see above)
+
+        ray_started = cluster.start_soon(spec.engine)  # while the MLflow run below is opened and recorded
+    connect(spec.tracking)
+    for dead in reap(spec.tracking):  # earlier runs whose driver was killed: marked failed, files deleted
+        say(f"earlier run {dead.run_id} ({dead.job}): {dead.why}")
+    read_versions = {redact_uri(t.uri): t.read_version for t in (plan.output, plan.quarantine) if t is not None}
+    with records.mlflow_run(f"{spec.name} {plan.selection.labels[0]}", read_versions) as (run_id, experiment_id):
+        summary.run_id = run_id
+        records.record_plan(
+            plan.job, plan.selection, plan.model, plan.contract, plan.output, plan.quarantine, plan.run_key
+        )
+        try:
+            if inline:
+                pool, code_sha256 = None, package_digest()
+                records.record_engine({"engine": "inline"}, code_sha256)
+            else:
+                ray_started.result()
+                pool = cluster.wait_for_pool(spec.scoring)
+                code_sha256 = cluster.workers_code(spec.engine)
+                records.record_engine(pool.params(), code_sha256)
+            checked, rows_checked, marks, devices = WrittenFiles(), 0, [], Counter[str]()  # checked: every group so far
+            groups = plan.groups()  # one, unless output.commit_every: each group is one commit
+            for group in groups:
+                progress = (
+                    None
+                    if console is None
+                    else console.counting(Counts(rows_checked, checked.rows_quarantined), plan.selection.num_rows)
+                )
+                written = execute(group, run_id, pool, progress)
+                checked.merge(written)
+                rows_checked += group.selection.num_rows
+                summary.contract = _contract_summary(plan, checked)
+                if plan.contract and spec.contract:
+                    records.record_contract(
+                        reports.contract_report(
+                            plan.contract,
+                            rows_checked,
+                            dict(checked.reasons),
+                            checked.examples,
+                            checked.rows_failed,
+                            job=spec.name,
+                            run_id=run_id,
+                            partitions=",".join(plan.selection.labels),
+                            on_failure=spec.contract.on_failure,
+                        )
+                    )
+                _check_counts(group, written)
+                _check_contract(group, checked, rows_checked, summary)
+                scored_at = dt.datetime.now(dt.UTC)
+                record = run_record(group, written, run_id, experiment_id, scored_at, code_sha256, summary.engine)
+                marks += [r.watermark for r in record.outputs if r.watermark]
+                inject("commit")
+                summary.table_version, summary.quarantine_version = commit_group(group, written, record)
+                summary.table_versions.append(summary.table_version)
+                summary.rows_scored += written.rows_scored  # the summary counts committed rows only
+                summary.rows_quarantined += written.rows_quarantined
+                devices.update(written.devices)
+                summary.devices = dict(devices)
+                records.record_commit(summary.table_versions)
+                inject("committed")
+                if len(groups) > 1:
+                    say(
+                        f"{spec.name}: committed {spec.output.table} v{summary.table_version} "
+                        f"({', '.join(group.selection.labels)})"
+                    )
+            records.record_devices(summary.devices)
+            summary.input_watermark = max(marks, key=parse_time) if marks else None
+            if summary.input_watermark:
+                summary.freshness_lag_s = round((scored_at - parse_time(summary.input_watermark)).total_seconds(), 3)
+        except (Exception, KeyboardInterrupt) as exc:
+            if console is not None:
+                console.done()
+            for target in (plan.output, plan.quarantine):
+                if target is not None:
+                    discard_run_files(target.uri, run_id, target.read_version)
+            summary.duration_s = round(time.monotonic() - started, 3)
+            records.record_failure(exc, summary.metrics())
+            raise
+        if console is not None:
+            console.done()
+        summary.status = "succeeded"
+        summary.duration_s = round(time.monotonic() - started, 3)
+        summary.rows_per_s = round(summary.rows_in / summary.duration_s, 1) if summary.duration_s else 0.0
+        records.record_result(summary.metrics(), summary.quarantine_version, summary.input_watermark)
+        records.record_charts(
+            plan.output,
+            summary.table_version,
+            [f.name for f in plan.binding.output_fields()],
+            [p for p in plan.output_partitions().values() if p] or None,
+        )
+
+
+def _check_contract(plan: Plan, checked: WrittenFiles, rows_checked: int, summary: RunSummary) -> None:
+    """Fail the run when the rows that failed the contract (or, without one, any) exceed its policy's limits.
+
+    With `output.commit_every` the limits hold for the rows of every group so far (`checked`), and the groups
+    committed before this one stay."""
+    policy = plan.job.spec.contract
+    if policy:
+        why = policy.exceeded(checked.rows_failed, rows_checked)
+    else:
+        why = "the job has no contract to quarantine them" if checked.rows_failed else None
+    if not why:
+        return
+    name = f"contract {Path(plan.contract.path).name}" if plan.contract else "input"
+    what = "nothing was committed"
+    if summary.table_versions:
+        what = (
+            f"partitions {', '.join(plan.selection.labels)} were not committed; the groups committed before "
+            f"them stay ({plan.job.spec.output.table} {versions_text(summary.table_versions)}), and a re-run "
+            f"with run key {plan.run_key} scores only what is missing"
+        )
+    raise ContractFailure(
+        f"{name}: {checked.rows_failed} of {rows_checked} rows failed, {why} ({_top_reasons(checked)}); {what}"
+    )
+
+
+def _check_counts(plan: Plan, written: WrittenFiles) -> None:
+    """Nothing lost: every row counted in the input footers reached the writer, scored or failed."""
+    rows_in = plan.selection.num_rows
+    on_failure = plan.job.spec.on_failure
+    unscored = {"warn": 0, "quarantine": written.rows_quarantined, "fail": written.rows_failed}[on_failure]
+    if (
+        written.rows_seen != rows_in
+        or written.rows_scored + unscored != rows_in
+        or (on_failure == "quarantine" and written.rows_quarantined != written.rows_failed)
+    ):
+        raise RuntimeFailure(
+            f"row count mismatch: the input files hold {rows_in} rows, the pipeline saw {written.rows_seen} "
+            f"({written.rows_scored} scored, {written.rows_quarantined} quarantined, {written.rows_failed} failed "
+            "the contract); nothing was committed"
+        )
+
+
+def _top_reasons(written: WrittenFiles) -> str:
+    return "; ".join(
+        f"{key}: {count} rows, e.g. {', '.join(written.examples.get(key, []))}"
+        for key, count in written.reasons.most_common(3)
+    )
+
+
+def _contract_summary(plan: Plan, written: WrittenFiles) -> dict[str, Any] | None:
+    """The short contract summary of `--json`; the full report goes to MLflow."""
+    failures = {k: {"rows": n, "examples": written.examples.get(k, [])} for k, n in written.reasons.items()}
+    if not plan.contract or not plan.job.spec.contract:
+        return {"rows_failed": written.rows_failed, "failures": failures} if written.rows_failed else None
+    return {
+        "name": plan.contract.name,
+        "path": plan.contract.path,
+        "sha256": plan.contract.sha256,
+        "on_failure": plan.job.spec.contract.on_failure,
+        "expectations": len(plan.contract.expectations),
+        "rows_failed": written.rows_failed,
+        "failures": failures,
+    }

@@ -1,0 +1,64 @@
+"""The machine-readable outcome of a run: what `score run --json` prints, `run_job` returns and MLflow records."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class RunSummary:
+    """The machine-readable outcome of a run (`score run --json` prints exactly this).
+
+    `status`: succeeded, failed, up_to_date (`unscored` found nothing new) or already_committed (a retry
+    of a run key that committed: `run_id` and `table_version` are that run's)."""
+
+    status: str
+    job: str
+    run_id: str | None = None
+    run_key: str | None = None
+    message: str | None = None
+    table: str | None = None
+    table_uri: str | None = None
+    table_version: int | None = None  # the run's last commit
+    table_versions: list[int] = field(default_factory=list)  # each commit: one, or one per output.commit_every group
+    partitions: list[str] = field(default_factory=list)
+    rows_in: int = 0
+    rows_scored: int = 0
+    rows_quarantined: int = 0
+    quarantine_version: int | None = None
+    model_uri: str | None = None
+    model_version: str | None = None
+    model_sha256: str | None = None
+    tracking_uri: str | None = None
+    input_fingerprint: str | None = None
+    input_watermark: str | None = None
+    freshness_lag_s: float | None = None
+    contract: dict[str, Any] | None = None
+    engine: str | None = None  # ray, or inline (a small local run scored in the driver: engine.inline_max_rows)
+    devices: dict[str, int] = field(default_factory=dict)  # rows by the device the model ran on
+    duration_s: float = 0.0
+    rows_per_s: float = 0.0
+    exit_code: int = 0
+    error: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    def metrics(self) -> dict[str, float]:
+        """The run's MLflow metrics: its counts; once it succeeded, its throughput, version and lag too."""
+        metrics: dict[str, float] = {
+            "rows_in": self.rows_in,
+            "rows_scored": self.rows_scored,
+            "rows_quarantined": self.rows_quarantined,
+            "rows_failed_contract": (self.contract or {}).get("rows_failed", 0),
+            "duration_s": self.duration_s,
+        }
+        if self.status == "succeeded":
+            metrics["rows_per_s"] = self.rows_per_s
+            if self.table_version is not None:
+                metrics["table_version"] = self.table_version
+            if self.freshness_lag_s is not None:
+                metrics["freshness_lag_s"] = self.freshness_lag_s
+        return metrics

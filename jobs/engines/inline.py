@@ -1,0 +1,52 @@
+"""The inline engine: a run's stages in the driver process, one partition at a time, without Ray.
+
+For runs so small that starting Ray and its workers would take most of their time (`engine.inline_max_rows`,
+local engines only). The checks, scores, files and counts are those of `jobs.engines.pipeline.execute`, from
+the same stage code and the same tasks; only the scheduling differs. Nothing here imports Ray (Ray with Ray
+Data takes about a second to import).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import pyarrow as pa
+
+from jobs.columns import PARTITION_INDEX
+from jobs.models.text import Tokenize
+from jobs.plan.plan import Plan
+from jobs.spec.schema import JobSpec
+from jobs.stages.checking import check_partitions
+from jobs.stages.scoring import ScoreBatches
+from jobs.stages.sink import WrittenFiles
+
+
+def runs_inline(spec: JobSpec, rows: int) -> bool:
+    """Whether a run of `rows` rows scores in the driver process (`engine.inline_max_rows`): only on a local
+    engine and CPUs, where the cluster would be this machine anyway."""
+    return spec.engine.address is None and spec.scoring.gpus_per_actor == 0 and rows <= spec.engine.inline_max_rows
+
+
+def execute_inline(
+    plan: Plan, run_id: str, on_progress: Callable[[dict[str, int]], None] | None = None
+) -> WrittenFiles:
+    """The plan's partitions one after the other; `on_progress` gets the counts (stage -> rows) after each."""
+    writer = plan.table_writer(run_id)
+    cores = os.cpu_count() or 1
+    scorer = ScoreBatches(plan.scoring_task(run_id, cores, use_gpu=False), plan.model.files())
+    tokenize = Tokenize(plan.binding.text, cores) if plan.binding.text is not None else None
+    written = WrittenFiles()
+    for index in range(len(plan.checks.partitions)):
+        batches = check_partitions(pa.table({PARTITION_INDEX: [index]}), plan.checks)
+        written.merge(writer.write((scorer(tokenize(b) if tokenize else b) for b in batches), task=0))
+        if on_progress:
+            on_progress(
+                {
+                    "check": written.rows_seen,
+                    "score": written.rows_seen,
+                    "write": written.rows_seen,
+                    "quarantine": written.rows_quarantined,
+                }
+            )
+    return written

@@ -1,0 +1,166 @@
+"""The Ray Data pipeline of one run: check each input partition (tasks) -> tokenise text (actors, text models
+only) -> score (actor pool) -> write files. Small local runs take `jobs.engines.inline` instead.
+
+Streaming end to end; the driver only sees the small file descriptions the writers return.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Callable, Iterator
+
+import pyarrow as pa
+import ray
+import ray.data
+from ray.data import ActorPoolStrategy, Datasink
+from ray.data.datasource.datasink import WriteResult
+
+from jobs.columns import PARTITION_INDEX, REASONS
+from jobs.engines.pool import PoolSize
+from jobs.engines.progress import Watchdog, count
+from jobs.faults import inject
+from jobs.models.text import TextInput, Tokenize
+from jobs.plan.plan import Plan, ValidationPlan
+from jobs.stages.checking import CheckTask, check_partitions
+from jobs.stages.scoring import ScoreBatches, ScoringTask
+from jobs.stages.sink import TableWriter, WrittenFiles
+
+CHECK_WORKER_BASE = 160 * 2**20  # a check worker's own memory (Arrow, pandas, the contract), measured: ~130 MiB
+
+
+def checked(checks: CheckTask, progress: str | None = None) -> ray.data.Dataset:
+    """Every selected row, partition by partition, with the reasons it fails (`_reasons`, null if none).
+
+    A check task holds one whole partition, so it reserves that much memory (the footers' uncompressed
+    size plus the worker's own, within half of what the smallest node offers; less and Ray Data warns on
+    every run). The reservation also keeps the check stage its own tasks: Ray Data would otherwise fuse it
+    into the scoring actors, serialising check and scoring (measured: the job took 1.6x as long on 2 CPUs).
+    `progress` names the execution's row counter (jobs.engines.progress)."""
+    partitions = ray.data.from_items(
+        [{PARTITION_INDEX: i} for i in range(len(checks.partitions))],
+        override_num_blocks=max(1, len(checks.partitions)),
+    )
+    wanted = 2 * checks.partition_bytes + CHECK_WORKER_BASE  # the partition read, and the batches cut from it
+    smallest = min((n["Resources"].get("memory", 0) for n in ray.nodes() if n.get("Alive")), default=0)
+    memory = max(1, min(wanted, int(smallest // 2)) if smallest else wanted)
+    return partitions.map_batches(
+        _check_task,  # type: ignore[arg-type]  # Ray's type of a function omits its fn_kwargs
+        fn_kwargs={"task": checks, "progress": progress},
+        batch_size=1,
+        batch_format="pyarrow",
+        memory=memory,
+    )
+
+
+def _check_task(batch: pa.Table, task: CheckTask, progress: str | None) -> Iterator[pa.Table]:
+    """A check task: `check_partitions`, counting its rows for the stall watchdog, behind the fault tests'
+    hook (jobs.faults)."""
+    inject("check_partition")
+    for rows in check_partitions(batch, task):
+        if progress:
+            count(progress, "check", rows.num_rows)
+        yield rows
+
+
+def tokenized(stream: ray.data.Dataset, text: TextInput, reserved_cpus: float) -> ray.data.Dataset:
+    """`stream` with the token columns added, by an actor pool of its own. Its actors take one CPU each from
+    what the scoring actors (`reserved_cpus`) and one CPU for reading and writing leave; with nothing left
+    (a 2-CPU machine) a single actor takes no CPU slot, so it cannot starve the read tasks (which would hang
+    the job) and shares the cores with them instead."""
+    total = sum(n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("Alive"))
+    spare = math.floor(total - reserved_cpus - 1 + 1e-9)
+    actors, cpus = (spare, 1) if spare >= 1 else (1, 0)
+    return stream.map_batches(
+        Tokenize,
+        fn_constructor_args=(text, max(cpus, 1)),
+        batch_size=None,
+        batch_format="pyarrow",
+        compute=ActorPoolStrategy(min_size=1, max_size=actors),
+        num_cpus=cpus,
+    )
+
+
+class _CountedScoreBatches(ScoreBatches):
+    """The scoring actors: the model arrives as an object-store ref (each node holds one shared copy), and
+    each actor counts the rows that passed through it (scored, or set aside as failing)."""
+
+    def __init__(self, task: ScoringTask, model: ray.ObjectRef, progress: str) -> None:
+        super().__init__(task, ray.get(model))
+        self.progress = progress
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        scored = super().__call__(batch)
+        count(self.progress, "score", batch.num_rows)
+        return scored
+
+
+def check(plan: ValidationPlan) -> list[pa.Table]:
+    """The check stage alone (`score validate`): each batch's `_reasons` column."""
+    if not plan.checks.partitions:
+        return []
+    return [
+        batch
+        for batch in checked(plan.checks)
+        .select_columns([REASONS])
+        .iter_batches(batch_format="pyarrow", batch_size=None)
+    ]
+
+
+def execute(
+    plan: Plan, run_id: str, pool: PoolSize, on_progress: Callable[[dict[str, int]], None] | None = None
+) -> WrittenFiles:
+    """The run's rows through Ray Data: check tasks -> (tokenise actors) -> scoring actors -> write tasks."""
+    spec = plan.job.spec
+    task = plan.scoring_task(run_id, pool.threads, pool.gpus_per_actor > 0)
+    progress = f"{run_id}-{uuid.uuid4().hex[:8]}"  # one counter per execution: a run committing in groups has several
+    sink = DeltaFilesSink(plan.table_writer(run_id), progress)
+    if not plan.checks.partitions:
+        return sink.written
+    rows = checked(plan.checks, progress)
+    if plan.binding.text is not None:  # tokenised in a CPU stage of its own: the scoring actors only score
+        rows = tokenized(rows, plan.binding.text, pool.max_actors * pool.cpus_per_actor)
+    scored = rows.map_batches(
+        _CountedScoreBatches,
+        fn_constructor_args=(task, ray.put(plan.model.files()), progress),
+        batch_size=spec.scoring.batch_size,
+        batch_format="pyarrow",
+        compute=ActorPoolStrategy(min_size=pool.min_actors, max_size=pool.max_actors),
+        num_cpus=pool.cpus_per_actor,
+        num_gpus=pool.gpus_per_actor,
+        resources=pool.resources or None,
+    )
+    with Watchdog(
+        progress, spec.engine.stall_timeout_s, plan.selection.num_rows, str(spec.engine.stall_timeout), on_progress
+    ):
+        scored.write_datasink(sink)
+    return sink.written
+
+
+class DeltaFilesSink(Datasink):
+    """Ray Data's side of a `TableWriter`: each write task writes its blocks and returns what it wrote; the
+    driver's copy merges those descriptions into `written`, for the one commit."""
+
+    def __init__(self, writer: TableWriter, progress: str) -> None:
+        self.writer, self.progress = writer, progress
+        self.written = WrittenFiles()
+
+    @property
+    def min_bytes_per_write(self) -> int:
+        """Ray Data bundles scored blocks up to this size before a write task: files of the target size."""
+        return self.writer.target_file_bytes
+
+    def write(self, blocks, ctx) -> WrittenFiles:
+        written = self.writer.write(blocks, ctx.task_idx)
+        count(self.progress, "write", written.rows_seen)
+        if written.rows_quarantined:
+            count(self.progress, "quarantine", written.rows_quarantined)
+        inject("write_files")  # the fault tests' hook: a task that dies here wrote files nobody will commit
+        return written
+
+    def on_write_complete(self, write_result: WriteResult) -> None:
+        for part in write_result.write_returns:
+            self.written.merge(part)
+
+    def get_name(self) -> str:
+        return "WriteDeltaFiles"

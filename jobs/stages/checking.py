@@ -1,0 +1,105 @@
+"""The check stage: each input partition is read whole and judged against the contract as one Great
+Expectations batch; its rows then go on, in batches, with the reasons they fail. One Ray task per partition,
+beside the scoring actors: on 2 CPUs the check of the next partition overlaps the scoring of this one.
+
+A contract's verdict is a property of the data, never of how the engine cut it: `mostly`, uniqueness and
+aggregate expectations see the whole partition, whatever `scoring.batch_size` is and however a backfill
+groups partitions. Table-level expectations (column set, row count) were judged from the files' footers
+at plan time and arrive here as per-file reasons. `score validate` runs this same stage, so it fails
+exactly the rows `score run` fails, null model inputs included.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from jobs.columns import NULL_INPUT, PARTITION_INDEX, REASON_TYPE, REASONS, SOURCE_FILE, SOURCE_ROW
+from jobs.contracts.suite import Contract, ContractValidator
+from jobs.inputs import Partition, read_columns
+
+Reasons = list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class CheckTask:
+    """Everything the check stage needs, built once on the driver by the plan."""
+
+    partitions: tuple[tuple[Partition, tuple[str, ...]], ...]  # each input partition and its clean files (URIs)
+    file_columns: tuple[str, ...]  # the columns read from the files (partition columns come from paths)
+    contract: Contract | None
+    engine: str
+    batch_level: tuple[str, ...]
+    file_failures: dict[str, Reasons]  # path -> reasons every row of that file fails with (table-level)
+    reject_nulls: tuple[str, ...]  # model input columns whose nulls (and NaNs) make a row unscorable
+    batch_size: int
+    with_paths: bool  # keep each row's file and position in it (SOURCE_FILE, SOURCE_ROW), for the quarantine
+    partition_bytes: int  # the largest partition's files, uncompressed: what one check task holds at most
+
+
+_validators: dict[tuple, ContractValidator] = {}  # one per process: GX contexts must not be shared by threads
+
+
+def check_partitions(batch: pa.Table, task: CheckTask) -> Iterator[pa.Table]:
+    """Ray Data UDF over a dataset of partition indexes: yields each partition's rows with `_reasons`."""
+    for index in batch.column(PARTITION_INDEX).to_pylist():
+        partition, files = task.partitions[index]
+        table, spans = _read(task, partition, files)
+        reasons: list[Reasons | None] = [None] * table.num_rows
+        for path, (start, end) in spans.items():
+            for i in range(start, end) if path in task.file_failures else ():
+                reasons[i] = list(task.file_failures[path])
+        if task.contract is not None and table.num_rows:
+            for i, found in _validator(task).validate(table).reasons.items():
+                reasons[i] = (reasons[i] or []) + found
+        _null_inputs(table, task.reject_nulls, reasons)
+        if task.with_paths:
+            table = _with_sources(table, spans)
+        table = table.append_column(REASONS, pa.array(reasons, REASON_TYPE))
+        for offset in range(0, table.num_rows, task.batch_size):
+            yield table.slice(offset, task.batch_size)
+
+
+def _validator(task: CheckTask) -> ContractValidator:
+    key = (task.contract.sha256, task.engine, task.batch_level)
+    if key not in _validators:
+        _validators[key] = ContractValidator(task.contract, task.engine, list(task.batch_level), rows_only=True)
+    return _validators[key]
+
+
+def _read(task: CheckTask, partition: Partition, files: tuple[str, ...]) -> tuple[pa.Table, dict[str, tuple]]:
+    """The partition's rows (file columns, then partition columns) and each file's row span."""
+    tables, spans, start = [], {}, 0
+    for path in files:
+        table = read_columns(path, task.file_columns)
+        for column, value in partition:
+            table = table.append_column(column, pa.repeat(pa.scalar(value, pa.string()), table.num_rows))
+        tables.append(table)
+        spans[path] = (start, start + table.num_rows)
+        start += table.num_rows
+    return pa.concat_tables(tables).combine_chunks(), spans
+
+
+def _with_sources(table: pa.Table, spans: dict[str, tuple[int, int]]) -> pa.Table:
+    """Each row's file (dictionary-encoded: a few bytes a row) and position in it, so that the writer can
+    read a failing row back whole for the quarantine table without every column travelling with every row."""
+    files = list(spans)
+    counts = [end - start for start, end in spans.values()]
+    indices = pa.array(np.repeat(np.arange(len(files), dtype=np.int32), counts))
+    positions = np.concatenate([np.arange(n, dtype=np.int64) for n in counts]) if counts else np.array([], np.int64)
+    table = table.append_column(SOURCE_FILE, pa.DictionaryArray.from_arrays(indices, pa.array(files, pa.string())))
+    return table.append_column(SOURCE_ROW, pa.array(positions))
+
+
+def _null_inputs(table: pa.Table, columns: tuple[str, ...], reasons: list) -> None:
+    """Rows whose model inputs are null or NaN cannot be scored, contract or not: give them a reason."""
+    for column in columns:
+        mask = pc.is_null(table.column(column), nan_is_null=True)
+        if not pc.any(mask).as_py():
+            continue
+        for i in np.flatnonzero(mask.to_numpy(zero_copy_only=False)).tolist():
+            reasons[i] = (reasons[i] or []) + [{"expectation": NULL_INPUT, "column": column, "value": "null"}]

@@ -1,0 +1,517 @@
+"""`score bench`: how fast a job scores, side by side with the bare loop, and which settings to use.
+
+Performance is a ratio, never an absolute time (DESIGN.md). On one sample, in one run, each variant runs
+`repeat` times, interleaved (warm-up and cache effects fall on all of them), and medians are compared:
+
+- model alone: the model called on in-memory batches whose feeds were built beforehand: the ceiling;
+- bare loop: one process reading the sample's Parquet with pyarrow and calling the same model with its
+  runtime's default threads (ONNX Runtime: one per physical core; torch: its default): the yardstick
+  every ratio is taken against;
+- job: `score run` in a subprocess against a temporary warehouse and MLflow store (never the user's),
+  timed from process start to exit: what a scheduler pays, imports and Ray start-up included.
+
+The job's peak memory is the PSS (RSS where the kernel offers no PSS) summed over its process and all
+descendants (Ray's GCS, raylet and workers), sampled every 0.2 s: PSS splits shared pages (Ray's object
+store, shared libraries) among the processes that map them, so a sum does not count them once per worker.
+GPU utilisation (of the whole device, from `nvidia-smi`) is sampled the same way when `nvidia-smi` exists.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from jobs.engines.pool import size_pool
+from jobs.errors import ContractFailure, RuntimeFailure, UsageError
+from jobs.models.artifacts import ModelArtifact, ModelBinding, bind_model
+from jobs.models.precision import cache_folder, compare, with_precision
+from jobs.models.runtimes import Runtime, open_runtime
+from jobs.models.text import Tokenize
+from jobs.plan.samples import write_sample
+from jobs.spec.load import load_spec
+from jobs.spec.schema import ActorsSpec, JobSpec, TrackingSpec
+from jobs.stages.scoring import build_feeds, score_table
+from jobs.tracking.connect import connect
+from jobs.tracking.registry import resolve_model
+
+DEFAULT_ROWS = 500_000
+TRIAL_BATCH_SIZES = (1024, 8192, 65536)
+TRIAL_SECONDS = 0.5  # per (threads, batch size) trial on the model alone: enough for a stable rate, still cheap
+SAMPLE_INTERVAL_S = 0.2
+NEAR_BEST = 0.9  # settings this close to the fastest count as equally fast: the bigger batch is recommended
+JOB = "job"  # the name of the full job's variant; `bench_job(variants=...)` may add others
+
+
+def bench_job(
+    job: str | Path,
+    rows: int = DEFAULT_ROWS,
+    repeat: int = 3,
+    partitions: str | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    variants: dict[str, list[str]] | None = None,
+    log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
+) -> dict:
+    """Measure one job on a sample of `rows` rows of its selected partitions (or generated rows of its
+    schema when its input folder holds no Parquet yet) and recommend scoring settings.
+
+    `variants` maps a name to extra `--set` overrides of the full job (default: `{"job": []}`), each run
+    interleaved with the others. Returns the report `score bench --json` prints."""
+    if rows <= 0 or repeat <= 0:
+        raise UsageError(f"bench: --rows ({rows}) and --repeat ({repeat}) must be positive")
+    loaded = load_spec(job, overrides)
+    spec = loaded.spec
+    model = with_precision(
+        resolve_model(spec.model, spec.tracking),
+        spec.scoring.precision,
+        loaded.root,
+        where=f"{loaded.file}: scoring.precision",
+    )
+    use_gpu = spec.scoring.gpus_per_actor > 0
+    loop_threads = default_threads(model.runtime)  # before any runtime here changes torch's thread count
+    variants = variants or {JOB: []}
+    with tempfile.TemporaryDirectory(prefix="score-bench-") as tmp:
+        work = Path(tmp)
+        sample = write_sample(spec, partitions or spec.input.partitions, rows, work / "input", model)
+        log(
+            f"bench: {sample['rows']:,} rows from {len(sample['partitions'])} partition(s) "
+            f"({sample['source']}) in {work / 'input'}"
+        )
+        table = pa.concat_tables([pq.read_table(f) for f in sample["files"]], promote_options="permissive")
+        binding = bind_model(model, spec.model, table.schema, f"the bench sample of {spec.input.path}")
+        if binding.text is not None:  # the model alone sees token ids, as the scoring actors do
+            table = Tokenize(binding.text)(table)
+        tracking = TrackingSpec(
+            uri=f"sqlite:///{work / 'mlflow.db'}",
+            experiment=spec.tracking.experiment,
+            artifact_location=(work / "mlartifacts").as_uri(),
+        )
+        _init_tracking(tracking)
+        job_overrides = [
+            *overrides,
+            f"input.path={work / 'input'}",
+            "input.partitions=all",
+            f"model.uri={model.path}",
+            f"model.runtime={model.runtime}",
+            f"tracking.uri={tracking.uri}",
+            f"tracking.artifact_location={tracking.artifact_location}",
+            "engine.ray_address=local",
+            "engine.progress_bars=off",
+        ]
+        if sample["source"] == "generated":
+            job_overrides.append("contract=null")  # generated rows follow the model's signature, not the contract
+
+        alone_runtime = _open(model, use_gpu, loop_threads)
+        feeds = [
+            build_feeds(binding, table.slice(o, spec.scoring.batch_size))
+            for o in range(0, table.num_rows, spec.scoring.batch_size)
+        ]
+        timings: dict[str, list[float]] = {name: [] for name in ["model_alone", "bare_loop", *variants]}
+        gpu: dict[str, list[dict]] = {name: [] for name in timings}
+        jobs: dict[str, list[dict]] = {name: [] for name in variants}
+        for r in range(repeat):
+            with Sampler(None) as sampler:
+                timings["model_alone"].append(_time_batches(alone_runtime, feeds))
+            gpu["model_alone"].append(sampler.result())
+            with Sampler(None) as sampler:
+                loop_rows, seconds = bare_loop(
+                    model, binding, sample["files"], spec.scoring.batch_size, use_gpu, loop_threads
+                )
+            timings["bare_loop"].append(seconds)
+            gpu["bare_loop"].append(sampler.result())
+            for name, extra in variants.items():
+                done = run_job_process(
+                    loaded.file,
+                    [*job_overrides, f"warehouse.uri={work / 'warehouse' / f'{name}-{r}'}", *extra],
+                    cwd=loaded.root,
+                )
+                timings[name].append(done["wall_s"])
+                jobs[name].append(done)
+            log(f"bench: repeat {r + 1}/{repeat}: " + ", ".join(f"{n} {t[-1]:.2f}s" for n, t in timings.items()))
+        if loop_rows != sample["rows"]:
+            raise RuntimeFailure(f"bench: the bare loop read {loop_rows} rows of a {sample['rows']}-row sample")
+        trials = try_settings(model, binding, table, spec.scoring.batch_size, use_gpu)
+        precision = precision_comparison(model, binding, feeds[0], cache_folder(loaded.root), use_gpu)
+
+    report = {
+        "job": spec.name,
+        "job_file": str(loaded.file),
+        "rows": sample["rows"],
+        "repeat": repeat,
+        "sample": {k: v for k, v in sample.items() if k != "files"},
+        "model": {
+            "uri": spec.model.uri,
+            "version": model.version,
+            "runtime": model.runtime,
+            "device": alone_runtime.device,
+        },
+        "machine": {"cpus": os.cpu_count(), "gpus": len(_gpu_query() or [])},
+        "memory_metric": Sampler.memory_metric(),
+        "variants": {},
+    }
+    loop_rate = sample["rows"] / statistics.median(timings["bare_loop"])
+    for name, runs in timings.items():
+        median = statistics.median(runs)
+        entry: dict[str, Any] = {
+            "rows": sample["rows"],
+            "median_s": round(median, 3),
+            "runs_s": [round(t, 3) for t in runs],
+            "rows_per_s": round(sample["rows"] / median, 1),
+            "ratio_to_bare_loop": round(sample["rows"] / median / loop_rate, 4),
+        }
+        if name in jobs:
+            processes = jobs[name]
+            summaries = [d["summary"] for d in processes]
+            entry.update(
+                {
+                    "wall_s": entry["median_s"],
+                    "job_duration_s": round(statistics.median(s["duration_s"] for s in summaries), 3),
+                    "rows_scored": summaries[-1]["rows_scored"],
+                    "rows_quarantined": summaries[-1]["rows_quarantined"],
+                    "peak_memory_bytes": max(d["sampled"]["peak_memory_bytes"] for d in processes),
+                    "overrides": variants[name],
+                }
+            )
+            entry["gpu"] = _gpu_summary([d["sampled"] for d in processes])
+        else:
+            entry["threads"] = "default" if not loop_threads else loop_threads
+            entry["gpu"] = _gpu_summary(gpu[name])
+        report["variants"][name] = entry
+    report["trials"] = trials
+    report["recommendation"] = recommend(trials, spec, report["machine"]["cpus"], report["machine"]["gpus"])
+    report["precision"] = precision
+    return report
+
+
+# -- the variants ---------------------------------------------------------------------------------------------
+
+
+@functools.cache
+def default_threads(runtime: str) -> int:
+    """The bare loop's threads: ONNX Runtime's default (0: one per physical core); torch's default thread count,
+    read once, before any runtime in this process sets it."""
+    if runtime == "onnx":
+        return 0
+    import torch  # optional (not a dependency): only torch models need it
+
+    return torch.get_num_threads()
+
+
+def _open(model: ModelArtifact, use_gpu: bool, threads: int) -> Runtime:
+    return open_runtime(
+        model.runtime, model.files(), Path(model.path).suffix, [t.name for t in model.outputs], use_gpu, threads
+    )
+
+
+def bare_loop(
+    model: ModelArtifact,
+    binding: ModelBinding,
+    files: list[str],
+    batch_size: int,
+    use_gpu: bool = False,
+    threads: int | None = None,
+) -> tuple[int, float]:
+    """One process: load the model, read each file with pyarrow in batches, score them. Rows and seconds."""
+    started = time.perf_counter()
+    runtime = _open(model, use_gpu, default_threads(model.runtime) if threads is None else threads)
+    tokenize = Tokenize(binding.text) if binding.text is not None else None
+    rows = 0
+    for path in files:
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=binding.input_columns):
+            table = pa.Table.from_batches([batch])
+            score_table(runtime, binding, tokenize(table) if tokenize else table)
+            rows += batch.num_rows
+    return rows, time.perf_counter() - started
+
+
+def _time_batches(runtime: Runtime, feeds: list[dict[str, np.ndarray]]) -> float:
+    started = time.perf_counter()
+    for feed in feeds:
+        runtime.run(feed)
+    return time.perf_counter() - started
+
+
+def _init_tracking(tracking: TrackingSpec) -> None:
+    """Create and migrate the temporary MLflow store once, so that no timed run pays for it."""
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)  # its migration notes are not news here
+    connect(tracking)
+
+
+def run_job_process(job_file: Path, overrides: list[str], cwd: Path) -> dict:
+    """`score run JOB --json --force` in a subprocess: its wall time, summary, and sampled peak memory."""
+    command = [sys.executable, "-m", "jobs.cli", "run", str(job_file), "--json", "--force"]
+    for item in overrides:
+        command += ["--set", item]
+    env = {**os.environ, "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
+    with tempfile.TemporaryFile("w+") as stderr:
+        started = time.perf_counter()
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True)
+        with Sampler(process.pid) as sampler:
+            stdout, _ = process.communicate()
+        wall = time.perf_counter() - started
+        stderr.seek(0)
+        errors = stderr.read()
+    lines = [line for line in stdout.splitlines() if line.strip()]
+    summary = json.loads(lines[-1]) if lines else {}
+    if process.returncode != 0 or summary.get("status") != "succeeded":
+        why = summary.get("error") or summary.get("message") or errors.strip()[-2000:] or "no output"
+        failure = {2: UsageError, 3: ContractFailure}.get(process.returncode, RuntimeFailure)
+        raise failure(f"bench: `score run {job_file}` on the sample failed (exit {process.returncode}): {why}")
+    return {"wall_s": wall, "summary": summary, "sampled": sampler.result()}
+
+
+# -- sampling memory and GPU ----------------------------------------------------------------------------------
+
+
+class Sampler:
+    """Peak memory of a process tree (when given a pid) and GPU utilisation, sampled in a thread."""
+
+    def __init__(self, pid: int | None, interval_s: float = SAMPLE_INTERVAL_S) -> None:
+        self.pid, self.interval_s = pid, interval_s
+        self.peak, self.gpu = 0, list[dict]()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._gpu_on = shutil.which("nvidia-smi") is not None
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        root = psutil.Process(self.pid) if self.pid else None
+        while True:
+            if root is not None:
+                self.peak = max(self.peak, _tree_memory(root))
+            if self._gpu_on:
+                self.gpu.extend(_gpu_query() or [])
+            if self._stop.wait(self.interval_s):
+                return
+
+    def result(self) -> dict:
+        return {"peak_memory_bytes": self.peak, "gpu": self.gpu}
+
+    @staticmethod
+    def memory_metric() -> str:
+        return "pss" if _pss_available() else "rss"
+
+
+@functools.cache
+def _pss_available() -> bool:
+    try:
+        return hasattr(psutil.Process().memory_full_info(), "pss")
+    except (psutil.AccessDenied, NotImplementedError):
+        return False
+
+
+def _tree_memory(root) -> int:
+    """PSS (else RSS) of `root` and all its descendants; processes that end meanwhile count as nothing."""
+    try:
+        processes = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
+    total = 0
+    for process in processes:
+        try:
+            total += process.memory_full_info().pss if _pss_available() else process.memory_info().rss
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return total
+
+
+def _gpu_query() -> list[dict] | None:
+    """Utilisation (%) and memory used (MiB) of each GPU now, or None without `nvidia-smi`."""
+    if shutil.which("nvidia-smi") is None:
+        return None
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=utilization.gpu,memory.used", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    samples = []
+    for line in out.splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) == 2 and all(p.replace(".", "", 1).isdigit() for p in parts):
+            samples.append({"utilization_pct": float(parts[0]), "memory_mib": float(parts[1])})
+    return samples
+
+
+def _gpu_summary(runs: list[dict]) -> dict | None:
+    samples = [s for run in runs for s in run["gpu"]]
+    if not samples:
+        return None
+    return {
+        "utilization_pct_mean": round(statistics.mean(s["utilization_pct"] for s in samples), 1),
+        "utilization_pct_max": max(s["utilization_pct"] for s in samples),
+        "memory_mib_max": max(s["memory_mib"] for s in samples),
+        "samples": len(samples),
+    }
+
+
+# -- settings ---------------------------------------------------------------------------------------------------
+
+
+def try_settings(
+    model: ModelArtifact, binding: ModelBinding, table: pa.Table, batch_size: int, use_gpu: bool
+) -> list[dict]:
+    """The model alone at a few threads per actor (1, 2, 4, ... up to the CPUs) and batch sizes: rows/s of each.
+    Each trial warms up on one batch, then scores batches for about TRIAL_SECONDS."""
+    cpus = os.cpu_count() or 1
+    threads = sorted({*(2**i for i in range(int(math.log2(cpus)) + 1)), cpus})
+    sizes = sorted({min(size, table.num_rows) for size in (*TRIAL_BATCH_SIZES, batch_size)})  # none past the sample
+    trials = []
+    for n in threads:
+        runtime = _open(model, use_gpu, n)
+        for size in sizes:
+            feeds = [build_feeds(binding, table.slice(o, size)) for o in range(0, min(table.num_rows, 4 * size), size)]
+            runtime.run(feeds[0])
+            rows, started = 0, time.perf_counter()
+            while (elapsed := time.perf_counter() - started) < TRIAL_SECONDS or rows == 0:
+                feed = feeds[(rows // size) % len(feeds)]
+                runtime.run(feed)
+                rows += len(next(iter(feed.values())))
+            trials.append({"threads": n, "batch_size": size, "rows_per_s": round(rows / elapsed, 1)})
+    return trials
+
+
+def recommend(trials: list[dict], spec: JobSpec, cpus: int, gpus: int) -> dict:
+    """The scoring settings whose model-alone rate times the number of actors is highest on this machine.
+
+    A trial of `t` threads stands for `cpus // t` CPU actors (the cores shared out, none oversubscribed), or
+    one actor per `gpus_per_actor` share of the GPUs; each actor reserves at most `cpus_per_actor` CPUs, fewer
+    when that many would not fit. Whether they fit, and with how many threads, is what `jobs.engines.cluster.size_pool`
+    makes of them here (it keeps CPUs for the read, check and write tasks). Among settings within
+    NEAR_BEST of the best rate the largest batch wins: the pipeline's per-batch costs (slicing, scheduling,
+    the check stage's batches), which the model alone does not see, favour big batches."""
+    nodes = [
+        {"Alive": True, "NodeManagerAddress": "this machine", "Resources": {"CPU": float(cpus), "GPU": float(gpus)}}
+    ]
+    budget = max(cpus - 1, cpus / 2)
+    candidates = []
+    for trial in trials:
+        threads = trial["threads"]
+        actors = (
+            max(1, int(gpus // spec.scoring.gpus_per_actor)) if spec.scoring.gpus_per_actor > 0 else cpus // threads
+        )
+        if actors < 1:
+            continue
+        reserve = min(spec.scoring.cpus_per_actor, math.floor(budget / actors * 100) / 100)
+        scoring = spec.scoring.model_copy(
+            update={
+                "batch_size": trial["batch_size"],
+                "cpus_per_actor": reserve,
+                "threads_per_actor": threads,
+                "actors": ActorsSpec(min=actors, max=actors),
+            }
+        )
+        try:
+            pool = size_pool(scoring, nodes)
+        except UsageError:
+            continue
+        if pool.threads != threads or pool.max_actors != actors:
+            continue
+        candidates.append((actors * trial["rows_per_s"], trial, pool))
+    if not candidates:
+        return {"why": f"no actor of this job fits this machine ({cpus} CPUs, {gpus} GPUs)"}
+    fastest = max(expected for expected, _, _ in candidates)
+    expected, trial, pool = max(
+        (c for c in candidates if c[0] >= NEAR_BEST * fastest), key=lambda c: (c[1]["batch_size"], c[0])
+    )
+    settings = {
+        "scoring.batch_size": trial["batch_size"],
+        "scoring.actors.min": pool.max_actors,
+        "scoring.actors.max": pool.max_actors,
+        "scoring.cpus_per_actor": pool.cpus_per_actor,
+        "scoring.threads_per_actor": pool.threads,
+    }
+    return {
+        **settings,
+        "expected_model_rows_per_s": round(expected, 1),
+        "set": [f"{k}={v:g}" for k, v in settings.items()],
+        "why": f"{pool.max_actors} actor(s) x {pool.threads} thread(s) at batch size {trial['batch_size']} scored "
+        f"fastest on the model alone on this machine ({cpus} CPUs, {gpus} GPUs); each actor reserves "
+        f"{pool.cpus_per_actor:g} CPU(s), leaving {cpus - pool.max_actors * pool.cpus_per_actor:g} to the "
+        "read, check and write tasks",
+    }
+
+
+def precision_comparison(
+    model: ModelArtifact, binding: ModelBinding, feeds: dict[str, np.ndarray], cache: Path, use_gpu: bool
+) -> dict | None:
+    """int8's speed-up and accuracy cost against fp32 on one batch of the sample (`jobs.models.precision.compare`; the
+    conversion is cached where runs find it). ONNX models only: None for torch."""
+    if model.runtime != "onnx":
+        return None
+    return compare(
+        model.path,
+        model.sha256,
+        feeds,
+        [o.name for o in binding.outputs],
+        precision="int8",
+        external=model.external,
+        cache_dir=cache,
+        use_gpu=use_gpu,
+    )
+
+
+# -- text output --------------------------------------------------------------------------------------------------
+
+
+def format_report(report: dict) -> str:
+    """The report as a readable table: one line per variant, then the trials' best and the recommendation."""
+    lines = [
+        f"score bench {report['job']}: {report['rows']:,} rows ({report['sample']['source']}, "
+        f"{len(report['sample']['partitions'])} partition(s)), {report['repeat']} interleaved repeat(s), medians; "
+        f"model {report['model']['version']} ({report['model']['runtime']}, {report['model']['device']}); "
+        f"{report['machine']['cpus']} CPUs, {report['machine']['gpus']} GPUs",
+        "",
+    ]
+    header = f"{'variant':<24}{'rows/s':>14}{'vs bare loop':>14}{'wall s':>10}{'peak memory':>14}{'GPU util':>10}"
+    lines.append(header)
+    for name, v in report["variants"].items():
+        memory = f"{v['peak_memory_bytes'] / 2**20:,.0f} MiB" if v.get("peak_memory_bytes") else "-"
+        gpu = f"{v['gpu']['utilization_pct_mean']:.0f}%" if v.get("gpu") else "-"
+        lines.append(
+            f"{name:<24}{v['rows_per_s']:>14,.0f}{v['ratio_to_bare_loop']:>13.2f}x{v['median_s']:>10.2f}"
+            f"{memory:>14}{gpu:>10}"
+        )
+    lines.append(f"(peak memory: {report['memory_metric'].upper()} summed over the job's process tree)")
+    rec = report["recommendation"]
+    lines.append("")
+    if "set" in rec:
+        lines.append(f"recommended: {' '.join('--set ' + s for s in rec['set'])}")
+        lines.append(f"  {rec['why']}: about {rec['expected_model_rows_per_s']:,.0f} rows/s for the scoring stage")
+    else:
+        lines.append(f"no recommendation: {rec['why']}")
+    if report.get("precision"):
+        p = report["precision"]
+        agreement = "-" if p["label_agreement"] is None else f"{p['label_agreement']:.4f}"
+        lines.append(
+            f"int8 vs fp32 (model alone, one batch): {p['speedup']:.2f}x the rows/s; absolute score "
+            f"difference max {p['max_abs_diff']:.3g}, mean {p['mean_abs_diff']:.3g}; label agreement {agreement}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,37 @@
+"""The MLflow tags of a scoring run, named once: the run's flow writes them (`jobs.tracking.records`), the orphan
+reaper and `score lineage` read them back, and so can anyone searching the tracking store.
+"""
+
+from __future__ import annotations
+
+
+class Tag:
+    """The tags of a scoring run's MLflow run (`score.*`), which searches and `score lineage` read."""
+
+    JOB = "score.job"
+    TABLE = "score.table"
+    TABLE_URI = "score.table_uri"
+    QUARANTINE_TABLE_URI = "score.quarantine_table_uri"
+    PARTITIONS = "score.partitions"
+    MODEL_URI = "score.model_uri"
+    MODEL_NAME = "score.model_name"
+    MODEL_VERSION = "score.model_version"
+    MODEL_SHA256 = "score.model_sha256"
+    CONTRACT = "score.contract"
+    CONTRACT_SHA256 = "score.contract_sha256"
+    INPUT_FINGERPRINT = "score.input_fingerprint"
+    CODE_VERSION = "score.code_version"
+    CODE_SHA256 = "score.code_sha256"
+    RUN_KEY = "score.run_key"
+    SPEC_ENV = "score.spec_env"  # the names of the environment variables the spec references, never their values
+    TABLE_VERSION = "score.table_version"  # the run's last commit
+    TABLE_VERSIONS = "score.table_versions"  # every commit, comma-separated (output.commit_every)
+    QUARANTINE_VERSION = "score.quarantine_version"
+    INPUT_WATERMARK = "score.input_watermark"
+    DEVICES = "score.devices"  # rows by the device the model ran on, as JSON
+    KIND = "score.kind"  # "model-registration" on the MLflow run that registered a model version
+    REGISTERED_SHA256 = "model.sha256"  # on that run: the sha256 of the files it registered
+    ERROR = "error"
+    ERROR_TYPE = "error.type"
+    DRIVER = "score.driver"  # host, pid and start time of the run's driver process (`jobs.tracking.orphans`)
+    READ_VERSIONS = "score.read_versions"  # table URI -> the version the run's plan read (null: a new table)

@@ -1,0 +1,69 @@
+"""Small local runs score in the driver process (`engine.inline_max_rows`): same rows, scores, quarantine and
+lineage as the same run on Ray, only without starting Ray."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow.compute as pc
+from deltalake import DeltaTable
+from mlflow import MlflowClient
+
+from tests.conftest import DAYS, ROWS_PER_DAY
+from tests.stages.test_quarantine import break_rows, reasons_by_id
+
+INLINE = ("--set", "engine.inline_max_rows=1000000")
+
+
+def test_an_inline_run_writes_what_the_same_run_on_ray_writes(fresh_project):
+    project = fresh_project
+    expected_reasons = break_rows(project)
+    policy = {"suite": "data_contracts/customers.json", "on_failure": "quarantine", "max_bad_rows": 10}
+    outcomes = {}
+    for engine, extra in (("inline", INLINE), ("ray", ())):
+        job = project.job(f"churn_{engine}", contract=policy)
+        proc, summary = project.score_json("run", str(job), "--partitions", "all", *extra)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert summary["engine"] == engine
+        assert summary["rows_in"] == 3 * ROWS_PER_DAY
+        assert summary["rows_scored"] == 3 * ROWS_PER_DAY - 3 and summary["rows_quarantined"] == 3
+        outcomes[engine] = summary
+
+    tables = {e: DeltaTable(s["table_uri"]).to_pyarrow_table().sort_by("customer_id") for e, s in outcomes.items()}
+    inline, ray = tables["inline"], tables["ray"]
+    assert inline.num_rows == ray.num_rows == 3 * ROWS_PER_DAY - 3
+    assert inline.schema == ray.schema
+    for column in ("customer_id", "ds", "churn_label", "model_version"):
+        assert inline.column(column).equals(ray.column(column)), column
+    np.testing.assert_array_equal(
+        inline.column("churn_probability").to_numpy(), ray.column("churn_probability").to_numpy()
+    )
+    assert set(inline.column("run_id").to_pylist()) == {outcomes["inline"]["run_id"]}
+
+    quarantined = DeltaTable(f"{outcomes['inline']['table_uri']}__quarantine").to_pyarrow_table()
+    assert reasons_by_id(quarantined) == expected_reasons
+
+    run = MlflowClient(project.tracking_uri).get_run(outcomes["inline"]["run_id"])
+    assert run.data.params["engine"] == "inline"
+    lineage = json.loads(DeltaTable(outcomes["inline"]["table_uri"]).history(1)[0]["score.lineage"])
+    assert lineage["run_id"] == outcomes["inline"]["run_id"]
+    assert lineage["code_sha256"] == run.data.tags["score.code_sha256"]
+    assert lineage["engine"] == "inline" and lineage["devices"] == {"cpu": 3 * ROWS_PER_DAY}
+    assert outcomes["ray"]["devices"] == {"cpu": 3 * ROWS_PER_DAY}  # every row reached an actor, failing ones too
+    assert [o["rows_scored"] for o in lineage["outputs"]] == [ROWS_PER_DAY] * 2 + [ROWS_PER_DAY - 3]
+    assert pc.count_distinct(inline.column("customer_id")).as_py() == inline.num_rows
+    assert {d.isoformat() for d in DAYS} == set(inline.column("ds").to_pylist())
+
+
+def test_the_engine_is_chosen_by_the_rows_of_the_run(fresh_project):
+    project = fresh_project
+    job = project.job("churn_small", input__partitions="all")
+    proc, summary = project.score_json("run", str(job), "--set", f"engine.inline_max_rows={3 * ROWS_PER_DAY - 1}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert summary["engine"] == "ray"  # one row over the limit
+    proc, summary = project.score_json(
+        "run", str(job), "--force", "--set", f"engine.inline_max_rows={3 * ROWS_PER_DAY}"
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert summary["engine"] == "inline" and summary["table_version"] == 1

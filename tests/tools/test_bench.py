@@ -1,0 +1,147 @@
+"""`score bench` on a tiny sample: the report's figures agree with each other, the sample is exactly what was
+asked, the user's warehouse and MLflow store stay untouched, and bad input gets one clear error.
+
+Figures are checked for consistency only, never for speed (tests/test_benchmarks.py does that, behind the
+`benchmarks` marker).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from tests.conftest import DAYS, ROWS_PER_DAY
+
+SAMPLE_ROWS = 5_000
+
+
+@pytest.fixture(scope="module")
+def benched(tmp_path_factory, models_dir):
+    """One `score bench --json` run of the demo job (contract on) over a 3-day project: (project, process, report)."""
+    from tests.conftest import Project
+
+    project = Project(tmp_path_factory.mktemp("bench") / "project", models_dir)
+    job = project.job(
+        "bench_tiny",
+        input__partitions="unscored",
+        contract={"suite": "data_contracts/customers.json", "on_failure": "quarantine"},
+    )
+    proc, report = project.score_json("bench", str(job), "--rows", str(SAMPLE_ROWS), "--repeat", "1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return project, proc, report
+
+
+def test_the_sample_has_exactly_the_rows_asked_from_every_selected_partition(benched):
+    _, _, report = benched
+    assert report["rows"] == SAMPLE_ROWS
+    assert report["sample"]["source"] == "input"
+    assert report["sample"]["selected_rows"] == len(DAYS) * ROWS_PER_DAY  # `unscored` measures every partition
+    assert report["sample"]["partitions"] == [f"ds={d.isoformat()}" for d in DAYS]
+    job = report["variants"]["job"]
+    assert job["rows_scored"] + job["rows_quarantined"] == SAMPLE_ROWS
+    for variant in report["variants"].values():
+        assert variant["rows"] == SAMPLE_ROWS
+
+
+def test_rates_and_ratios_agree(benched):
+    _, _, report = benched
+    variants = report["variants"]
+    assert set(variants) == {"model_alone", "bare_loop", "job"}
+    loop = variants["bare_loop"]["rows_per_s"]
+    for v in variants.values():
+        assert v["rows_per_s"] > 0 and len(v["runs_s"]) == report["repeat"] == 1
+        np.testing.assert_allclose(v["ratio_to_bare_loop"], v["rows_per_s"] / loop, atol=1e-4)
+    assert variants["bare_loop"]["ratio_to_bare_loop"] == 1.0
+    job = variants["job"]
+    assert job["wall_s"] == job["median_s"] >= job["job_duration_s"] > 0  # the wall time includes start-up
+    assert job["peak_memory_bytes"] > 50 * 2**20  # a Python process with Ray and pyarrow loaded, at least
+    assert report["memory_metric"] in ("pss", "rss")
+    assert report["machine"]["gpus"] == 0 and all(v["gpu"] is None for v in variants.values())
+
+
+def test_the_recommendation_is_a_valid_set_of_overrides(benched):
+    from jobs.spec.load import load_spec
+
+    project, _, report = benched
+    rec = report["recommendation"]
+    spec = load_spec(project.root / "conf" / "jobs" / "bench_tiny.yaml", rec["set"]).spec
+    assert spec.scoring.batch_size == rec["scoring.batch_size"]
+    assert spec.scoring.actors.max == rec["scoring.actors.max"] >= 1
+    assert spec.scoring.threads_per_actor == rec["scoring.threads_per_actor"]
+    assert {(t["threads"], t["batch_size"]) for t in report["trials"]} >= {(1, 1024)}
+
+
+def test_the_users_warehouse_and_tracking_store_stay_untouched(benched):
+    project, _, _ = benched
+    assert not project.warehouse.exists()
+    assert not (project.root / ".score" / "mlflow.db").exists()
+
+
+def test_int8_comparison_is_reported_for_an_onnx_model(benched):
+    _, _, report = benched
+    precision = report["precision"]
+    assert precision["precision"] == "int8" and precision["speedup"] > 0
+    assert 0 <= precision["label_agreement"] <= 1
+
+
+def test_the_text_report_names_each_variant_and_the_settings(benched):
+    from jobs.tools.bench import format_report
+
+    _, _, report = benched
+    text = format_report(report)
+    for name in ("model_alone", "bare_loop", "job", "recommended: --set scoring.batch_size="):
+        assert name in text
+
+
+def test_a_missing_job_file_is_a_usage_error(project):
+    proc = project.score("bench", "conf/jobs/nope.yaml", "--json")
+    assert proc.returncode == 2
+    assert "conf/jobs/nope.yaml: job spec file not found" in proc.stderr
+    assert proc.stdout == ""
+
+
+def test_rows_must_be_positive(project):
+    job = project.job("bench_rows")
+    proc = project.score("bench", str(job), "--rows", "0")
+    assert proc.returncode == 2
+    assert "--rows (0)" in proc.stderr
+
+
+def test_sample_shares_rows_by_partition_and_takes_everything_when_asked_for_more(project, tmp_path):
+    from jobs.plan.samples import write_sample
+    from jobs.spec.load import load_spec
+    from jobs.tracking.registry import resolve_model
+
+    spec = load_spec(project.job("bench_sample", input__partitions="all")).spec
+    model = resolve_model(spec.model, spec.tracking)
+    sample = write_sample(spec, "all", 1_001, tmp_path / "small", model)
+    counts = [pq.read_metadata(f).num_rows for f in sample["files"]]
+    assert sum(counts) == sample["rows"] == 1_001
+    assert sorted({Path(f).parent.name for f in sample["files"]}) == [f"ds={d.isoformat()}" for d in DAYS]
+    everything = write_sample(spec, "ds=" + DAYS[-1].isoformat(), 10**9, tmp_path / "all", model)
+    assert everything["rows"] == ROWS_PER_DAY and everything["partitions"] == [f"ds={DAYS[-1].isoformat()}"]
+
+
+def test_an_empty_input_gets_generated_rows_the_model_can_score(project, tmp_path):
+    from jobs.models.artifacts import bind_model
+    from jobs.plan.samples import write_sample
+    from jobs.spec.load import load_spec
+    from jobs.tools.bench import bare_loop
+    from jobs.tracking.registry import resolve_model
+
+    empty = project.root / "data" / "not_yet"
+    empty.mkdir(parents=True, exist_ok=True)
+    spec = load_spec(project.job("bench_empty", input__path="data/not_yet")).spec
+    model = resolve_model(spec.model, spec.tracking)
+    sample = write_sample(spec, "latest", 3_000, tmp_path / "generated", model)
+    assert sample["source"] == "generated" and sample["partitions"] == ["ds=bench"]
+    table = pq.read_table(sample["files"][0])
+    assert table.num_rows == 3_000 and spec.input.id_column in table.column_names
+    binding = bind_model(model, spec.model, table.schema, "generated")
+    rows, _ = bare_loop(model, binding, sample["files"], batch_size=1_000)
+    assert rows == 3_000
+    json.dumps(sample)  # the sample's description is part of the JSON report
