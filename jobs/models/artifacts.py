@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import numpy as np
-import onnxruntime as ort
 import pyarrow as pa
 from google.protobuf.message import DecodeError
 
@@ -377,6 +376,8 @@ def _signature(path: Path, runtime: str, spec: ModelSpec) -> tuple[tuple[TensorS
 
 
 def _onnx_signature(path: Path, spec: ModelSpec):
+    import onnxruntime as ort  # optional: the cpu or gpu extra installs it, and a torch model never needs it
+
     try:
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own untyped errors for unreadable models

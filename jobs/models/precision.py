@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import onnxruntime as ort
 from filelock import FileLock
 
 from jobs.errors import UsageError
@@ -244,6 +243,8 @@ def _check_loadable(folder: Path, where: str) -> None:
     if child.returncode == 0:
         return
     if child.returncode < 0:
+        import onnxruntime as ort  # optional: the cpu or gpu extra installs it, and a torch model never needs it
+
         why = f"ONNX Runtime {ort.__version__} crashed loading it ({signal.Signals(-child.returncode).name})"
     else:
         lines = child.stderr.strip().splitlines()
@@ -256,6 +257,7 @@ def _check_loadable(folder: Path, where: str) -> None:
 
 def _provenance(source: Path, sha256: str, precision: str) -> dict[str, str]:
     import onnx  # 0.6 s to import: conversions only
+    import onnxruntime as ort  # optional: the cpu or gpu extra installs it, and a torch model never needs it
 
     return {
         "source": str(source),

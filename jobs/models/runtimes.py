@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-import onnxruntime as ort
 
 from jobs.errors import RuntimeFailure
 
@@ -106,6 +105,8 @@ class OnnxRuntime:
     bound on the device and copied back once per batch (IO binding), instead of ORT staging every tensor."""
 
     def __init__(self, files: ModelFiles, use_gpu: bool, threads: int, spinning: bool = True) -> None:
+        import onnxruntime as ort  # optional: the cpu or gpu extra installs it, and a torch model never needs it
+
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -154,6 +155,8 @@ class OnnxRuntime:
         return self._run_bound(feeds, *self.bind_device)
 
     def _run_bound(self, feeds: dict[str, np.ndarray], device: str, device_id: int) -> dict[str, np.ndarray]:
+        import onnxruntime as ort  # optional (see __init__)
+
         binding = self.session.io_binding()
         for name, value in feeds.items():
             binding.bind_ortvalue_input(
