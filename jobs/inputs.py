@@ -21,10 +21,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pyarrow import fs as pafs
 
+from jobs import hive
 from jobs.errors import UsageError
+from jobs.hive import PartitionValue
 from jobs.storage import filesystem, uri_of
 
-Partition = tuple[tuple[str, str], ...]
+Partition = tuple[tuple[str, PartitionValue], ...]  # (column, decoded value) in partitioning order; None is null
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,9 @@ class InputSelection:
 
 
 def partition_label(partition: Partition) -> str:
-    return "/".join(f"{k}={v}" for k, v in partition) or "(unpartitioned)"
+    """`ds=2026-11-27/region=North%20East`: a partition as its folders name it. Values are encoded (`jobs.hive`),
+    so a label holds no `/` or `,` of a value and labels join and split safely."""
+    return hive.folder(partition) or "(unpartitioned)"
 
 
 def fingerprint(files: Iterable[InputFile]) -> str:
@@ -138,11 +142,11 @@ def select_input(
         scored = scored or {}
         chosen = [
             p
-            for p in _choose(sorted(available), partitioning, terms or ["all"], base)
+            for p in _choose(sorted(available, key=_in_order), partitioning, terms or ["all"], base)
             if scored.get(partition_label(p)) != fingerprint(available[p])
         ]
     else:
-        chosen = _choose(sorted(available), partitioning, terms, base)
+        chosen = _choose(sorted(available, key=_in_order), partitioning, terms, base)
     files = [f for p in chosen for f in available[p]]
     files = _read_footers(files)
     return InputSelection(
@@ -152,6 +156,11 @@ def select_input(
         files=tuple(files),
         schema=_reference_schema(files) if files else pa.schema([]),
     )
+
+
+def _in_order(partition: Partition) -> tuple:
+    """Partitions sort by their values as text, column by column, the null partition first."""
+    return tuple((value is not None, value or "") for _, value in partition)
 
 
 def _reference_schema(files: list[InputFile]) -> pa.Schema:
@@ -170,10 +179,10 @@ def _list_files(fs: pafs.FileSystem, root: str, partitioning: tuple[str, ...], b
         rel = info.path[len(root) + 1 :].split("/")
         if any(part.startswith(("_", ".")) for part in rel):
             continue
-        dirs = rel[:-1]
-        if len(dirs) != len(partitioning) or not all("=" in d for d in dirs):
+        parsed = [hive.parse(folder) for folder in rel[:-1]]
+        if len(parsed) != len(partitioning) or any(p is None for p in parsed):
             continue
-        partition = tuple(tuple(d.split("=", 1)) for d in dirs)
+        partition = tuple(p for p in parsed if p is not None)
         if [k for k, _ in partition] != list(partitioning):
             continue
         found.setdefault(partition, []).append(
@@ -185,7 +194,7 @@ def _list_files(fs: pafs.FileSystem, root: str, partitioning: tuple[str, ...], b
 
 
 def _choose(available: list[Partition], partitioning: tuple[str, ...], terms: list[str], base: str) -> list[Partition]:
-    def newest(values: Iterable[str]) -> str:
+    def newest(values: Iterable[PartitionValue]) -> PartitionValue:
         return _ordered(values)[-1]
 
     if terms in (["all"], []) or not partitioning:
@@ -196,7 +205,9 @@ def _choose(available: list[Partition], partitioning: tuple[str, ...], terms: li
         latest = newest(p[0][1] for p in available)
         return [p for p in available if p[0][1] == latest]
 
-    wanted: dict[str, list[tuple[str, str | None]]] = {}
+    # A value is written as a user reads it (`region=North East`) or as its folder names it (`North%20East`); an
+    # empty value or __HIVE_DEFAULT_PARTITION__ selects the null partition.
+    wanted: dict[str, list[tuple[PartitionValue, PartitionValue, bool]]] = {}  # (low, high, a range)
     for term in terms:
         col, sep, value = term.partition("=")
         if not sep or col not in partitioning:
@@ -205,17 +216,18 @@ def _choose(available: list[Partition], partitioning: tuple[str, ...], terms: li
                 f"{partitioning[0]}=V1,V2 or {partitioning[0]}=LOW..HIGH"
             )
         low, dots, high = value.partition("..")
-        wanted.setdefault(col, []).append((low, high) if dots else (value, None))
+        bounds = (hive.decode(low), hive.decode(high), True) if dots else (hive.decode(value), None, False)
+        wanted.setdefault(col, []).append(bounds)
 
     for col, conds in wanted.items():
         present = {dict(p)[col] for p in available}
-        for low, high in conds:
-            if high is None and low not in present:
-                raise UsageError(f"partition {col}={low} not found under {base}; {_listing(col, present)}")
+        for low, _, is_range in conds:
+            if not is_range and low not in present:
+                raise UsageError(f"partition {col}={hive.encode(low)} not found under {base}; {_listing(col, present)}")
 
     def matches(p: Partition) -> bool:
         values = dict(p)
-        return all(any(_within(values[col], lo, hi) for lo, hi in conds) for col, conds in wanted.items())
+        return all(any(_within(values[col], *cond) for cond in conds) for col, conds in wanted.items())
 
     chosen = [p for p in available if matches(p)]
     if not chosen:
@@ -226,10 +238,13 @@ def _choose(available: list[Partition], partitioning: tuple[str, ...], terms: li
     return chosen
 
 
-def _within(value: str, low: str, high: str | None) -> bool:
-    """`value` is `low`, or in `low..high`: as numbers when all three are (hour=9..10), else as text (dates)."""
-    if high is None:
+def _within(value: PartitionValue, low: PartitionValue, high: PartitionValue, is_range: bool) -> bool:
+    """`value` is `low`, or in `low..high`: as numbers when all three are (hour=9..10), else as text (dates). A
+    null value is in no range."""
+    if not is_range:
         return value == low
+    if value is None or low is None or high is None:
+        return False
     try:
         return Decimal(low) <= Decimal(value) <= Decimal(high)
     except InvalidOperation:
@@ -252,24 +267,26 @@ def _read_footers(files: list[InputFile]) -> list[InputFile]:
         return list(pool.map(read, files))
 
 
-def _ordered(values: Iterable[str]) -> list[str]:
+def _ordered(values: Iterable[PartitionValue]) -> list[PartitionValue]:
     """Numbers sort as numbers when every value is one (hour=9 < hour=10, padded or not); anything else as
-    text, which orders ISO dates."""
+    text, which orders ISO dates. The null partition comes first: it is never the newest."""
     values = list(values)
+    known = [v for v in values if v is not None]
+    nulls: list[PartitionValue] = [None] * (len(values) - len(known))
     try:
-        return sorted(values, key=Decimal)
+        return nulls + sorted(known, key=Decimal)
     except InvalidOperation:
-        return sorted(values)
+        return nulls + sorted(known)
 
 
-def _listing(column: str, values: set[str]) -> str:
+def _listing(column: str, values: set[PartitionValue]) -> str:
     """What a selector could have named: e.g. "it holds ds=2026-11-22 .. ds=2026-11-28 (7 values, newest last)"."""
-    ordered = _ordered(values)
+    ordered = [f"{column}={hive.encode(v)}" for v in _ordered(values)]
     if not ordered:
         return "it holds no partition"
     if len(ordered) <= 5:
-        return f"it holds {', '.join(f'{column}={v}' for v in ordered)}"
-    return f"it holds {column}={ordered[0]} .. {column}={ordered[-1]} ({len(ordered)} values, newest last)"
+        return f"it holds {', '.join(ordered)}"
+    return f"it holds {ordered[0]} .. {ordered[-1]} ({len(ordered)} values, newest last)"
 
 
 def read_columns(uri: str, columns: tuple[str, ...]) -> pa.Table:

@@ -13,6 +13,7 @@ import datetime as dt
 from dataclasses import replace
 
 from jobs.errors import ScoreError
+from jobs.hive import PartitionValue
 from jobs.inputs import fingerprint, partition_label
 from jobs.plan.plan import Plan
 from jobs.stages.sink import WrittenFiles
@@ -148,9 +149,11 @@ def _rows_by_partition(files: list[dict]) -> dict[str, int]:
     return rows
 
 
-def _date_of(values: dict[str, str]) -> str | None:
+def _date_of(values: dict[str, PartitionValue]) -> str | None:
     """A partition without event times is as new as its date value, when it has one."""
     for value in values.values():
+        if value is None:
+            continue
         try:
             return parse_time(value).isoformat()
         except ValueError:

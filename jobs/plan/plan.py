@@ -19,6 +19,7 @@ import pyarrow as pa
 from jobs.columns import LINEAGE_FIELDS, quarantine_schema
 from jobs.contracts.suite import Contract, check_arguments, file_failures, load_contract
 from jobs.errors import UsageError
+from jobs.hive import PartitionValue
 from jobs.inputs import UNSCORED, InputSelection, Partition, partition_label, select_input, selector_terms
 from jobs.models.artifacts import ModelArtifact, ModelBinding, bind_model
 from jobs.models.precision import with_precision
@@ -58,7 +59,7 @@ class Plan:
     def table_uri(self) -> str:
         return self.output.uri
 
-    def output_partitions(self) -> dict[str, dict[str, str]]:
+    def output_partitions(self) -> dict[str, dict[str, PartitionValue]]:
         """Output partition label -> its values, for every output partition this run writes."""
         cols = self.job.spec.output.partition_by
         projected = [tuple((c, dict(p)[c]) for c in cols) for p in self.selection.partitions]
@@ -98,6 +99,7 @@ class Plan:
             binding=self.binding,
             on_failure=spec.on_failure,
             null_inputs=spec.model.null_inputs,
+            allow_nonfinite=spec.model.allow_nonfinite,
             run_id=run_id,
             id_column=spec.input.id_column,
             partition_columns=tuple(spec.input.partitioning),

@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pyarrow import fs as pafs
 
+from jobs import hive
 from jobs.errors import UsageError
 from jobs.inputs import UNSCORED, partition_label, select_input, selector_terms
 from jobs.models.artifacts import ModelArtifact
@@ -36,7 +37,7 @@ def write_sample(spec: JobSpec, selector: str | list[str], rows: int, out: Path,
     quotas = _quotas(rows, [sum(f.num_rows for f in files) for files in groups.values()])
     files, labels = [], []
     for partition, group, quota in zip(selection.partitions, groups.values(), quotas):
-        folder = out.joinpath(*(f"{k}={v}" for k, v in partition))
+        folder = out / hive.folder(partition)
         if quota:
             labels.append(partition_label(partition))
         for n, f in enumerate(group):

@@ -96,6 +96,9 @@ class ModelSpec(_Strict):
     # Missing model inputs: `reject` fails the row (it is quarantined or fails the run); `pass` feeds null
     # and NaN to the model as NaN (float inputs; string inputs get ""), for models that handle them.
     null_inputs: Literal["reject", "pass"] = "reject"
+    # NaN and infinite values in a float output: by default a row error (reason model_output_not_finite, which
+    # scoring.on_error fails or quarantines); true keeps them as scores, for a model that means them.
+    allow_nonfinite: bool = False
     # Text models: the text column becomes input_ids / attention_mask (jobs.models.text) ...
     tokenizer: TokenizerSpec | None = None
     # ... and token states [N, T, D] become one vector per row: mean over the attention mask, or the first token.

@@ -26,7 +26,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from jobs.columns import DEVICE, EVENT_TIME, LINEAGE_FIELDS, MODEL_ERROR, REASON_TYPE, REASONS, SOURCE_FILE, SOURCE_ROW
+from jobs.columns import (
+    DEVICE,
+    EVENT_TIME,
+    LINEAGE_FIELDS,
+    MODEL_ERROR,
+    OUTPUT_NOT_FINITE,
+    REASON_TYPE,
+    REASONS,
+    SOURCE_FILE,
+    SOURCE_ROW,
+)
 from jobs.errors import ERROR_LINE
 from jobs.faults import inject
 from jobs.inputs import Partition, partition_label, read_columns
@@ -57,6 +67,7 @@ class ScoringTask:
     threads: int
     use_gpu: bool
     on_error: str = "fail"  # fail | quarantine: what rows the model raises on do (scoring.on_error)
+    allow_nonfinite: bool = False  # NaN and infinite float outputs are scores (model.allow_nonfinite), not row errors
     # Each input partition and its files: where a failure message finds the file of a row it names, when the
     # rows do not carry their file (SOURCE_FILE travels only with the quarantine on).
     sources: tuple[tuple[Partition, tuple[str, ...]], ...] = ()
@@ -74,6 +85,7 @@ class RowFailure:
     error: str
     message: str
     oom: bool = False
+    expectation: str = MODEL_ERROR  # the reason's name: the model raised, or returned a non-finite value
 
     @classmethod
     def of(cls, exc: BaseException) -> RowFailure:
@@ -96,7 +108,7 @@ class RowFailure:
         return cls(error, message, oom)
 
     def reason(self) -> dict[str, str]:
-        return {"expectation": MODEL_ERROR, "column": self.error, "value": self.message}
+        return {"expectation": self.expectation, "column": self.error, "value": self.message}
 
 
 def _is_torch_oom(exc: BaseException) -> bool:
@@ -223,6 +235,8 @@ class ScoreBatches:
                     failed = RowFailure.of(exc)
             if failed is not None or not fits:
                 scores, failures = self._isolate(passed, failed)
+            if not task.allow_nonfinite:
+                failures = self._check_finite(passed, scores, failures or {})
 
         kept = [task.id_column, *task.partition_columns]
         if task.on_failure == "quarantine":
@@ -245,6 +259,17 @@ class ScoreBatches:
         columns[DEVICE] = pa.DictionaryArray.from_arrays(pa.array(np.zeros(rows, np.int8)), [self.runtime.device])
         return pa.table(columns)
 
+    def _check_finite(
+        self, passed: pa.Table, scores: dict[str, pa.Array], failures: dict[int, RowFailure]
+    ) -> dict[int, RowFailure]:
+        """`failures` plus the rows with a NaN or infinite float output: failing the run, or set aside."""
+        found = {position: failure for position, failure in _nonfinite(scores).items() if position not in failures}
+        if not found:
+            return failures
+        if self.task.on_error == "fail":
+            raise ModelRowError(self._failure_message(passed, Isolated(failures=found)))
+        return {**failures, **found}
+
     def _isolate(self, passed: pa.Table, first: RowFailure | None) -> tuple[dict[str, pa.Array], dict]:
         """Score `passed` around the rows the model raises on; fail the run when the job says so."""
         isolated = isolate_failures(partial(score_table, self.runtime, self.task.binding), passed, first, self.oom_at)
@@ -262,7 +287,7 @@ class ScoreBatches:
             [c for c in (task.id_column, *task.partition_columns, SOURCE_FILE) if c in passed.column_names]
         ).take(pa.array(positions[:SHOWN_ROWS]))
         labels = [
-            partition_label(tuple((c, str(shown.column(c)[i].as_py())) for c in task.partition_columns))
+            partition_label(tuple((c, _text(shown.column(c)[i].as_py())) for c in task.partition_columns))
             for i in range(shown.num_rows)
         ]
         files = _files_of(shown, labels, task)
@@ -277,6 +302,13 @@ class ScoreBatches:
             where += f" and {count - SHOWN_ROWS} more"
         error = isolated.failures[positions[0]]
         first = f"{error.error}: {error.message}"
+        if error.expectation == OUTPUT_NOT_FINITE:
+            return (
+                f"the model returned NaN or infinite values for {count} of {passed.num_rows} rows of a batch "
+                f"({where}); first: output column {error.error} = {error.message}; nothing was committed "
+                "(model.allow_nonfinite: true keeps such scores; scoring.on_error: quarantine, with "
+                "contract.on_failure: quarantine, sets such rows aside instead)"
+            )
         if not isolated.complete:
             return (
                 f"the model raised on more than {MAX_ROW_ERRORS} of {passed.num_rows} rows of one batch, which "
@@ -287,6 +319,11 @@ class ScoreBatches:
             "nothing was committed (scoring.on_error: quarantine, with contract.on_failure: quarantine, sets "
             "such rows aside instead)"
         )
+
+
+def _text(value: object) -> str | None:
+    """A partition column's value as its partition holds it: text, or None for the null partition."""
+    return None if value is None else str(value)
 
 
 def _files_of(rows: pa.Table, labels: list[str], task: ScoringTask) -> list[str]:
@@ -311,6 +348,25 @@ def _files_of(rows: pa.Table, labels: list[str], task: ScoringTask) -> list[str]
             except Exception:  # noqa: BLE001 - the message still names the partition and the ids
                 break
         found.append(file)
+    return found
+
+
+def _nonfinite(scores: dict[str, pa.Array]) -> dict[int, RowFailure]:
+    """Rows (position -> why) whose float outputs hold a NaN or an infinite value; null (unscored) rows are not."""
+    found: dict[int, RowFailure] = {}
+    for column, values in scores.items():
+        if pa.types.is_fixed_size_list(values.type):  # a vector per row: every value of the row's slot counts
+            width = values.type.list_size
+            flat = values.values.slice(values.offset * width, len(values) * width)
+        else:
+            width, flat = 1, values
+        if not pa.types.is_floating(flat.type):
+            continue
+        numbers = flat.to_numpy(zero_copy_only=False).reshape(len(values), width)
+        bad = ~np.isfinite(numbers) & values.is_valid().to_numpy(zero_copy_only=False)[:, None]
+        for position in np.flatnonzero(bad.any(axis=1)).tolist():
+            value = numbers[position][~np.isfinite(numbers[position])][0]
+            found.setdefault(position, RowFailure(column, str(value), expectation=OUTPUT_NOT_FINITE))
     return found
 
 

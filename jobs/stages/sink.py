@@ -28,8 +28,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from jobs import hive
 from jobs.columns import DEVICE, EVENT_TIME, QUARANTINED_AT, REASONS, RUN_ID, SOURCE_FILE, SOURCE_ROW
 from jobs.contracts.suite import expectation_key
+from jobs.hive import PartitionValue
 from jobs.inputs import partition_label, read_columns
 from jobs.spec.schema import TARGET_FILE_MB
 from jobs.storage import filesystem
@@ -145,7 +147,9 @@ class TableWriter:
         self._quarantine(written, failing, task)
         return written
 
-    def _write_scored(self, written: WrittenFiles, partition: dict[str, str], rows: pa.Table, task: int) -> None:
+    def _write_scored(
+        self, written: WrittenFiles, partition: dict[str, PartitionValue], rows: pa.Table, task: int
+    ) -> None:
         file = write_file(self.output, partition, rows, self.run_id, task)
         written.files.append(file)
         written.rows_scored += file["rows"]
@@ -173,7 +177,9 @@ class TableWriter:
         return pa.concat_tables(parts)
 
 
-def write_file(target: TableTarget, partition: dict[str, str], group: pa.Table, run_id: str, task: int) -> dict:
+def write_file(
+    target: TableTarget, partition: dict[str, PartitionValue], group: pa.Table, run_id: str, task: int
+) -> dict:
     """Write one Parquet file of `target` holding the rows of one input `partition` and describe it for the
     commit. Output partition columns live in the path; the other input partition columns get min/max
     statistics equal to their value, by which a later run finds the rows of that input partition
@@ -182,7 +188,7 @@ def write_file(target: TableTarget, partition: dict[str, str], group: pa.Table, 
     data_schema = pa.schema([f for f in target.schema if f.name not in target.partition_by])
     data = group.select(data_schema.names).cast(data_schema)
     values = {c: partition[c] for c in target.partition_by}
-    folder = "/".join(f"{k}={v}" for k, v in values.items())
+    folder = hive.folder(values.items())  # as delta-rs and pyarrow name partition folders
     rel = f"{folder}/" if folder else ""
     rel += f"part-{task:05d}{run_marker(run_id)}{uuid.uuid4().hex[:12]}.parquet"
     path = f"{root}/{rel}"
@@ -202,7 +208,7 @@ def write_file(target: TableTarget, partition: dict[str, str], group: pa.Table, 
     }
 
 
-def file_stats(data: pa.Table, fixed: dict[str, str]) -> dict[str, Any]:
+def file_stats(data: pa.Table, fixed: dict[str, PartitionValue]) -> dict[str, Any]:
     """Delta add-action statistics of one file: numRecords, and nullCount, min and max of every column but
     nested ones (`fixed` columns: their one value).
 
@@ -230,8 +236,9 @@ def file_stats(data: pa.Table, fixed: dict[str, str]) -> dict[str, Any]:
             low[field_.name], high[field_.name] = bounds
     if unbounded:
         low, high = {}, {}
-    low.update(fixed)
-    high.update(fixed)
+    known = {column: value for column, value in fixed.items() if value is not None}  # a null one: its nullCount
+    low.update(known)
+    high.update(known)
     stats: dict[str, Any] = {"numRecords": data.num_rows, "nullCount": nulls}
     if low:
         stats.update(minValues=low, maxValues=high)
@@ -300,9 +307,9 @@ class _PartitionRows:
     def __init__(self, partitioning: tuple[str, ...], target_bytes: int) -> None:
         self.partitioning = partitioning
         self.target_bytes = target_bytes
-        self.pending: dict[tuple[tuple[str, str], ...], list[pa.Table]] = {}
+        self.pending: dict[tuple[tuple[str, PartitionValue], ...], list[pa.Table]] = {}
 
-    def add(self, table: pa.Table) -> Iterator[tuple[dict[str, str], pa.Table]]:
+    def add(self, table: pa.Table) -> Iterator[tuple[dict[str, PartitionValue], pa.Table]]:
         """Take a block's rows; yield the partitions whose gathered rows reached the target size."""
         if table.num_rows == 0:
             return
@@ -313,13 +320,15 @@ class _PartitionRows:
             if sum(part.nbytes for part in parts) >= self.target_bytes:
                 yield from self._files(values, self.pending.pop(key))
 
-    def drain(self) -> Iterator[tuple[dict[str, str], pa.Table]]:
+    def drain(self) -> Iterator[tuple[dict[str, PartitionValue], pa.Table]]:
         """Every partition's remaining rows (the end of the task)."""
         pending, self.pending = self.pending, {}
         for key, parts in pending.items():
             yield from self._files(dict(key), parts)
 
-    def _files(self, values: dict[str, str], parts: list[pa.Table]) -> Iterator[tuple[dict[str, str], pa.Table]]:
+    def _files(
+        self, values: dict[str, PartitionValue], parts: list[pa.Table]
+    ) -> Iterator[tuple[dict[str, PartitionValue], pa.Table]]:
         """The rows cut into files of about the target size (a block may be larger than one file)."""
         rows = pa.concat_tables(parts, promote_options="permissive")
         count = max(1, round(rows.nbytes / self.target_bytes))
@@ -335,11 +344,16 @@ def _groups(table: pa.Table, partition_by: tuple[str, ...]):
         return
     keys = table.select(list(partition_by)).group_by(list(partition_by)).aggregate([]).to_pylist()
     if len(keys) == 1:
-        yield {k: str(v) for k, v in keys[0].items()}, table
+        yield _values(keys[0]), table
         return
     for key in keys:
         mask = None
         for col, value in key.items():
-            cond = pc.equal(table.column(col), value)
+            cond = pc.is_null(table.column(col)) if value is None else pc.equal(table.column(col), value)
             mask = cond if mask is None else pc.and_(mask, cond)
-        yield {k: str(v) for k, v in key.items()}, table.filter(mask)
+        yield _values(key), table.filter(mask)
+
+
+def _values(key: dict[str, Any]) -> dict[str, PartitionValue]:
+    """Partition values as text, the null partition's as None."""
+    return {column: None if value is None else str(value) for column, value in key.items()}

@@ -28,7 +28,9 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 from deltalake.exceptions import DeltaError
 
+from jobs import hive
 from jobs.errors import UsageError, first_line
+from jobs.hive import PartitionValue
 from jobs.storage import delta_dataset, delta_table
 from jobs.tables.lineage import history, require_version
 
@@ -81,7 +83,7 @@ def score_histogram_data(
     version: int,
     columns: list[str],
     partition_by: list[str],
-    partitions: list[dict[str, str]] | None = None,
+    partitions: list[dict[str, PartitionValue]] | None = None,
     previous_version: int | None = None,
 ) -> dict[str, ColumnChart]:
     """The numbers `score_histograms` draws, by column: bin edges (or bar values) shared by every series of
@@ -142,7 +144,7 @@ def score_histograms(
     version: int,
     columns: list[str],
     partition_by: list[str],
-    partitions: list[dict[str, str]] | None = None,
+    partitions: list[dict[str, PartitionValue]] | None = None,
     previous_version: int | None = None,
 ) -> dict[str, bytes]:
     """PNG images of the distribution of each of `columns` at `version`, by artifact file name
@@ -260,14 +262,14 @@ def _open(table_uri: str, version: int):
 
 
 def _partitions(
-    table_uri: str, partition_by: list[str], partitions: list[dict[str, str]] | None
-) -> list[tuple[str, dict[str, str]]]:
+    table_uri: str, partition_by: list[str], partitions: list[dict[str, PartitionValue]] | None
+) -> list[tuple[str, dict[str, PartitionValue]]]:
     """(label, partition) pairs, deduplicated, in the order given; labels name columns in partition_by order."""
     if partitions is None:
         return [(ALL_ROWS, {})]
     if not partitions:
         raise ChartError(f"charts of {_name(table_uri)}: no partitions given (give None for the whole table)")
-    selected: dict[str, dict[str, str]] = {}
+    selected: dict[str, dict[str, PartitionValue]] = {}
     for part in partitions:
         extra = [k for k in part if k not in partition_by]
         if not part or extra:
@@ -275,18 +277,19 @@ def _partitions(
                 f"charts of {_name(table_uri)}: partition {part} must name output partition "
                 f"columns only ({', '.join(partition_by) or 'the table is not partitioned'})"
             )
-        label = "/".join(f"{k}={part[k]}" for k in partition_by if k in part)
-        selected.setdefault(label, {k: str(part[k]) for k in partition_by if k in part})
+        values = {k: None if part[k] is None else str(part[k]) for k in partition_by if k in part}
+        selected.setdefault(hive.folder(values.items()), values)
     return list(selected.items())
 
 
-def _read(dataset, columns: list[str], selected: list[tuple[str, dict[str, str]]]) -> dict[str, pa.Table]:
+def _read(dataset, columns: list[str], selected: list[tuple[str, dict[str, PartitionValue]]]) -> dict[str, pa.Table]:
     """The `columns` of each selected partition: one scan each, skipping other partitions' files."""
     out = {}
     for label, part in selected:
         condition = None
         for key, value in part.items():
-            term = pads.field(key) == pa.scalar(value).cast(dataset.schema.field(key).type)
+            field = pads.field(key)
+            term = field.is_null() if value is None else field == pa.scalar(value).cast(dataset.schema.field(key).type)
             condition = term if condition is None else condition & term
         out[label] = dataset.to_table(columns=columns, filter=condition)
     return out

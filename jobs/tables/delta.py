@@ -12,7 +12,6 @@ import getpass
 import json
 import os
 import time
-import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +22,9 @@ from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundErr
 from deltalake.transaction import AddAction, RemoveAction, create_table_with_add_actions
 from pyarrow import fs as pafs
 
+from jobs import hive
 from jobs.errors import RetryableFailure, RuntimeFailure, UsageError
+from jobs.hive import PartitionValue
 from jobs.inputs import Partition
 from jobs.spec.schema import TARGET_FILE_MB
 from jobs.storage import delta_options, delta_table, filesystem
@@ -165,18 +166,36 @@ def _removals(table, target: TableTarget, replace: list[Partition], discard_runs
         if not doomed and tuple(values.values()) in touched:
             doomed = _input_partition(action, target) in wanted
         if doomed:
-            removes.append(RemoveAction(action["path"], True, now, action["size_bytes"], values))
+            removes.append(RemoveAction(_file_of(action, target), True, now, action["size_bytes"], values))
     return removes
 
 
-def _input_partition(action: dict[str, Any], target: TableTarget) -> tuple[str, ...]:
-    """The input partition whose rows one file holds: partition values, else equal min/max statistics."""
-    values = []
+def _file_of(action: dict[str, Any], target: TableTarget) -> str:
+    """The path to name in a remove action for a live file: the log holds it URI-encoded and delta-rs encodes
+    what it is given, so it is given the decoded path. A path that would not encode back to exactly what the log
+    holds (written by a tool that encodes otherwise) would remove nothing and leave the file live: refused."""
+    path = hive.file_path(action["path"])
+    if hive.log_path(path) != action["path"]:
+        raise RuntimeFailure(
+            f"table {target.uri}: file {action['path']} is named in the log in an encoding this writer cannot "
+            "reproduce, so a re-run could not remove its rows (was it written by another tool?); nothing was "
+            "written by this run: re-score its whole output partition into a new table"
+        )
+    return path
+
+
+def _input_partition(action: dict[str, Any], target: TableTarget) -> tuple[PartitionValue, ...]:
+    """The input partition whose rows one file holds: partition values, else equal min/max statistics (no
+    bounds and every row null: the null partition)."""
+    values: list[PartitionValue] = []
     for column in target.input_partitioning:
         if column in target.partition_by:
             values.append(action.get(f"partition.{column}"))
             continue
         low, high = action.get(f"min.{column}"), action.get(f"max.{column}")
+        if low is None and high is None and action.get(f"null_count.{column}") == action.get("num_records"):
+            values.append(None)
+            continue
         if low is None or low != high:
             raise RuntimeFailure(
                 f"table {target.uri}: file {action['path']} holds rows of several (or unknown) {column} values, "
@@ -335,7 +354,7 @@ def _added_since(fs, root: str, after_version: int | None) -> set[str]:
         for line in lines:
             action = json.loads(line).get("add") if line.strip() else None
             if action:
-                added.add(urllib.parse.unquote(action["path"]))
+                added.add(hive.file_path(action["path"]))
 
 
 def optimize(table_uri: str, target_mb: float | None = None) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from mlflow.tracking import MlflowClient
 
 from jobs.contracts import reports
 from jobs.contracts.suite import Contract
+from jobs.hive import PartitionValue
 from jobs.inputs import InputSelection
 from jobs.models.artifacts import ModelArtifact
 from jobs.spec.load import LoadedSpec
@@ -158,7 +159,7 @@ def record_result(metrics: dict[str, float], quarantine_version: int | None, inp
 
 
 def record_charts(
-    output: TableTarget, version: int, columns: list[str], partitions: list[dict[str, str]] | None
+    output: TableTarget, version: int, columns: list[str], partitions: list[dict[str, PartitionValue]] | None
 ) -> None:
     """The score distribution of each output column in the partitions this run wrote, over the table's version
     before the run, as PNGs in the MLflow run (`charts/`). A chart that cannot be drawn costs a warning, never

@@ -296,3 +296,80 @@ def test_out_of_memory_halves_batches_until_they_fit(poisoned):
     assert summary["engine"] == "ray"
     assert (summary["rows_scored"], summary["rows_quarantined"]) == (3 * ROWS_PER_DAY, 0)
     _assert_scores_match_the_model(project, greedy, summary, 3 * ROWS_PER_DAY)
+
+
+# -- non-finite outputs (issue 20) ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def log_model(tmp_path_factory):
+    """log(tenure_months - 1): NaN at tenure 0, -inf at tenure 1 (the synthetic data holds both, 1 in 72 each)."""
+    import torch
+
+    class Log(torch.nn.Module):
+        def forward(self, features: torch.Tensor) -> torch.Tensor:
+            return torch.log(features[:, 1] - 1.0)
+
+    path = tmp_path_factory.mktemp("log_model") / "log.pt"
+    torch.jit.script(Log()).save(str(path))
+    return path
+
+
+def _nonfinite_ids(project) -> dict[int, str]:
+    """The newest day's customers whose score is not finite: customer_id -> "nan" or "-inf"."""
+    day = _input(project, DAYS[-1])
+    tenure = dict(zip(day.column("customer_id").to_pylist(), day.column("tenure_months").to_pylist(), strict=True))
+    return {cid: "nan" if months == 0 else "-inf" for cid, months in tenure.items() if months in (0, 1)}
+
+
+def test_nonfinite_scores_fail_the_run_by_default(fresh_project, log_model):
+    """Guards: NaN and inf scores were committed with exit 0 and nothing in the summary."""
+    project = fresh_project
+    day = DAYS[-1].isoformat()
+    bad = _nonfinite_ids(project)
+    assert bad, "the day must hold tenure 0 or 1"
+    job = _job(project, "nonfinite_fail", log_model, engine=INLINE, scoring={"batch_size": ROWS_PER_DAY})
+    code, summary = project.run(job)
+    assert code == 1 and summary["status"] == "failed"
+    assert f"the model returned NaN or infinite values for {len(bad)} of {ROWS_PER_DAY} rows" in summary["error"]
+    assert f"partition ds={day}" in summary["error"] and "model.allow_nonfinite: true" in summary["error"]
+    assert not (project.warehouse / "nonfinite_fail" / "_delta_log").exists()
+
+
+@pytest.mark.parametrize("engine", ["ray", "inline"])
+def test_nonfinite_scores_are_quarantined_with_their_reason(fresh_project, log_model, engine):
+    project = fresh_project
+    bad = _nonfinite_ids(project)
+    name = f"nonfinite_q_{engine}"
+    job = _job(
+        project,
+        name,
+        log_model,
+        contract=QUARANTINE,
+        scoring={"on_error": "quarantine"},
+        **({"engine": INLINE} if engine == "inline" else {}),
+    )
+    code, summary = project.run(job)
+    assert code == 0, summary["error"]
+    assert (summary["rows_scored"], summary["rows_quarantined"]) == (ROWS_PER_DAY - len(bad), len(bad))
+    output = DeltaTable(str(project.warehouse / name)).to_pyarrow_table()
+    assert np.isfinite(output.column("score").to_numpy()).all()
+    assert not set(output.column("customer_id").to_pylist()) & set(bad)
+    quarantine = DeltaTable(str(project.warehouse / f"{name}__quarantine")).to_pyarrow_table()
+    reasons = dict(zip(quarantine.column("customer_id").to_pylist(), quarantine.column("_reasons").to_pylist()))
+    assert reasons == {
+        cid: [{"expectation": "model_output_not_finite", "column": "score", "value": value}]
+        for cid, value in bad.items()
+    }
+
+
+def test_allow_nonfinite_keeps_them_as_scores(fresh_project, log_model):
+    project = fresh_project
+    bad = _nonfinite_ids(project)
+    job = _job(project, "nonfinite_kept", log_model, engine=INLINE)
+    code, summary = project.run(job, overrides=("model.allow_nonfinite=true",))
+    assert code == 0, summary["error"]
+    assert summary["rows_scored"] == ROWS_PER_DAY
+    output = DeltaTable(str(project.warehouse / "nonfinite_kept")).to_pyarrow_table()
+    scores = dict(zip(output.column("customer_id").to_pylist(), output.column("score").to_pylist()))
+    assert {cid: str(scores[cid]) for cid in bad} == bad
