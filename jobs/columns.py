@@ -17,6 +17,9 @@ SOURCE_FILE = "_source_file"  # the row's input file (quarantine on): where the 
 SOURCE_ROW = "_source_row"  # the row's position in its file
 DEVICE = "_device"  # where the row's actor ran its model ("cpu", "cuda:0 (NVIDIA H200)"): the writer counts rows by it
 
+# Every column a stage adds for the next one: no model output may take one of these names.
+STAGE_COLUMNS = (PARTITION_INDEX, REASONS, EVENT_TIME, SOURCE_FILE, SOURCE_ROW, DEVICE)
+
 RUN_ID = "run_id"
 MODEL_VERSION = "model_version"
 SCORED_AT = "scored_at"

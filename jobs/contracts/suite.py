@@ -10,7 +10,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -238,6 +238,23 @@ def check_arguments(contract: Contract, schema: pa.Schema) -> None:
                 f"contract {contract.path}: expectations[{i}] {exp['type']!r} on column {column!r} "
                 f"({schema.field(column).type}): its arguments cannot be compared with the column: {problem}"
             )
+
+
+def check_columns(contract: Contract, columns: Collection[str], where: str) -> None:
+    """Refuse, at plan time, a row-level expectation on a column that no input file has (`columns`: every
+    column of every file, and the partition columns): else every row would fail it, and the partition would be
+    quarantined whole while the run succeeded. A column missing from some files only fails those files' rows."""
+    for i, exp in enumerate(contract.expectations):
+        if expectations.table_level(exp):
+            continue
+        kwargs = exp.get("kwargs", {})
+        for column in [kwargs[k] for k in COLUMN_KWARGS if k in kwargs]:
+            if column not in columns:
+                raise UsageError(
+                    f"contract {contract.path}: expectations[{i}] {exp['type']!r} is on column {column!r}, which no "
+                    f"input file has ({where}; their columns are {sorted(columns)}): fix the column's name in the "
+                    "contract, or the input"
+                )
 
 
 def file_failures(contract: Contract, files: list, rows: int) -> dict[str, list[dict[str, str]]]:

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from jobs.columns import LINEAGE_FIELDS, quarantine_schema
-from jobs.contracts.suite import Contract, check_arguments, file_failures, load_contract
+from jobs.columns import LINEAGE_FIELDS, STAGE_COLUMNS, quarantine_schema
+from jobs.contracts.suite import Contract, check_arguments, check_columns, file_failures, load_contract
 from jobs.errors import UsageError
 from jobs.hive import PartitionValue
 from jobs.inputs import UNSCORED, InputSelection, Partition, partition_label, select_input, selector_terms
@@ -165,9 +165,14 @@ def make_plan(job: LoadedSpec, partitions: str | list[str] | None = None, run_ke
     fields += binding.output_fields()
     fields += LINEAGE_FIELDS
     names = [f.name for f in fields]
-    clashes = sorted({n for n in names if names.count(n) > 1})
+    clashes = sorted({n for n in names if names.count(n) > 1} | {n for n in names if n in STAGE_COLUMNS})
     if clashes:
-        raise UsageError(f"model.outputs: column name(s) {clashes} clash with id, partition or lineage columns")
+        raise UsageError(
+            f"{job.file}: model.outputs: column name(s) {clashes} are taken (the id column {spec.input.id_column!r}, "
+            f"the partition columns {list(spec.input.partitioning)}, the lineage columns "
+            f"{[f.name for f in LINEAGE_FIELDS]} and the stages' own {list(STAGE_COLUMNS)}): map the outputs to "
+            "other names"
+        )
     partition_by, partitioning = tuple(spec.output.partition_by), tuple(spec.input.partitioning)
     output = TableTarget(spec.table_uri(), pa.schema(fields), partition_by, partitioning)
     output = replace(output, read_version=check_compatible(output))
@@ -223,6 +228,8 @@ def _plan_inputs(job: LoadedSpec, selector: str | list[str]) -> _Inputs:
     contract = load_contract(spec.contract.suite) if spec.contract else None
     if contract:
         check_arguments(contract, schema)
+        every = {name for f in selection.files for name in f.schema.names} | set(spec.input.partitioning)
+        check_columns(contract, every, f"input {spec.input.path}")
     binding = bind_model(model, spec.model, schema, where)
     if spec.model.null_inputs == "pass":
         for b in binding.inputs:

@@ -32,6 +32,19 @@ class _SpecLoader(yaml.SafeLoader):
 
     yaml_implicit_resolvers: dict = {}
 
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        """A key written twice in one mapping is refused, naming both lines: PyYAML keeps the last silently."""
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, str) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is written twice (first on line {seen[key] + 1})", key_node.start_mark
+                )
+            if isinstance(key, str):
+                seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
 
 for _tag, _pattern, _first in (
     ("bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
@@ -153,6 +166,8 @@ class _Origins:
         return self._find(key)[1]
 
     def _find(self, key: tuple) -> tuple[str, Any]:
+        if not key:  # the spec as a whole: the job file
+            return str(self.job), None
         for name, doc in self.layers:
             node: Any = doc
             for part in key:
@@ -319,6 +334,9 @@ def _resolve_paths(spec: JobSpec, root: Path, origins: _Origins) -> JobSpec:
 
     input_path = local(spec.input.path)
     must_exist(input_path, ("input", "path"), "input folder")
+    if not is_remote(input_path) and not Path(input_path).is_dir():
+        where = origins.of(("input", "path"))
+        raise SpecError(where, "input.path", f"{input_path} is a file; give the folder of the input's partitions")
     contract = spec.contract
     if contract:
         contract = contract.model_copy(update={"suite": local(contract.suite)})

@@ -243,13 +243,15 @@ class JobSpec(_Strict):
     def _partition_by_is_input_partitioning(self) -> JobSpec:
         unknown = [c for c in self.output.partition_by if c not in self.input.partitioning]
         if unknown:
-            raise ValueError(
-                f"output.partition_by {unknown} must be among input.partitioning {self.input.partitioning}"
+            raise KeyedValueError(
+                ("output", "partition_by"),
+                f"{unknown} must be among input.partitioning {self.input.partitioning}",
             )
         if self.output.mode == "overwrite_partitions" and not self.output.partition_by:
-            raise ValueError(
+            raise KeyedValueError(
+                ("output", "partition_by"),
                 "output.mode overwrite_partitions needs output.partition_by (else it would replace the whole "
-                "table): set partition_by, or use mode append"
+                "table): set partition_by, or use mode append",
             )
         if self.output.commit_every and self.output.mode != "overwrite_partitions":
             raise KeyedValueError(

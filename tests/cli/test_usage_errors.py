@@ -6,6 +6,8 @@ connection error instead of the message asserted here, so each test also proves 
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.conftest import DAYS
@@ -209,3 +211,56 @@ def test_unreachable_cluster_fails_fast_instead_of_retrying_for_ever(project):
         "start it, or fix RAY_ADDRESS / engine.ray_address (HEAD:6379, the head's GCS port); nothing was scored "
         "or committed"
     ) in proc.stderr
+
+
+# -- spec and CLI edges (issue 20) ------------------------------------------------------------------------
+
+
+def test_an_input_path_that_is_a_file_is_one_line(project):
+    """Guards: a NotADirectoryError traceback, exit 1."""
+    err = run_fails(project, project.job("input_file"), "--set", "input.path=/etc/hostname")
+    assert "score: error: --set: input.path: /etc/hostname is a file; give the folder of the input's partitions" in err
+
+
+def test_a_key_written_twice_is_refused_naming_its_line(project):
+    """Guards: PyYAML kept the last `name:` silently."""
+    job = project.job("twice")
+    lines = job.read_text().splitlines()
+    job.write_text("\n".join([*lines, "name: twice_again", ""]))
+    err = run_fails(project, job)
+    first = next(n for n, line in enumerate(lines, 1) if line.startswith("name:"))
+    assert (
+        f"{job}: not valid YAML (line {len(lines) + 1}, column 1): key 'name' is written twice (first on line {first})"
+        in err
+    )
+
+
+def test_a_bad_partition_by_names_the_file_that_set_it(project):
+    """Guards: a partition_by of the job file was reported as coming from `--set`."""
+    job = project.job("bad_partition_by", output={"table": "bad_partition_by", "partition_by": ["region"]})
+    err = run_fails(project, job)
+    assert f"score: error: {job}: output.partition_by: ['region'] must be among input.partitioning ['ds']" in err
+
+
+@pytest.mark.parametrize("column", ["_reasons", "_source_file", "run_id", "scored_at", "customer_id", "ds"])
+def test_an_output_on_a_taken_column_is_refused_at_plan_time(project, column):
+    """Guards: `_reasons` as an output column failed at write time with an Arrow cast error."""
+    job = project.job(f"taken_{column.strip('_')}", model__outputs={"label": column})
+    err = run_fails(project, job)
+    assert f"{job}: model.outputs: column name(s) ['{column}'] are taken" in err
+
+
+def test_an_expectation_on_a_column_no_file_has_is_refused(project):
+    """Guards: every row failed it ("column missing"), was quarantined, and the run succeeded."""
+    suite = project.root / "data_contracts" / "customers.json"
+    contract = json.loads(suite.read_text())
+    contract["expectations"].append({"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "agee"}})
+    typo = project.root / "data_contracts" / "typo.json"
+    typo.write_text(json.dumps(contract))
+    job = project.job("contract_typo", contract={"suite": "data_contracts/typo.json", "on_failure": "quarantine"})
+    err = run_fails(project, job)
+    index = len(contract["expectations"]) - 1
+    assert (
+        f"contract {typo}: expectations[{index}] 'expect_column_values_to_not_be_null' is on column 'agee', "
+        "which no input file has"
+    ) in err
