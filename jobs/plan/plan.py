@@ -8,6 +8,7 @@ schedule as they are.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 from collections.abc import Collection
@@ -23,6 +24,7 @@ from jobs.hive import PartitionValue
 from jobs.inputs import UNSCORED, InputSelection, Partition, partition_label, select_input, selector_terms
 from jobs.models.artifacts import ModelArtifact, ModelBinding, bind_model
 from jobs.models.precision import with_precision
+from jobs.spec.durations import parse_duration
 from jobs.spec.load import LoadedSpec
 from jobs.spec.schema import JobSpec
 from jobs.stages.checking import CheckTask
@@ -264,6 +266,8 @@ def _plan_inputs(job: LoadedSpec, selector: str | list[str]) -> _Inputs:
         batch_size=spec.scoring.batch_size,
         with_paths=spec.on_failure == "quarantine",
         partition_bytes=largest,
+        event_time_column=spec.input.event_time_column,
+        latest_event_time=dt.datetime.now(dt.UTC) + parse_duration(spec.input.event_time_tolerance),
     )
     return _Inputs(selection, model, binding, contract, read_columns, drifted, checks)
 

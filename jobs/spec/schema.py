@@ -42,6 +42,9 @@ class InputSpec(_Strict):
     partitions: str | list[str] = "latest"
     id_column: str
     event_time_column: str | None = None
+    # An event time later than the run's clock plus this fails its row (reason event_time_in_future, as the
+    # contract's policy says): it is a broken clock or a placeholder (9999-12-31), and never the watermark.
+    event_time_tolerance: Duration = "1h"
     # A local path that every node of a remote Ray cluster mounts (NFS, ...): without it, a local input
     # path with a remote cluster is refused, since workers read the files.
     shared: bool = False

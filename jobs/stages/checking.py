@@ -11,6 +11,7 @@ exactly the rows `score run` fails, null model inputs included.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -18,7 +19,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from jobs.columns import NULL_INPUT, PARTITION_INDEX, REASON_TYPE, REASONS, SOURCE_FILE, SOURCE_ROW
+from jobs.columns import (
+    EVENT_TIME_IN_FUTURE,
+    NULL_INPUT,
+    PARTITION_INDEX,
+    REASON_TYPE,
+    REASONS,
+    SOURCE_FILE,
+    SOURCE_ROW,
+)
 from jobs.contracts.suite import Contract, ContractValidator
 from jobs.inputs import Partition, read_columns
 
@@ -39,6 +48,8 @@ class CheckTask:
     batch_size: int
     with_paths: bool  # keep each row's file and position in it (SOURCE_FILE, SOURCE_ROW), for the quarantine
     partition_bytes: int  # the largest partition's files, uncompressed: what one check task holds at most
+    event_time_column: str | None = None
+    latest_event_time: dt.datetime | None = None  # later event times fail their row: the plan's clock + tolerance
 
 
 _validators: dict[tuple, ContractValidator] = {}  # one per process: GX contexts must not be shared by threads
@@ -57,6 +68,8 @@ def check_partitions(batch: pa.Table, task: CheckTask) -> Iterator[pa.Table]:
             for i, found in _validator(task).validate(table).reasons.items():
                 reasons[i] = (reasons[i] or []) + found
         _null_inputs(table, task.reject_nulls, reasons)
+        if task.event_time_column and task.latest_event_time:
+            _future_event_times(table, task.event_time_column, task.latest_event_time, reasons)
         if task.with_paths:
             table = _with_sources(table, spans)
         table = table.append_column(REASONS, pa.array(reasons, REASON_TYPE))
@@ -93,6 +106,21 @@ def _with_sources(table: pa.Table, spans: dict[str, tuple[int, int]]) -> pa.Tabl
     positions = np.concatenate([np.arange(n, dtype=np.int64) for n in counts]) if counts else np.array([], np.int64)
     table = table.append_column(SOURCE_FILE, pa.DictionaryArray.from_arrays(indices, pa.array(files, pa.string())))
     return table.append_column(SOURCE_ROW, pa.array(positions))
+
+
+def _future_event_times(table: pa.Table, column: str, latest: dt.datetime, reasons: list) -> None:
+    """Rows whose event time is later than `latest` (an aware UTC time; a naive column is read as UTC)."""
+    values = table.column(column)
+    kind = values.type
+    bound = pa.scalar(latest.date()) if pa.types.is_date(kind) else pc.cast(pa.scalar(latest), kind, safe=False)
+    mask = pc.fill_null(pc.greater(values, bound), False)
+    if not pc.any(mask).as_py():
+        return
+    for i in np.flatnonzero(mask.to_numpy(zero_copy_only=False)).tolist():
+        late = values[i].as_py()
+        reasons[i] = (reasons[i] or []) + [
+            {"expectation": EVENT_TIME_IN_FUTURE, "column": column, "value": late.isoformat()}
+        ]
 
 
 def _null_inputs(table: pa.Table, columns: tuple[str, ...], reasons: list) -> None:

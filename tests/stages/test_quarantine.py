@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -155,3 +157,32 @@ def test_validate_reports_without_scoring(fresh_project, tmp_path):
     assert "FAIL expect_column_values_to_be_in_set(region): 1 of 6000 rows, e.g. atlantis" in proc.stderr
     assert "atlantis" in page.read_text()
     assert not project.warehouse.exists()
+
+
+def test_an_event_time_in_the_future_fails_its_row_and_is_never_the_watermark(fresh_project):
+    """Guards (issue 20): one updated_at of 9999-12-31 became the partition's watermark, and `score freshness`
+    called the table fresh for ever ("-2912104d old")."""
+    project = fresh_project
+    path = project.data / f"ds={DAY}" / "part-0.parquet"
+    table = pq.read_table(path)
+    times = table.column("updated_at").to_pylist()
+    times[7] = dt.datetime(9999, 12, 31, tzinfo=dt.UTC)
+    index = table.schema.get_field_index("updated_at")
+    pq.write_table(table.set_column(index, "updated_at", pa.array(times, table.schema.field("updated_at").type)), path)
+    future_id = table.column("customer_id")[7].as_py()
+
+    code, failed = project.run(project.job("future_fail"))  # the contract's policy is fail
+    assert code == 3, failed["error"]
+    assert "event_time_in_future(updated_at): 1 rows, e.g. 9999-12-31T00:00:00+00:00" in failed["error"]
+
+    job = project.job("future", contract={"suite": "data_contracts/customers.json", "on_failure": "quarantine"})
+    code, summary = project.run(job)
+    assert code == 0, summary["error"]
+    assert summary["rows_quarantined"] == 1
+    quarantine = DeltaTable(str(project.warehouse / "future__quarantine")).to_pyarrow_table()
+    assert reasons_by_id(quarantine) == {future_id: "event_time_in_future(updated_at)=9999-12-31T00:00:00+00:00"}
+    kept = [t for i, t in enumerate(times) if i != 7]
+    assert summary["input_watermark"] == max(kept).isoformat()
+    now = (max(kept) + dt.timedelta(hours=30)).isoformat()
+    proc = project.score("freshness", "future", "--max-age", "26h", "--now", now)
+    assert proc.returncode == 4, proc.stdout + proc.stderr
