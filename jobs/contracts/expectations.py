@@ -58,6 +58,9 @@ def argument_problem(expectation: dict[str, Any], type_: pa.DataType) -> str | N
     Arrow would quietly cast `[1, 2]` to strings for a string column; GX compares values as they are."""
     kwargs = expectation.get("kwargs", {})
     values = [kwargs[k] for k in ("min_value", "max_value") if kwargs.get(k) is not None]
+    if expectation["type"] == "expect_column_value_lengths_to_be_between":  # bounds on lengths, not on values
+        wrong = [v for v in values if not isinstance(v, int) or isinstance(v, bool)]
+        return f"{wrong[0]!r} is not a length (a whole number of characters)" if wrong else None
     values += list(kwargs.get("value_set") or [])
     if pa.types.is_dictionary(type_):
         type_ = type_.value_type
@@ -68,7 +71,7 @@ def argument_problem(expectation: dict[str, Any], type_: pa.DataType) -> str | N
 
 
 def _comparable(value: Any, type_: pa.DataType) -> bool:
-    if pa.types.is_string(type_) or pa.types.is_large_string(type_):
+    if _is_text(type_):
         return isinstance(value, str)
     if pa.types.is_boolean(type_):
         return isinstance(value, bool)
@@ -112,6 +115,8 @@ def evaluate(table: pa.Table, expectation: dict[str, Any]) -> Outcome:
             return Outcome(np.array([], dtype=np.int64), [])
         return Outcome(np.arange(table.num_rows), [observed] * table.num_rows)
     column = kwargs.get("column")
+    if column is not None and column in table.column_names:
+        table = table.set_column(table.column_names.index(column), column, _plain(table.column(column)))
     if column is not None and column not in table.column_names:
         return Outcome(
             np.arange(table.num_rows), ["(column missing)"] * table.num_rows, f"column {column!r} is missing"
@@ -127,6 +132,18 @@ def evaluate(table: pa.Table, expectation: dict[str, Any]) -> Outcome:
             return Outcome(np.array([], dtype=np.int64), [])
     values = table.column(column).take(pa.array(failed)).to_pylist() if column is not None else [None] * len(failed)
     return Outcome(failed, [str(v) for v in values])
+
+
+def _is_text(type_: pa.DataType) -> bool:
+    return pa.types.is_string(type_) or pa.types.is_large_string(type_) or pa.types.is_string_view(type_)
+
+
+def _plain(values: pa.ChunkedArray) -> pa.ChunkedArray:
+    """A column as every check's kernel and arguments take it: a dictionary-encoded column decoded, and
+    large or view strings as plain strings. Spark, pandas and pyarrow write all of them to Parquet."""
+    if pa.types.is_dictionary(values.type):
+        values = values.cast(values.type.value_type)
+    return values.cast(pa.string()) if _is_text(values.type) else values
 
 
 def _bound(value: Any, type_: pa.DataType) -> pa.Scalar:

@@ -164,3 +164,43 @@ def test_batch_level_expectations_fail_the_whole_batch():
     assert result.failed.all()
     held_back = [r for r in result.reasons[0] if r["column"] == "region"]
     assert held_back[0]["value"] in ("batch failed: 2 of 3000 rows", "atlantis", "NORTH")
+
+
+@pytest.mark.parametrize(
+    "encoding",
+    [
+        pa.large_string(),
+        pa.string_view(),
+        pa.dictionary(pa.int32(), pa.string()),
+        pa.dictionary(pa.int8(), pa.large_string()),
+    ],
+    ids=str,
+)
+def test_string_columns_in_every_encoding_are_checked_as_gx_checks_them(encoding):
+    """Guards (issue 20): dictionary and large_string columns (what Spark, pandas and pyarrow write) were refused
+    at plan time by expect_column_values_to_be_in_set, and by match_regex at run time (no kernel), and the
+    bounds of expect_column_value_lengths_to_be_between were compared with the column's type."""
+    from jobs.contracts.suite import check_arguments
+
+    plain = anomalous_batch()
+    batch = plain
+    for name in ("region", "plan_tier"):
+        batch = batch.set_column(batch.schema.get_field_index(name), name, batch.column(name).cast(encoding))
+    check_arguments(contract(SUITE), batch.schema)  # refuses nothing
+    got = ContractValidator(contract(SUITE), engine="auto").validate(batch)
+    want = ContractValidator(contract(SUITE), engine="gx").validate(plain)
+    assert [(g["expectation"], g["column"], g["rows_failed"]) for g in got.per_expectation] == [
+        (w["expectation"], w["column"], w["rows_failed"]) for w in want.per_expectation
+    ]
+    np.testing.assert_array_equal(got.failed, want.failed)
+    region_in_set = next(g for g in got.per_expectation if g["expectation"] == "expect_column_values_to_be_in_set")
+    assert sorted(region_in_set["examples"]) == ["NORTH", "atlantis"]
+
+
+def test_lengths_are_bounded_by_whole_numbers():
+    from jobs.contracts.suite import check_arguments
+    from jobs.errors import UsageError
+
+    lengths = {"type": "expect_column_value_lengths_to_be_between", "kwargs": {"column": "plan_tier", "min_value": 1.5}}
+    with pytest.raises(UsageError, match="1.5 is not a length"):
+        check_arguments(contract({"name": "lengths", "expectations": [lengths]}), anomalous_batch().schema)
