@@ -159,3 +159,29 @@ def test_empty_partition_scores_nothing_and_replaces_nothing_else(fresh_project)
     assert code == 0, summary.get("error")
     assert (summary["rows_in"], summary["rows_scored"], summary["table_version"]) == (0, 0, 1)
     assert DeltaTable(summary["table_uri"]).to_pyarrow_table().num_rows == 2 * ROWS_PER_DAY
+
+
+def corrupt_a_data_page(path) -> None:
+    """Overwrite the start of the first data page of a file; its footer stays readable (the plan reads it)."""
+    start = pq.read_metadata(path).row_group(0).column(0).data_page_offset
+    data = bytearray(path.read_bytes())
+    data[start : start + 64] = b"\xff" * 64
+    path.write_bytes(bytes(data))
+
+
+def test_a_corrupt_data_page_names_its_file_and_partition_in_one_line(fresh_project):
+    """Guards (issue 20): the inline engine named no file; on Ray about 150 lines of Ray's traceback came first."""
+    project = fresh_project
+    path = project.data / f"ds={DAY}" / "part-1.parquet"
+    corrupt_a_data_page(path)
+    job = project.job("corrupt_page")
+    for engine, inline_max_rows in (("inline", 1_000_000), ("ray", 0)):
+        proc = project.score("run", str(job), "--set", f"engine.inline_max_rows={inline_max_rows}")
+        assert proc.returncode == 1, proc.stderr[-3000:]
+        lines = proc.stderr.splitlines()
+        errors = [line for line in lines if line.startswith("score: error:")]
+        assert len(errors) == 1 and "Traceback" not in proc.stderr, (engine, proc.stderr[-3000:])
+        assert errors[0].startswith(f"score: error: input file {path} (partition ds={DAY}) cannot be read: "), engine
+        assert "nothing was committed" in errors[0]
+        assert len(lines) <= 6, (engine, proc.stderr)  # what it did, the error, where native output went
+    assert not (project.warehouse / "corrupt_page" / "_delta_log").exists()

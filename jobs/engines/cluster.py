@@ -82,7 +82,11 @@ def start(engine: EngineSpec) -> None:
     context.print_on_execution_start = verbose
     if not verbose:  # our own display says what a person needs; Ray Data's advice goes to its log files
         context.issue_detectors_config.detectors = []
-        logging.getLogger("ray.data").setLevel(logging.ERROR)
+        # Its console handler too: a failing task's traceback (150 lines) stays in the session's ray-data.log, and
+        # the run's one line names the cause (`jobs.engines.execute`).
+        for handler in logging.getLogger("ray.data").handlers:
+            if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+                handler.setLevel(logging.CRITICAL + 1)
 
 
 def start_soon(engine: EngineSpec) -> Future:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from jobs import errors
 from jobs.engines.inline import execute_inline
 from jobs.engines.pool import PoolSize
-from jobs.errors import ERROR_LINE, RuntimeFailure, ScoreError
+from jobs.errors import ERROR_LINE, RuntimeFailure, ScoreError, SpecError
 from jobs.plan.plan import Plan
 from jobs.stages.drift import fail_drifted
 from jobs.stages.sink import WrittenFiles
@@ -29,12 +30,29 @@ def execute(
             from jobs.engines.pipeline import execute as execute_on_ray
 
             written = execute_on_ray(plan, run_id, pool, on_progress)
-    except ScoreError:  # ours, raised in the driver (a stall): already says what happened
-        raise
-    except Exception as exc:  # Ray wraps worker failures in its own errors: surface the cause
+    except Exception as exc:  # Ray wraps a worker's failure in its own errors (a ScoreError's too): surface it
+        ours = _stage_failure(exc)
+        if ours is not None:  # a stage's own failure: its message names what to fix, as the inline engine's does
+            raise ours from exc
+        if isinstance(exc, ScoreError):  # raised here, in the driver (a stall, an inline stage): already clear
+            raise
         raise RuntimeFailure(f"the scoring pipeline failed: {root_cause(exc)}") from exc
     written.merge(fail_drifted(list(plan.selection.files), plan.drifted, plan.quarantine, run_id))
     return written
+
+
+def _stage_failure(exc: BaseException) -> ScoreError | None:
+    """The failure (`jobs.errors`) a stage raised in a worker, as Ray carries it: the text of its traceback
+    (`jobs.errors.RuntimeFailure: input file ...`) in one of the errors it chains, whose class may also pass for
+    the failure's. None for an error raised in this process (its text is its own message)."""
+    link: BaseException | None = exc
+    while link is not None:
+        for name, message in ERROR_LINE.findall(str(link)):
+            kind = getattr(errors, name.removeprefix("jobs.errors."), None) if name.startswith("jobs.errors.") else None
+            if isinstance(kind, type) and issubclass(kind, ScoreError) and not issubclass(kind, SpecError):
+                return kind(message)
+        link = link.__cause__
+    return None
 
 
 def root_cause(exc: BaseException) -> str:

@@ -29,7 +29,9 @@ from jobs.columns import (
     SOURCE_ROW,
 )
 from jobs.contracts.suite import Contract, ContractValidator
-from jobs.inputs import Partition, read_columns
+from jobs.errors import RuntimeFailure
+from jobs.inputs import Partition, partition_label, read_columns
+from jobs.storage import redact_uri
 
 Reasons = list[dict[str, str]]
 
@@ -88,7 +90,13 @@ def _read(task: CheckTask, partition: Partition, files: tuple[str, ...]) -> tupl
     """The partition's rows (file columns, then partition columns) and each file's row span."""
     tables, spans, start = [], {}, 0
     for path in files:
-        table = read_columns(path, task.file_columns)
+        try:
+            table = read_columns(path, task.file_columns)
+        except (OSError, pa.ArrowException) as exc:  # a corrupt page: its footer read fine at plan time
+            raise RuntimeFailure(
+                f"input file {redact_uri(path)} (partition {partition_label(partition)}) cannot be read: "
+                f"{_printable(exc)}; nothing was committed"
+            ) from None
         for column, value in partition:
             table = table.append_column(column, pa.repeat(pa.scalar(value, pa.string()), table.num_rows))
         tables.append(table)
@@ -106,6 +114,11 @@ def _with_sources(table: pa.Table, spans: dict[str, tuple[int, int]]) -> pa.Tabl
     positions = np.concatenate([np.arange(n, dtype=np.int64) for n in counts]) if counts else np.array([], np.int64)
     table = table.append_column(SOURCE_FILE, pa.DictionaryArray.from_arrays(indices, pa.array(files, pa.string())))
     return table.append_column(SOURCE_ROW, pa.array(positions))
+
+
+def _printable(exc: BaseException) -> str:
+    """An error's text on one line, without the control bytes a corrupt file's error may quote."""
+    return " ".join("".join(c if c.isprintable() else " " for c in str(exc)).split())
 
 
 def _future_event_times(table: pa.Table, column: str, latest: dt.datetime, reasons: list) -> None:
