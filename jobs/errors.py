@@ -64,6 +64,16 @@ EXIT_OK = 0
 EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM: the run cleaned up, nothing was committed
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def one_line(exc: BaseException) -> str:
+    """An error's whole text on one line, as a message may quote it: delta-rs and object_store nest their causes
+    over several lines, coloured and marked with `↳`."""
+    lines = [line.strip().lstrip("↳").strip() for line in _ANSI.sub("", str(exc)).splitlines()]
+    return ": ".join(line for line in lines if line) or type(exc).__name__
+
+
 def first_line(exc: BaseException) -> str:
     """An exception's first line of text (libraries put whole tracebacks or JSON after it), else its type."""
     text = str(exc).strip()

@@ -20,7 +20,7 @@ from jobs.contracts import reports
 from jobs.engines.endpoints import check_job
 from jobs.engines.execute import execute
 from jobs.engines.inline import runs_inline
-from jobs.errors import EXIT_INTERRUPTED, ContractFailure, RuntimeFailure, ScoreError
+from jobs.errors import EXIT_INTERRUPTED, ContractFailure, RuntimeFailure, ScoreError, one_line
 from jobs.faults import inject
 from jobs.plan.commits import commit_group, run_record
 from jobs.plan.plan import NothingToScore, Plan, Progress, make_plan, progress_of
@@ -223,9 +223,11 @@ def _score(plan: Plan, summary: RunSummary, started: float, console: Console | N
         except (Exception, KeyboardInterrupt) as exc:
             if console is not None:
                 console.done()
-            for target in (plan.output, plan.quarantine):
-                if target is not None:
-                    discard_run_files(target.uri, run_id, target.read_version)
+            left = _discard_files(plan, run_id)
+            if left and isinstance(exc, ScoreError):  # the first error stays the one reported; this comes after
+                exc.args = (f"{exc}; {left}",)
+            elif left:
+                exc.add_note(left)
             summary.duration_s = round(time.monotonic() - started, 3)
             records.record_failure(exc, summary.metrics())
             raise
@@ -241,6 +243,25 @@ def _score(plan: Plan, summary: RunSummary, started: float, console: Console | N
             [f.name for f in plan.binding.output_fields()],
             [p for p in plan.output_partitions().values() if p] or None,
         )
+
+
+def _discard_files(plan: Plan, run_id: str) -> str | None:
+    """Delete the files a failed run wrote (never a file a landed commit added); what could not be deleted
+    (a warehouse that turned read-only), for the message."""
+    failures = []
+    for target in (plan.output, plan.quarantine):
+        if target is None:
+            continue
+        try:
+            discard_run_files(target.uri, run_id, target.read_version)
+        except OSError as exc:
+            failures.append(f"{redact_uri(target.uri)}: {one_line(exc)}")
+    if not failures:
+        return None
+    return (
+        f"its uncommitted files could not all be deleted ({'; '.join(failures)}): no version names them, and "
+        "`score vacuum` deletes them once they are older than the table's retention"
+    )
 
 
 def _check_contract(plan: Plan, checked: WrittenFiles, rows_checked: int, summary: RunSummary) -> None:

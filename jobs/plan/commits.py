@@ -9,6 +9,7 @@ quarantine commit, so none are duplicated.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from dataclasses import replace
 
@@ -67,6 +68,9 @@ def commit_group(plan: Plan, written: WrittenFiles, record: RunRecord) -> tuple[
         )
     except (Exception, KeyboardInterrupt) as exc:
         if plan.quarantine is not None and quarantine_version is not None:
+            # The run's output files go first: on a full disk they free the room the undo's own commit needs.
+            with contextlib.suppress(OSError):
+                delta.discard_run_files(plan.output.uri, record.run_id, plan.output.read_version)
             previous = quarantine_version - 1 if quarantine_version > 0 else None  # None: this run created it
             stuck = delta.undo_commit(plan.quarantine.uri, quarantine_version, previous, record.run_id)
             if stuck and isinstance(exc, ScoreError):

@@ -23,7 +23,7 @@ from deltalake.transaction import AddAction, RemoveAction, create_table_with_add
 from pyarrow import fs as pafs
 
 from jobs import hive
-from jobs.errors import RetryableFailure, RuntimeFailure, UsageError
+from jobs.errors import RetryableFailure, RuntimeFailure, UsageError, one_line
 from jobs.hive import PartitionValue
 from jobs.inputs import Partition
 from jobs.spec.schema import TARGET_FILE_MB
@@ -98,9 +98,11 @@ def commit(
                     commit_properties=_properties(None, metadata, run_key),
                 )
                 return 0
-            except DeltaError as exc:
+            except (DeltaError, OSError) as exc:  # OSError: the storage refused (a full disk, a read-only mount)
+                if _landed(table_uri, metadata[CommitInfo.RUN_ID], -1) is not None:
+                    return 0  # it landed; what failed came after
                 if current_version(table_uri) is None:
-                    raise RuntimeFailure(f"table {table_uri}: creating the table failed: {exc}") from None
+                    raise RuntimeFailure(f"table {table_uri}: creating the table failed: {one_line(exc)}") from None
                 continue  # another run created it first: check its commit like any other
         base = table.version()
         _check_no_overlap(table, table_uri, target.read_version, partitions)
@@ -119,9 +121,12 @@ def commit(
             if landed is not None:
                 return landed
             if current_version(table_uri) == base:  # nothing landed meanwhile: not a race, a real failure
-                raise RuntimeFailure(f"table {table_uri}: commit failed: {exc}") from None
-        except DeltaError as exc:
-            raise RuntimeFailure(f"table {table_uri}: commit failed: {exc}") from None
+                raise RuntimeFailure(f"table {table_uri}: commit failed: {one_line(exc)}") from None
+        except (DeltaError, OSError) as exc:  # OSError: the storage refused (a full disk, a read-only mount)
+            landed = _landed(table_uri, metadata[CommitInfo.RUN_ID], base)
+            if landed is not None:
+                return landed  # it landed; what failed came after
+            raise RuntimeFailure(f"table {table_uri}: commit failed: {one_line(exc)}") from None
     raise RetryableFailure(
         f"table {table_uri}: other commits kept landing first ({MAX_COMMIT_ATTEMPTS} attempts); "
         "nothing was written by this run: re-run it"
@@ -143,7 +148,10 @@ def _properties(table, metadata: dict[str, Any], run_key: str | None):
 
 def _landed(table_uri: str, run_id: str, base: int) -> int | None:
     """The version this run committed after `base`, when a commit reported failure but was written."""
-    table = delta_table(table_uri)
+    try:
+        table = delta_table(table_uri)
+    except TableNotFoundError:
+        return None
     newer = table.version() - base
     if newer <= 0:
         return None
@@ -261,11 +269,17 @@ def undo_commit(table_uri: str, committed: int, previous: int | None, run_id: st
             f"commits followed it; roll it back with `score rollback`"
         )
     metadata = {CommitInfo.RUN_ID: run_id, CommitInfo.ROLE: Role.UNDO}
-    if previous is None:
-        table.delete(commit_properties=CommitProperties(custom_metadata=metadata))
-    else:
-        metadata[CommitInfo.RESTORED_VERSION] = str(previous)
-        table.restore(previous, commit_properties=CommitProperties(custom_metadata=metadata))
+    try:
+        if previous is None:
+            table.delete(commit_properties=CommitProperties(custom_metadata=metadata))
+        else:
+            metadata[CommitInfo.RESTORED_VERSION] = str(previous)
+            table.restore(previous, commit_properties=CommitProperties(custom_metadata=metadata))
+    except (DeltaError, OSError) as exc:
+        return (
+            f"{table_uri} version {committed} holds this run's rows and could not be undone ({one_line(exc)}); "
+            "a re-run of the same run key removes them"
+        )
     return None
 
 
@@ -328,8 +342,9 @@ def discard_run_files(table_uri: str, run_id: str, after_version: int | None) ->
 
 def _remove_empty_folders(root: str, folders: set[str]) -> None:
     """Remove the partition folders a failed run's files emptied, and the table's folder when nothing is left
-    (a first run that failed): a folder without a Delta log is not a table, but readers stumble on it."""
-    for folder in sorted(folders | {root}, key=lambda f: -f.count("/")):
+    (a first run that failed): a folder without a Delta log is not a table, but readers stumble on it. An empty
+    `_delta_log` goes too: a first commit that failed on a full disk leaves one."""
+    for folder in sorted(folders | {root, f"{root}/_delta_log"}, key=lambda f: -f.count("/")):
         while folder.startswith(root):
             try:
                 os.rmdir(folder)
