@@ -22,6 +22,11 @@ NULL = "__HIVE_DEFAULT_PARTITION__"
 PartitionValue = str | None
 
 
+def value_of(cell: object) -> PartitionValue:
+    """A partition value from a partition column's cell (its text; null for the null partition)."""
+    return None if cell is None else str(cell)
+
+
 def decode(text: str) -> PartitionValue:
     """The value of a folder name's `column=TEXT`."""
     value = urllib.parse.unquote(text)

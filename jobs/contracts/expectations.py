@@ -115,7 +115,7 @@ def evaluate(table: pa.Table, expectation: dict[str, Any]) -> Outcome:
             return Outcome(np.array([], dtype=np.int64), [])
         return Outcome(np.arange(table.num_rows), [observed] * table.num_rows)
     column = kwargs.get("column")
-    if column is not None and column in table.column_names:
+    if column is not None and column in table.column_names and not _is_plain(table.schema.field(column).type):
         table = table.set_column(table.column_names.index(column), column, _plain(table.column(column)))
     if column is not None and column not in table.column_names:
         return Outcome(
@@ -136,6 +136,11 @@ def evaluate(table: pa.Table, expectation: dict[str, Any]) -> Outcome:
 
 def _is_text(type_: pa.DataType) -> bool:
     return pa.types.is_string(type_) or pa.types.is_large_string(type_) or pa.types.is_string_view(type_)
+
+
+def _is_plain(type_: pa.DataType) -> bool:
+    """Whether a column of `type_` is already as every check's kernel and arguments take it (`_plain`)."""
+    return not pa.types.is_dictionary(type_) and (pa.types.is_string(type_) or not _is_text(type_))
 
 
 def _plain(values: pa.ChunkedArray) -> pa.ChunkedArray:

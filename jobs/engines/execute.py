@@ -45,14 +45,20 @@ def _stage_failure(exc: BaseException) -> ScoreError | None:
     """The failure (`jobs.errors`) a stage raised in a worker, as Ray carries it: the text of its traceback
     (`jobs.errors.RuntimeFailure: input file ...`) in one of the errors it chains, whose class may also pass for
     the failure's. None for an error raised in this process (its text is its own message)."""
-    link: BaseException | None = exc
-    while link is not None:
+    for link in _chain(exc):
         for name, message in ERROR_LINE.findall(str(link)):
             kind = getattr(errors, name.removeprefix("jobs.errors."), None) if name.startswith("jobs.errors.") else None
             if isinstance(kind, type) and issubclass(kind, ScoreError) and not issubclass(kind, SpecError):
                 return kind(message)
-        link = link.__cause__
     return None
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """`exc` and the errors it was raised from (`__cause__`), outermost first: how Ray nests a worker's error."""
+    chain = [exc]
+    while chain[-1].__cause__ is not None:
+        chain.append(chain[-1].__cause__)
+    return chain
 
 
 def root_cause(exc: BaseException) -> str:
@@ -62,11 +68,7 @@ def root_cause(exc: BaseException) -> str:
     may be an empty `SystemException`): the innermost that names an error not raised by Ray itself wins, and
     in it the last such line (TorchScript, for one, wraps the model's own error in a generic one).
     """
-    chain: list[BaseException] = []
-    link: BaseException | None = exc
-    while link is not None:
-        chain.append(link)
-        link = link.__cause__
+    chain = _chain(exc)
     for link in reversed(chain):
         causes = [
             f"{name}: {message}" for name, message in ERROR_LINE.findall(str(link)) if not name.startswith("ray.")

@@ -26,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from jobs import hive
 from jobs.columns import (
     DEVICE,
     EVENT_TIME,
@@ -287,7 +288,7 @@ class ScoreBatches:
             [c for c in (task.id_column, *task.partition_columns, SOURCE_FILE) if c in passed.column_names]
         ).take(pa.array(positions[:SHOWN_ROWS]))
         labels = [
-            partition_label(tuple((c, _text(shown.column(c)[i].as_py())) for c in task.partition_columns))
+            partition_label(tuple((c, hive.value_of(shown.column(c)[i].as_py())) for c in task.partition_columns))
             for i in range(shown.num_rows)
         ]
         files = _files_of(shown, labels, task)
@@ -319,11 +320,6 @@ class ScoreBatches:
             "nothing was committed (scoring.on_error: quarantine, with contract.on_failure: quarantine, sets "
             "such rows aside instead)"
         )
-
-
-def _text(value: object) -> str | None:
-    """A partition column's value as its partition holds it: text, or None for the null partition."""
-    return None if value is None else str(value)
 
 
 def _files_of(rows: pa.Table, labels: list[str], task: ScoringTask) -> list[str]:

@@ -356,4 +356,4 @@ def _groups(table: pa.Table, partition_by: tuple[str, ...]):
 
 def _values(key: dict[str, Any]) -> dict[str, PartitionValue]:
     """Partition values as text, the null partition's as None."""
-    return {column: None if value is None else str(value) for column, value in key.items()}
+    return {column: hive.value_of(value) for column, value in key.items()}

@@ -277,7 +277,7 @@ def _partitions(
                 f"charts of {_name(table_uri)}: partition {part} must name output partition "
                 f"columns only ({', '.join(partition_by) or 'the table is not partitioned'})"
             )
-        values = {k: None if part[k] is None else str(part[k]) for k in partition_by if k in part}
+        values = {k: hive.value_of(part[k]) for k in partition_by if k in part}
         selected.setdefault(hive.folder(values.items()), values)
     return list(selected.items())
 
