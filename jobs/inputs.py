@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -22,6 +21,7 @@ import pyarrow.parquet as pq
 from pyarrow import fs as pafs
 
 from jobs import hive
+from jobs.column_types import SCHEMA, castable, normal, run_type, widens
 from jobs.errors import UsageError
 from jobs.hive import PartitionValue
 from jobs.storage import filesystem, uri_of
@@ -76,7 +76,8 @@ class InputSelection:
         return [f.path for f in self.files if f.path not in excluding]
 
     def drift(self, columns: Iterable[str]) -> dict[str, list[dict[str, str]]]:
-        """Files whose `columns` differ from the reference schema: path -> one reason per column."""
+        """Files that fail whole: path -> one reason per column of `columns` the file lacks, or holds in a type
+        no cast reaches the run's type from. Every other type is cast value by value when read (`conform`)."""
         drifted = {}
         for f in self.files:
             reasons = []
@@ -85,19 +86,41 @@ class InputSelection:
                     continue
                 wanted = self.schema.field(column).type
                 if column not in f.schema.names:
-                    reasons.append({"expectation": "schema", "column": column, "value": "missing"})
-                elif f.schema.field(column).type != wanted:
-                    got = f.schema.field(column).type
-                    reasons.append({"expectation": "schema", "column": column, "value": f"{got} (expected {wanted})"})
+                    reasons.append({"expectation": SCHEMA, "column": column, "value": "missing"})
+                elif not castable(got := f.schema.field(column).type, wanted):
+                    reasons.append({"expectation": SCHEMA, "column": column, "value": f"{got} (expected {wanted})"})
             if reasons:
                 drifted[f.path] = reasons
         return drifted
+
+    def casts(self, columns: Iterable[str]) -> dict[str, list[str]]:
+        """Files holding `columns` in another type than the run's, which the check stage casts value by value:
+        path -> "column type -> run type" (not where the two are encodings of the same values: a dictionary,
+        string and large_string, timestamp units and zones)."""
+        casts = {}
+        for f in self.files:
+            held = {fld.name: fld.type for fld in f.schema} if f.schema is not None else {}
+            found = [
+                f"{column} {held[column]} -> {self.schema.field(column).type}"
+                for column in columns
+                if column in held
+                and column not in self.partitioning
+                and not _encodings(held[column], self.schema.field(column).type)
+                and castable(held[column], self.schema.field(column).type)
+            ]
+            if found:
+                casts[f.path] = found
+        return casts
 
     def manifest(self) -> str:
         return json.dumps(
             {"base": self.base, "fingerprint": self.fingerprint, "files": [f.record() for f in self.files]},
             indent=1,
         )
+
+
+def _encodings(a: pa.DataType, b: pa.DataType) -> bool:
+    return widens(a, b) and widens(b, a)
 
 
 def partition_label(partition: Partition) -> str:
@@ -154,7 +177,7 @@ def select_input(
         partitioning=partitioning,
         partitions=tuple(chosen),
         files=tuple(files),
-        schema=_reference_schema(files) if files else pa.schema([]),
+        schema=_run_schema(files),
     )
 
 
@@ -163,11 +186,14 @@ def _in_order(partition: Partition) -> tuple:
     return tuple((value is not None, value or "") for _, value in partition)
 
 
-def _reference_schema(files: list[InputFile]) -> pa.Schema:
-    """The schema most files share: a file that differs from it has drifted."""
-    counts = Counter(f.schema.to_string() for f in files)
-    common = counts.most_common(1)[0][0]
-    return next(f.schema for f in files if f.schema.to_string() == common)
+def _run_schema(files: list[InputFile]) -> pa.Schema:
+    """Every column of the files, each in the one type the run reads it as (`column_types.run_type`); where no
+    type holds all the files' values, the first file's (the others fail whole)."""
+    kinds: dict[str, list[pa.DataType]] = {}
+    for f in files:
+        for fld in f.schema:
+            kinds.setdefault(fld.name, []).append(fld.type)
+    return pa.schema([(name, run_type(types) or normal(types[0])) for name, types in kinds.items()])
 
 
 def _list_files(fs: pafs.FileSystem, root: str, partitioning: tuple[str, ...], base: str) -> dict[Partition, list]:
@@ -289,7 +315,7 @@ def _listing(column: str, values: set[PartitionValue]) -> str:
     return f"it holds {ordered[0]} .. {ordered[-1]} ({len(ordered)} values, newest last)"
 
 
-def read_columns(uri: str, columns: tuple[str, ...]) -> pa.Table:
+def read_columns(uri: str, columns: Sequence[str]) -> pa.Table:
     """One input file's `columns`, as the check stage reads them (also how a failing row is read back)."""
     fs, path = filesystem(uri)
     return pq.read_table(path, columns=list(columns), filesystem=fs).replace_schema_metadata(None)

@@ -96,6 +96,7 @@ def _input(plan: Plan) -> dict[str, Any]:
         "rows": selection.num_rows,
         "fingerprint": selection.fingerprint,
         "schema_drift": {redact_uri(path): reasons for path, reasons in plan.drifted.items()},
+        "casts": {redact_uri(path): casts for path, casts in selection.casts(plan.checks.file_schema.names).items()},
     }
 
 
@@ -198,6 +199,10 @@ def format_preview(preview: dict[str, Any]) -> str:
         lines.append(
             f"           schema drift, every row quarantined: {path} "
             f"({', '.join(r['column'] + ' ' + r['value'] for r in reasons)})"
+        )
+    for path, casts in source["casts"].items():
+        lines.append(
+            f"           cast value by value, a value that does not fit fails its row: {path} ({', '.join(casts)})"
         )
     name = f"{model['registry_name']} v{model['version']}" if model["registry_name"] else model["path"]
     lines.append(

@@ -33,7 +33,7 @@ def validate_job(
     plan = make_validation_plan(loaded, partitions)
     cluster.start(loaded.spec.engine)
     cluster.workers_code(loaded.spec.engine)
-    checked = fail_drifted(list(plan.selection.files), plan.drifted, None, "validate")
+    checked = fail_drifted(list(plan.selection.files), plan.drifted, plan.checks.file_schema, None, "validate")
     for batch in check(plan):
         checked.rows_seen += batch.num_rows
         checked.count_failed(batch.filter(pc.is_valid(batch.column(REASONS))))

@@ -37,7 +37,9 @@ def execute(
         if isinstance(exc, ScoreError):  # raised here, in the driver (a stall, an inline stage): already clear
             raise
         raise RuntimeFailure(f"the scoring pipeline failed: {root_cause(exc)}") from exc
-    written.merge(fail_drifted(list(plan.selection.files), plan.drifted, plan.quarantine, run_id))
+    written.merge(
+        fail_drifted(list(plan.selection.files), plan.drifted, plan.checks.file_schema, plan.quarantine, run_id)
+    )
     return written
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from jobs.column_types import stored_type
 from jobs.columns import LINEAGE_FIELDS, STAGE_COLUMNS, quarantine_schema
 from jobs.contracts.suite import Contract, check_arguments, check_columns, file_failures, load_contract
 from jobs.errors import UsageError
@@ -31,7 +32,7 @@ from jobs.stages.checking import CheckTask
 from jobs.stages.scoring import ScoringTask
 from jobs.stages.sink import TableWriter
 from jobs.storage import is_remote
-from jobs.tables.delta import TableTarget, check_compatible, quarantine_table
+from jobs.tables.delta import TableTarget, quarantine_table, settled
 from jobs.tables.lineage import RunRecord, commits_of_run_key, table_state
 from jobs.tracking.registry import resolve_model
 
@@ -116,7 +117,7 @@ class Plan:
         """The write stage's writer: output rows to the output table, failing rows to the quarantine table."""
         spec = self.job.spec
         return TableWriter(
-            self.output, self.quarantine, spec.on_failure, run_id, self.checks.file_columns, spec.output.target_file_mb
+            self.output, self.quarantine, spec.on_failure, run_id, self.checks.file_schema, spec.output.target_file_mb
         )
 
     def groups(self) -> list[Plan]:
@@ -161,8 +162,8 @@ def make_plan(job: LoadedSpec, partitions: str | list[str] | None = None, run_ke
     inputs = _plan_inputs(job, selector)
     selection, model, binding, contract = inputs.selection, inputs.model, inputs.binding, inputs.contract
     schema = selection.schema
-    id_type = schema.field(spec.input.id_column).type
-    fields = [pa.field(spec.input.id_column, id_type)]
+    stored = pa.schema([(f.name, stored_type(f.type)) for f in schema])  # as the tables hold the input columns
+    fields = [stored.field(spec.input.id_column)]
     fields += [pa.field(c, pa.string()) for c in spec.input.partitioning]
     fields += binding.output_fields()
     fields += LINEAGE_FIELDS
@@ -177,16 +178,16 @@ def make_plan(job: LoadedSpec, partitions: str | list[str] | None = None, run_ke
         )
     partition_by, partitioning = tuple(spec.output.partition_by), tuple(spec.input.partitioning)
     output = TableTarget(spec.table_uri(), pa.schema(fields), partition_by, partitioning)
-    output = replace(output, read_version=check_compatible(output))
+    output = settled(output, schema)
     quarantine = None
     if spec.on_failure == "quarantine":
         quarantine = TableTarget(
             spec.table_uri(quarantine_table(spec.output.table)),
-            quarantine_schema(schema, inputs.read_columns, spec.input.partitioning),
+            quarantine_schema(stored, inputs.read_columns, spec.input.partitioning),
             partition_by,
             partitioning,
         )
-        quarantine = replace(quarantine, read_version=check_compatible(quarantine))
+        quarantine = settled(quarantine, schema)
     key = run_key or default_run_key(job, selection, model, contract)
     check_shared_storage(job)
     # Last, once everything else holds: an ONNX fp16/int8 conversion is made here (once, then cached).
@@ -257,7 +258,7 @@ def _plan_inputs(job: LoadedSpec, selector: str | list[str]) -> _Inputs:
             failures.update(file_failures(contract, clean, sum(f.num_rows for f in clean)))
     checks = CheckTask(
         partitions=tuple(partitions),
-        file_columns=tuple(c for c in read_columns if c not in spec.input.partitioning),
+        file_schema=pa.schema([schema.field(c) for c in read_columns if c not in spec.input.partitioning]),
         contract=contract,
         engine=spec.contract.engine if spec.contract else "auto",
         batch_level=tuple(spec.contract.batch_level) if spec.contract else (),

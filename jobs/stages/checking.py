@@ -5,8 +5,9 @@ beside the scoring actors: on 2 CPUs the check of the next partition overlaps th
 A contract's verdict is a property of the data, never of how the engine cut it: `mostly`, uniqueness and
 aggregate expectations see the whole partition, whatever `scoring.batch_size` is and however a backfill
 groups partitions. Table-level expectations (column set, row count) were judged from the files' footers
-at plan time and arrive here as per-file reasons. `score validate` runs this same stage, so it fails
-exactly the rows `score run` fails, null model inputs included.
+at plan time and arrive here as per-file reasons. Each file's columns are cast to the run's one type per
+column as they are read (`jobs.column_types`): a value that does not fit fails its row. `score validate` runs
+this same stage, so it fails exactly the rows `score run` fails, null model inputs included.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from jobs.column_types import Reasons, conform
 from jobs.columns import (
     EVENT_TIME_IN_FUTURE,
     NULL_INPUT,
@@ -33,15 +35,13 @@ from jobs.errors import RuntimeFailure
 from jobs.inputs import Partition, partition_label, read_columns
 from jobs.storage import redact_uri
 
-Reasons = list[dict[str, str]]
-
 
 @dataclass(frozen=True)
 class CheckTask:
     """Everything the check stage needs, built once on the driver by the plan."""
 
     partitions: tuple[tuple[Partition, tuple[str, ...]], ...]  # each input partition and its clean files (URIs)
-    file_columns: tuple[str, ...]  # the columns read from the files (partition columns come from paths)
+    file_schema: pa.Schema  # the columns read from the files, in the run's types (partition columns: from paths)
     contract: Contract | None
     engine: str
     batch_level: tuple[str, ...]
@@ -61,11 +61,10 @@ def check_partitions(batch: pa.Table, task: CheckTask) -> Iterator[pa.Table]:
     """Ray Data UDF over a dataset of partition indexes: yields each partition's rows with `_reasons`."""
     for index in batch.column(PARTITION_INDEX).to_pylist():
         partition, files = task.partitions[index]
-        table, spans = _read(task, partition, files)
-        reasons: list[Reasons | None] = [None] * table.num_rows
+        table, spans, reasons = _read(task, partition, files)
         for path, (start, end) in spans.items():
             for i in range(start, end) if path in task.file_failures else ():
-                reasons[i] = list(task.file_failures[path])
+                reasons[i] = (reasons[i] or []) + task.file_failures[path]
         if task.contract is not None and table.num_rows:
             for i, found in _validator(task).validate(table).reasons.items():
                 reasons[i] = (reasons[i] or []) + found
@@ -86,23 +85,28 @@ def _validator(task: CheckTask) -> ContractValidator:
     return _validators[key]
 
 
-def _read(task: CheckTask, partition: Partition, files: tuple[str, ...]) -> tuple[pa.Table, dict[str, tuple]]:
-    """The partition's rows (file columns, then partition columns) and each file's row span."""
-    tables, spans, start = [], {}, 0
+def _read(
+    task: CheckTask, partition: Partition, files: tuple[str, ...]
+) -> tuple[pa.Table, dict[str, tuple], list[Reasons | None]]:
+    """The partition's rows (file columns in the run's types, then partition columns), each file's row span,
+    and the reasons of the rows holding a value that does not fit the run's type."""
+    tables, spans, start, reasons = [], {}, 0, []
     for path in files:
         try:
-            table = read_columns(path, task.file_columns)
+            table = read_columns(path, task.file_schema.names)
         except (OSError, pa.ArrowException) as exc:  # a corrupt page: its footer read fine at plan time
             raise RuntimeFailure(
                 f"input file {redact_uri(path)} (partition {partition_label(partition)}) cannot be read: "
                 f"{_printable(exc)}; nothing was committed"
             ) from None
+        table, unfit = conform(table, task.file_schema, path)
+        reasons += unfit
         for column, value in partition:
             table = table.append_column(column, pa.repeat(pa.scalar(value, pa.string()), table.num_rows))
         tables.append(table)
         spans[path] = (start, start + table.num_rows)
         start += table.num_rows
-    return pa.concat_tables(tables).combine_chunks(), spans
+    return pa.concat_tables(tables).combine_chunks(), spans, reasons
 
 
 def _with_sources(table: pa.Table, spans: dict[str, tuple[int, int]]) -> pa.Table:

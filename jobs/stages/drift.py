@@ -1,16 +1,17 @@
-"""Schema drift: files whose columns differ from the rest of the input (missing, or of another type).
+"""Files that fail whole: a file lacking a column the run reads, or holding one in a type no cast reaches the
+run's type from (`jobs.column_types`). Any other type is cast value by value by the check stage instead.
 
 They are found from the footers at plan time and never enter the Ray pipeline (which would fail to merge
 their schema). Their rows fail the contract whole, each with the drift as its reason, and are quarantined
-with every value that still casts to the expected type; the others are kept in the reason's `value`.
+with every value that casts to the run's type; a value that does not is null, and its row's reasons say so.
 """
 
 from __future__ import annotations
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from jobs.column_types import conform
 from jobs.columns import QUARANTINED_AT, REASON_TYPE, REASONS, RUN_ID, SOURCE_FILE
 from jobs.inputs import InputFile
 from jobs.stages.sink import WrittenFiles, quarantine
@@ -23,6 +24,7 @@ DRIFT_TASK = 99_999  # file-name marker of rows quarantined by the driver rather
 def fail_drifted(
     files: list[InputFile],
     drifted: dict[str, list[dict[str, str]]],
+    file_schema: pa.Schema,
     target: TableTarget | None,
     run_id: str,
 ) -> WrittenFiles:
@@ -33,36 +35,27 @@ def fail_drifted(
         if not reasons:
             continue
         written.rows_seen += f.num_rows
-        rows = _read(f).append_column(REASONS, pa.repeat(pa.scalar(reasons, REASON_TYPE), f.num_rows))
+        rows = _read(f, file_schema, {r["column"] for r in reasons})
+        rows, unfit = conform(rows, file_schema, f.path)
+        rows = rows.append_column(REASONS, pa.array([reasons + (more or []) for more in unfit], REASON_TYPE))
         written.count_failed(rows)
         if target is not None:
-            quarantine(written, target, _conform(rows, f, target.schema), run_id, DRIFT_TASK)
+            quarantine(written, target, _columns(rows, f, target.schema), run_id, DRIFT_TASK)
     return written
 
 
-def _read(f: InputFile) -> pa.Table:
+def _read(f: InputFile, file_schema: pa.Schema, drifted: set[str]) -> pa.Table:
+    """The file's columns the run reads, but those that drifted (missing, or of a type nothing casts from)."""
     fs, path = filesystem(f.path)
+    held = f.schema.names if f.schema is not None else []  # read from its footer at plan time
+    columns = [c for c in file_schema.names if c in held and c not in drifted]
     with fs.open_input_file(path) as handle:
-        return pq.read_table(handle)
+        return pq.read_table(handle, columns=columns).replace_schema_metadata(None)
 
 
-def _cast(values: pa.ChunkedArray, type_: pa.DataType) -> pa.Array:
-    """Cast a column, value by value where the whole column does not cast."""
-    try:
-        return pc.cast(values, type_)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        pass
-    cast = []
-    for value in values:
-        try:
-            cast.append(value.cast(type_).as_py())
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            cast.append(None)
-    return pa.array(cast, type_)
-
-
-def _conform(rows: pa.Table, f: InputFile, schema: pa.Schema) -> pa.Table:
-    """The quarantine table's columns: cast where possible, null where the value cannot be cast."""
+def _columns(rows: pa.Table, f: InputFile, schema: pa.Schema) -> pa.Table:
+    """The quarantine table's columns (but the run's and the time, which `quarantine` adds); null where the
+    file has no value."""
     partition = dict(f.partition)
     columns = {}
     for field in schema:
@@ -73,7 +66,7 @@ def _conform(rows: pa.Table, f: InputFile, schema: pa.Schema) -> pa.Table:
         elif field.name == SOURCE_FILE:
             columns[field.name] = pa.repeat(pa.scalar(f.path, pa.string()), rows.num_rows)
         elif field.name in rows.column_names:
-            columns[field.name] = _cast(rows.column(field.name), field.type)
+            columns[field.name] = rows.column(field.name)
         else:
             columns[field.name] = pa.nulls(rows.num_rows, field.type)
     return pa.table(columns)

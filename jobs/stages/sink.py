@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from jobs import hive
+from jobs.column_types import conform
 from jobs.columns import DEVICE, EVENT_TIME, QUARANTINED_AT, REASONS, RUN_ID, SOURCE_FILE, SOURCE_ROW
 from jobs.contracts.suite import expectation_key
 from jobs.hive import PartitionValue
@@ -109,14 +110,14 @@ class TableWriter:
         quarantine: TableTarget | None,
         on_failure: str,
         run_id: str,
-        file_columns: tuple[str, ...] = (),
+        file_schema: pa.Schema | None = None,
         target_file_mb: float = TARGET_FILE_MB,
     ) -> None:
         self.output = output
         self.quarantine = quarantine
         self.on_failure = on_failure
         self.run_id = run_id
-        self.file_columns = file_columns  # what a failing row is read back with, whole, for the quarantine table
+        self.file_schema = file_schema or pa.schema([])  # how a failing row is read back, whole, for the quarantine
         self.target_file_bytes = max(1, int(target_file_mb * 2**20))
 
     def write(self, blocks: Iterable[pa.Table], task: int) -> WrittenFiles:
@@ -169,7 +170,8 @@ class TableWriter:
         parts = []
         for path in pc.unique(files).to_pylist():
             rows = failed.filter(pc.equal(files, path))
-            part = read_columns(path, self.file_columns).take(rows.column(SOURCE_ROW))
+            part = read_columns(path, self.file_schema.names).take(rows.column(SOURCE_ROW))
+            part, _ = conform(part, self.file_schema, path)  # a value that does not fit: null, its reason kept
             for column in self.quarantine.input_partitioning:
                 part = part.append_column(column, rows.column(column))
             part = part.append_column(SOURCE_FILE, pa.repeat(pa.scalar(path, pa.string()), part.num_rows))

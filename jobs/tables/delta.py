@@ -13,7 +13,7 @@ import json
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pyarrow as pa
@@ -23,6 +23,7 @@ from deltalake.transaction import AddAction, RemoveAction, create_table_with_add
 from pyarrow import fs as pafs
 
 from jobs import hive
+from jobs.column_types import widens
 from jobs.errors import RetryableFailure, RuntimeFailure, UsageError, one_line
 from jobs.hive import PartitionValue
 from jobs.inputs import Partition
@@ -283,23 +284,33 @@ def undo_commit(table_uri: str, committed: int, previous: int | None, run_id: st
     return None
 
 
-def check_compatible(target: TableTarget) -> int | None:
-    """Refuse, before any data is read, to write a schema or partitioning an existing table does not have.
-
-    Returns the table's current version (None when it does not exist yet): the version the run reads."""
-    table_uri, schema, partition_by = target.uri, target.schema, list(target.partition_by)
+def settled(target: TableTarget, read_as: pa.Schema | None = None) -> TableTarget:
+    """`target` as an existing table takes it: with the table's current version (the version the run reads) and,
+    where the table holds a column in a type that every value the run reads (its type in `read_as`, else in
+    `target.schema`) casts to without loss, that type: int32 files after float64 ones, an int32 id in a table of
+    an earlier release. Refuses, before any data is read, a partitioning, column set or type the table does not
+    have."""
+    table_uri, partition_by = target.uri, list(target.partition_by)
     try:
         table = delta_table(table_uri)
     except TableNotFoundError:
-        return None
+        return target
     existing_partitions = list(table.metadata().partition_columns)
     if existing_partitions != list(partition_by):
         raise UsageError(
             f"table {table_uri} is partitioned by {existing_partitions}, the job asks for {partition_by}: "
             "change output.partition_by or write to a new output.table"
         )
+    held = pa.schema(table.schema().to_arrow())
+    read_as = read_as or target.schema
 
-    def types(delta_schema) -> dict[str, str]:
+    def kept(f: pa.Field) -> bool:
+        source = read_as.field(f.name).type if f.name in read_as.names else f.type
+        return f.name in held.names and widens(source, held.field(f.name).type)
+
+    schema = pa.schema([held.field(f.name) if kept(f) else f for f in target.schema])
+
+    def types(delta_schema: Schema) -> dict[str, str]:
         return {f["name"]: json.dumps(f["type"]) for f in json.loads(delta_schema.to_json())["fields"]}
 
     old, new = types(table.schema()), types(Schema.from_arrow(schema))
@@ -307,10 +318,10 @@ def check_compatible(target: TableTarget) -> int | None:
     if changed or set(old) != set(new):
         raise UsageError(
             f"table {table_uri} has columns {list(old)}; this job writes {list(new)}"
-            + (f"; changed types: {changed}" if changed else "")
+            + (f"; changed types: {changed} (the input files hold values the table's type cannot)" if changed else "")
             + ": write to a new output.table or migrate the table"
         )
-    return table.version()
+    return replace(target, schema=schema, read_version=table.version())
 
 
 def discard_run_files(table_uri: str, run_id: str, after_version: int | None) -> int:

@@ -1,0 +1,206 @@
+"""The one type each input column has in a run, the type the tables store it as, and the casts between them.
+
+Files of one input rarely agree on every type: pyarrow, pandas and Spark write a column as int32 in one file and
+float64 in the next, dictionary-encoded or not, with timestamps in any unit or zone. A run reads each column as
+the narrowest type that holds every file's values (`run_type`: their join, not a vote among files), and casts
+each file's column to it value by value with Arrow's safe cast (`conform`): a value that does not fit fails its
+row, naming the file and column, never the file or the run. A file that lacks a column, or whose type no cast
+reaches, fails whole (`castable`).
+
+The tables store a column in a form that does not depend on which files a run selected (`stored_type`):
+integers as int64 (uint64 as decimal(20,0), which holds every value), floats as float64, text as string,
+timestamps as microseconds in UTC (a naive time is read as UTC, nanoseconds are truncated to microseconds),
+dates as date32. A run over int32 files and a later one over float64 files then write the same table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+SCHEMA = "schema"  # the reason's expectation when a value, or a whole file, does not fit the run's type
+
+Reasons = list[dict[str, str]]
+
+
+def normal(kind: pa.DataType) -> pa.DataType:
+    """A type as a run holds it: dictionary decoded, views as plain arrays, timestamps in microseconds, dates
+    in days. Every stage after the read sees only these."""
+    if pa.types.is_dictionary(kind):
+        return normal(kind.value_type)
+    if pa.types.is_string_view(kind):
+        return pa.string()
+    if pa.types.is_binary_view(kind):
+        return pa.binary()
+    if pa.types.is_timestamp(kind):
+        return pa.timestamp("us", kind.tz)
+    if pa.types.is_date64(kind):
+        return pa.date32()
+    return kind
+
+
+def run_type(kinds: Iterable[pa.DataType]) -> pa.DataType | None:
+    """The narrowest type that holds every value of every type in `kinds`; None when none does (a struct and a
+    number). Text joins numbers as the numbers' type: "42" casts to an int, "forty" fails its row."""
+    found = list(dict.fromkeys(normal(k) for k in kinds))
+    if len(found) == 1:
+        return found[0]
+    if all(_is_text(k) for k in found):
+        return pa.large_string() if pa.large_string() in found else pa.string()
+    if all(_is_binary(k) for k in found):
+        return pa.large_binary() if pa.large_binary() in found else pa.binary()
+    if all(pa.types.is_timestamp(k) or pa.types.is_date(k) for k in found):
+        zones = {k.tz for k in found if pa.types.is_timestamp(k)}
+        return pa.timestamp("us", zones.pop() if len(zones) == 1 else "UTC")
+    numbers = [k for k in found if not _is_text(k)]
+    if numbers and all(_is_number(k) for k in numbers):
+        return _number_join(numbers)
+    return None
+
+
+def castable(source: pa.DataType, target: pa.DataType) -> bool:
+    """Whether a column of type `source` is cast to `target` value by value (else its file fails whole)."""
+    return run_type([source, target]) == target
+
+
+def stored_type(kind: pa.DataType) -> pa.DataType:
+    """How a table stores a column the run holds as `kind` (see the module's docstring)."""
+    if pa.types.is_integer(kind):
+        return pa.decimal128(20, 0) if kind == pa.uint64() else pa.int64()
+    if pa.types.is_floating(kind):
+        return pa.float64()
+    if _is_text(kind):
+        return pa.string()
+    if _is_binary(kind):
+        return pa.binary()
+    if pa.types.is_timestamp(kind):
+        return pa.timestamp("us", "UTC")
+    return normal(kind)
+
+
+def widens(source: pa.DataType, target: pa.DataType) -> bool:
+    """Whether every value of type `source` casts to `target` without loss (an existing table's column type a
+    run may keep writing to). A naive time counts as UTC."""
+    source, target = normal(source), normal(target)
+    if source == target or (_is_text(source) and _is_text(target)) or (_is_binary(source) and _is_binary(target)):
+        return True
+    if pa.types.is_integer(source) and pa.types.is_integer(target):
+        return _int_range(source)[0] >= _int_range(target)[0] and _int_range(source)[1] <= _int_range(target)[1]
+    if pa.types.is_integer(source) and pa.types.is_floating(target):
+        return source.bit_width < _MANTISSA_BITS[target.bit_width]
+    if pa.types.is_integer(source) and pa.types.is_decimal(target):
+        return target.scale == 0 and len(str(max(map(abs, _int_range(source))))) <= target.precision
+    if pa.types.is_floating(source) and pa.types.is_floating(target):
+        return source.bit_width <= target.bit_width
+    if pa.types.is_decimal(source) and pa.types.is_decimal(target):
+        return target.scale >= source.scale and target.precision - target.scale >= source.precision - source.scale
+    if pa.types.is_timestamp(source) and pa.types.is_timestamp(target):
+        return True  # units are microseconds after `normal`; zones are instants
+    return pa.types.is_date(source) and pa.types.is_timestamp(target)
+
+
+def conform(table: pa.Table, schema: pa.Schema, file: str) -> tuple[pa.Table, list[Reasons | None]]:
+    """`table`'s columns cast to their types in `schema` (columns it lacks are left to the caller): each row's
+    reasons, None where every value fit. A value that does not fit becomes null; its reason keeps it as text."""
+    reasons: list[Reasons | None] = [None] * table.num_rows
+    for name in table.column_names:
+        if name not in schema.names or table.schema.field(name).type == schema.field(name).type:
+            continue
+        values = table.column(name)
+        target = schema.field(name).type
+        cast, bad = cast_values(values, target)
+        table = table.set_column(table.schema.get_field_index(name), name, cast)
+        for i in np.flatnonzero(bad).tolist():
+            value = values[i].as_py()
+            reasons[i] = (reasons[i] or []) + [
+                {
+                    "expectation": SCHEMA,
+                    "column": name,
+                    "value": f"{value!r} ({values.type} in {file.rsplit('/', 1)[-1]}) does not fit {target}",
+                }
+            ]
+    return table, reasons
+
+
+def cast_values(values: pa.ChunkedArray | pa.Array, target: pa.DataType) -> tuple[pa.ChunkedArray, np.ndarray]:
+    """`values` cast to `target` with Arrow's safe cast, and a mask of the values that did not fit (null in the
+    result). Timestamps are truncated to microseconds; a decimal becomes a float64 only where it has at most 15
+    significant digits, which the float keeps (a float32 target: as Arrow casts it)."""
+    values = values if isinstance(values, pa.ChunkedArray) else pa.chunked_array([values])
+    bad = np.zeros(len(values), dtype=bool)
+    chunks = []
+    offset = 0
+    for chunk in values.chunks:
+        chunks.append(_cast_chunk(chunk, target, bad[offset : offset + len(chunk)]))
+        offset += len(chunk)
+    return pa.chunked_array(chunks, target), bad
+
+
+def _cast_chunk(chunk: pa.Array, target: pa.DataType, bad: np.ndarray) -> pa.Array:
+    """Cast one array; mark the values that do not fit in `bad`, found by halving the array around failures
+    (one safe cast when every value fits, a few per failing value otherwise)."""
+    try:
+        cast = _safe_cast(chunk, target)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        if len(chunk) == 1:
+            bad[0] = True
+            return pa.nulls(1, target)
+        half = len(chunk) // 2
+        return pa.concat_arrays(
+            [_cast_chunk(chunk.slice(0, half), target, bad[:half]), _cast_chunk(chunk.slice(half), target, bad[half:])]
+        )
+    if pa.types.is_decimal(chunk.type) and pa.types.is_floating(target) and chunk.type.precision > _DECIMAL_DIGITS:
+        inexact = np.array(
+            [v is not None and len(v.normalize().as_tuple().digits) > _DECIMAL_DIGITS for v in chunk.to_pylist()]
+        )
+        if inexact.any():
+            bad |= inexact
+            cast = pc.if_else(pa.array(inexact), pa.nulls(len(cast), target), cast)
+    return cast
+
+
+def _safe_cast(chunk: pa.Array, target: pa.DataType) -> pa.Array:
+    if pa.types.is_timestamp(target) and pa.types.is_timestamp(normal(chunk.type)):
+        return pc.cast(chunk, options=pc.CastOptions(target, allow_time_truncate=True))
+    return pc.cast(chunk, target)
+
+
+def _is_text(kind: pa.DataType) -> bool:
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind)
+
+
+def _is_binary(kind: pa.DataType) -> bool:
+    return pa.types.is_binary(kind) or pa.types.is_large_binary(kind)
+
+
+def _is_number(kind: pa.DataType) -> bool:
+    return pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind)
+
+
+_DECIMAL_DIGITS = 15  # a decimal of at most this many significant digits survives float64 and back (DBL_DIG)
+_MANTISSA_BITS = {16: 11, 32: 24, 64: 53}  # integers of fewer bits than this are exact in a float of that width
+_SIGNED = [pa.int8(), pa.int16(), pa.int32(), pa.int64()]
+
+
+def _int_range(kind: pa.DataType) -> tuple[int, int]:
+    bits = kind.bit_width
+    return (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if pa.types.is_signed_integer(kind) else (0, 2**bits - 1)
+
+
+def _number_join(kinds: Sequence[pa.DataType]) -> pa.DataType:
+    """Integers: the narrowest integer holding them all (int64 past it, each value checked). Any float or
+    decimal among other numbers: float64 (each value checked), unless only floats of one narrower width."""
+    if all(pa.types.is_integer(k) for k in kinds):
+        low = min(_int_range(k)[0] for k in kinds)
+        high = max(_int_range(k)[1] for k in kinds)
+        if low == 0:
+            return max(kinds, key=lambda k: k.bit_width)
+        return next((k for k in _SIGNED if _int_range(k)[0] <= low and _int_range(k)[1] >= high), pa.int64())
+    if all(pa.types.is_decimal(k) for k in kinds):
+        return pa.unify_schemas([pa.schema([("v", k)]) for k in kinds], promote_options="permissive").field("v").type
+    if all(pa.types.is_floating(k) for k in kinds):
+        return max(kinds, key=lambda k: k.bit_width)
+    return pa.float64()
