@@ -7,10 +7,11 @@ each file's column to it value by value with Arrow's safe cast (`conform`): a va
 row, naming the file and column, never the file or the run. A file that lacks a column, or whose type no cast
 reaches, fails whole (`castable`).
 
-The tables store a column in a form that does not depend on which files a run selected (`stored_type`):
-integers as int64 (uint64 as decimal(20,0), which holds every value), floats as float64, text as string,
-timestamps as microseconds in UTC (a naive time is read as UTC, nanoseconds are truncated to microseconds),
-dates as date32. A run over int32 files and a later one over float64 files then write the same table.
+The tables store a column in a form that does not depend on which files a run selected (`stored_type`), and
+that every Delta reader reads: integers as int64 (uint64 as decimal(20,0), which holds every value), floats
+as float64, text as string, timestamps as microseconds in UTC (a naive time is read as UTC, nanoseconds are
+truncated to microseconds), dates as date32, durations as int64 microseconds, times of day as text. A run
+over int32 files and a later one over float64 files then write the same table.
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ def normal(kind: pa.DataType) -> pa.DataType:
         return pa.binary()
     if pa.types.is_timestamp(kind):
         return pa.timestamp("us", kind.tz)
+    if pa.types.is_duration(kind):
+        return pa.duration("us")
+    if pa.types.is_time(kind):
+        return pa.time64("us")
     if pa.types.is_date64(kind):
         return pa.date32()
     return kind
@@ -78,6 +83,10 @@ def stored_type(kind: pa.DataType) -> pa.DataType:
         return pa.binary()
     if pa.types.is_timestamp(kind):
         return pa.timestamp("us", "UTC")
+    if pa.types.is_duration(kind):  # Delta has no duration type
+        return pa.int64()
+    if pa.types.is_time(kind):  # nor a time of day: "14:30:00.000123"
+        return pa.string()
     return normal(kind)
 
 
@@ -127,7 +136,8 @@ def conform(table: pa.Table, schema: pa.Schema, file: str) -> tuple[pa.Table, li
 
 def cast_values(values: pa.ChunkedArray | pa.Array, target: pa.DataType) -> tuple[pa.ChunkedArray, np.ndarray]:
     """`values` cast to `target` with Arrow's safe cast, and a mask of the values that did not fit (null in the
-    result). Timestamps are truncated to microseconds; a decimal becomes a float64 only where it has at most 15
+    result). A finite float that becomes infinite does not fit (Arrow would let it). Timestamps are truncated to
+    microseconds; a decimal becomes a float64 only where it has at most 15
     significant digits, which the float keeps (a float32 target: as Arrow casts it)."""
     values = values if isinstance(values, pa.ChunkedArray) else pa.chunked_array([values])
     bad = np.zeros(len(values), dtype=bool)
@@ -152,6 +162,11 @@ def _cast_chunk(chunk: pa.Array, target: pa.DataType, bad: np.ndarray) -> pa.Arr
         return pa.concat_arrays(
             [_cast_chunk(chunk.slice(0, half), target, bad[:half]), _cast_chunk(chunk.slice(half), target, bad[half:])]
         )
+    if pa.types.is_floating(target) and pa.types.is_floating(chunk.type):  # Arrow lets 70000 become a float16 inf
+        overflow = pc.and_(pc.is_finite(chunk), pc.invert(pc.is_finite(cast)))
+        if pc.any(overflow).as_py():
+            bad |= pc.fill_null(overflow, False).to_numpy(zero_copy_only=False)
+            cast = pc.if_else(overflow, pa.nulls(len(cast), target), cast)
     if pa.types.is_decimal(chunk.type) and pa.types.is_floating(target) and chunk.type.precision > _DECIMAL_DIGITS:
         inexact = np.array(
             [v is not None and len(v.normalize().as_tuple().digits) > _DECIMAL_DIGITS for v in chunk.to_pylist()]
@@ -163,9 +178,26 @@ def _cast_chunk(chunk: pa.Array, target: pa.DataType, bad: np.ndarray) -> pa.Arr
 
 
 def _safe_cast(chunk: pa.Array, target: pa.DataType) -> pa.Array:
-    if pa.types.is_timestamp(target) and pa.types.is_timestamp(normal(chunk.type)):
+    if any(check(target) and check(normal(chunk.type)) for check in _TIMES):
         return pc.cast(chunk, options=pc.CastOptions(target, allow_time_truncate=True))
     return pc.cast(chunk, target)
+
+
+_TIMES = (pa.types.is_timestamp, pa.types.is_duration, pa.types.is_time)  # truncated to microseconds
+
+
+def stored(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """`table` (the run's types) in the types `schema` stores (`stored_type`, or an existing table's): durations
+    as int64 microseconds, times of day as text, the rest by Arrow's cast (lossless by construction)."""
+    columns = []
+    for field in schema:
+        values = table.column(field.name)
+        if pa.types.is_duration(values.type) and pa.types.is_integer(field.type):
+            values = pc.cast(values, pa.duration("us"), safe=False).cast(pa.int64())
+        elif pa.types.is_time(values.type) and pa.types.is_string(field.type):
+            values = pc.cast(values, pa.time64("us"), safe=False).cast(pa.string())
+        columns.append(values.cast(field.type))
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 def _is_text(kind: pa.DataType) -> bool:

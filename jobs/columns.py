@@ -33,6 +33,7 @@ REASON_TYPE = pa.list_(pa.struct([("expectation", pa.string()), ("column", pa.st
 
 # Reasons that do not come from the contract's expectations.
 NULL_INPUT = "model_input_not_null"  # a null or NaN model input: the row cannot be scored
+OUT_OF_RANGE = "model_input_out_of_range"  # a model input value its declared type cannot hold (200 for an int8)
 MODEL_ERROR = "model_error"  # the model raised on the row: column = the error's type, value = its message
 EVENT_TIME_IN_FUTURE = "event_time_in_future"  # later than the run's clock plus input.event_time_tolerance
 OUTPUT_NOT_FINITE = "model_output_not_finite"  # a float output is NaN or infinite: column = the output column

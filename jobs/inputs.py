@@ -38,6 +38,8 @@ class InputFile:
     num_rows: int = 0
     schema: pa.Schema | None = field(default=None, compare=False)
     data_bytes: int = field(default=0, compare=False)  # uncompressed, all columns: what reading it costs
+    # Integer columns' largest absolute value, from the footer's statistics (None: a row group has none)
+    magnitudes: dict[str, int | None] = field(default_factory=dict, compare=False)
 
     def record(self) -> dict:
         return {"path": self.path, "size": self.size, "mtime_ns": self.mtime_ns, "rows": self.num_rows}
@@ -92,6 +94,17 @@ class InputSelection:
             if reasons:
                 drifted[f.path] = reasons
         return drifted
+
+    def largest_magnitude(self, column: str) -> int | None:
+        """The largest absolute value of an integer column in the footers' statistics; None if unknown."""
+        largest = 0
+        for f in self.files:
+            if column in f.magnitudes:
+                magnitude = f.magnitudes[column]
+                if magnitude is None:
+                    return None
+                largest = max(largest, magnitude)
+        return largest
 
     def casts(self, columns: Iterable[str]) -> dict[str, list[str]]:
         """Files holding `columns` in another type than the run's, which the check stage casts value by value:
@@ -287,10 +300,30 @@ def _read_footers(files: list[InputFile]) -> list[InputFile]:
             raise UsageError(f"input file {f.path} is not readable Parquet: {exc}") from None
         schema = meta.schema.to_arrow_schema().remove_metadata()
         data_bytes = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
-        return InputFile(f.path, f.size, f.mtime_ns, f.partition, meta.num_rows, schema, data_bytes)
+        return InputFile(f.path, f.size, f.mtime_ns, f.partition, meta.num_rows, schema, data_bytes, _magnitudes(meta))
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         return list(pool.map(read, files))
+
+
+def _magnitudes(meta: pq.FileMetaData) -> dict[str, int | None]:
+    """Each top-level integer column's largest absolute value over the row groups' statistics (None where a row
+    group has none)."""
+    found: dict[str, int | None] = {}
+    columns = [
+        (j, meta.schema.column(j).name)
+        for j in range(meta.num_columns)
+        if "." not in meta.schema.column(j).path and meta.schema.column(j).physical_type in ("INT32", "INT64")
+    ]
+    for i in range(meta.num_row_groups):
+        group = meta.row_group(i)
+        for j, name in columns:
+            stats, known = group.column(j).statistics, found.get(name, 0)
+            if stats is None or not stats.has_min_max or not isinstance(stats.min, int):
+                found[name] = None
+            elif known is not None:
+                found[name] = max(known, abs(stats.min), abs(stats.max))
+    return found
 
 
 def _ordered(values: Iterable[PartitionValue]) -> list[PartitionValue]:

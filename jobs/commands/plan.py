@@ -109,6 +109,7 @@ def _model(plan: Plan) -> dict[str, Any]:
         "sha256": model.sha256,
         "runtime": model.runtime,
         "precision": model.precision,
+        "warnings": plan.warnings(),
         "path": redact_uri(model.path),
         "inputs": {b.name: list(b.columns) for b in plan.binding.inputs},
         "outputs": [f.name for f in plan.binding.output_fields()],
@@ -209,6 +210,7 @@ def format_preview(preview: dict[str, Any]) -> str:
         f"model      {model['uri']} = {name}, sha256 {model['sha256']} ({model['runtime']}, "
         f"{model['precision']}); outputs {', '.join(model['outputs'])}"
     )
+    lines += [f"           warning: {warning}" for warning in model["warnings"]]
     contract = preview["contract"]
     if contract:
         limits = [

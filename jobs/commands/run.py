@@ -120,6 +120,8 @@ def run_job(
             f"{spec.name}: {describe_selection(plan.selection)}; model {describe_model(plan.model)}; "
             f"run key {plan.run_key}"
         )
+        for warning in plan.warnings():
+            say(f"{spec.name}: warning: {warning}")
         _score(plan, summary, started, console)
     except (Exception, KeyboardInterrupt) as exc:  # every failure carries its summary: `--json` prints it
         summary.exit_code = (

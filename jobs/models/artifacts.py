@@ -8,6 +8,8 @@ build, fails the run in seconds.
 from __future__ import annotations
 
 import hashlib
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -15,8 +17,8 @@ import numpy as np
 import pyarrow as pa
 from google.protobuf.message import DecodeError
 
-from jobs.errors import UsageError
-from jobs.models.runtimes import ModelFiles, load_torch_module
+from jobs.errors import ERROR_LINE, UsageError
+from jobs.models.runtimes import ModelFiles, load_torch_module, torch_outputs
 from jobs.models.text import ATTENTION_MASK, TOKEN_COLUMNS, TOKEN_TYPE_IDS, TextInput, load_tokenizer
 from jobs.spec.schema import ModelSpec
 
@@ -27,12 +29,29 @@ _ONNX_TYPES = {
     "tensor(float16)": "float16",
     "tensor(int64)": "int64",
     "tensor(int32)": "int32",
+    "tensor(int16)": "int16",
     "tensor(int8)": "int8",
+    "tensor(uint64)": "uint64",
+    "tensor(uint32)": "uint32",
+    "tensor(uint16)": "uint16",
     "tensor(uint8)": "uint8",
     "tensor(bool)": "bool",
     "tensor(string)": "string",
 }
-_NUMPY_OK = {"float32", "float64", "float16", "int64", "int32", "int8", "uint8", "bool"}
+NUMBERS = {
+    "float32",
+    "float64",
+    "float16",
+    "int64",
+    "int32",
+    "int16",
+    "int8",
+    "uint64",
+    "uint32",
+    "uint16",
+    "uint8",
+}  # numeric input dtypes: range-checked
+_NUMPY_OK = NUMBERS | {"bool"}
 
 
 @dataclass(frozen=True)
@@ -102,7 +121,10 @@ class OutputBinding:
     pooling: str | None = None  # token states [N, T, D] pooled to [N, D] first (jobs.models.text.pool)
 
     def fields(self) -> list[pa.Field]:
-        value_type = pa.from_numpy_dtype(np.dtype("float32" if self.dtype == "float16" else self.dtype))
+        if self.dtype == "string":  # class labels of a classifier with string classes
+            value_type = pa.string()
+        else:
+            value_type = pa.from_numpy_dtype(np.dtype("float32" if self.dtype == "float16" else self.dtype))
         if self.as_list:
             value_type = pa.list_(value_type, self.width)
         return [pa.field(c, value_type) for c in self.columns if c is not None]
@@ -115,6 +137,7 @@ class ModelBinding:
     inputs: tuple[InputBinding, ...]
     outputs: tuple[OutputBinding, ...]
     text: TextInput | None = None  # token inputs are made from this text column
+    batch: int | None = None  # the rows per call the model's inputs fix (None: any): batches are cut and padded
 
     @property
     def input_columns(self) -> list[str]:
@@ -193,6 +216,11 @@ def bind_model(artifact: ModelArtifact, spec: ModelSpec, schema: pa.Schema, wher
                 raise UsageError(f"model input {tensor.name!r} ({tensor.dtype}) from column {column!r}: {problem}")
         rank = len(tensor.shape) if tensor.shape else 2
         width = tensor.shape[1] if tensor.shape and len(tensor.shape) > 1 else None
+        if rank not in (1, 2):
+            raise UsageError(
+                f"model input {tensor.name!r} is {_dims(tensor.shape)}: input columns give one value per column per "
+                "row ([N] or [N, columns]); re-export the model with a 2-D input, or reshape inside it"
+            )
         if rank == 1 and len(columns) != 1:
             raise UsageError(f"model input {tensor.name!r} is 1-D: map it to one column, not {len(columns)}")
         if width is not None and width != len(columns):
@@ -200,6 +228,7 @@ def bind_model(artifact: ModelArtifact, spec: ModelSpec, schema: pa.Schema, wher
                 f"model input {tensor.name!r} takes {width} column(s) per row; model.inputs gives {len(columns)}"
             )
         inputs.append(InputBinding(tensor.name, columns, tensor.dtype, rank))
+    batch = _static_batch(artifact)
     text = _text_input(artifact, spec, schema, where, inputs)
     if spec.pooling and text is None:
         raise UsageError("model.pooling needs model.tokenizer: pooling averages token states over the attention mask")
@@ -210,12 +239,13 @@ def bind_model(artifact: ModelArtifact, spec: ModelSpec, schema: pa.Schema, wher
         if name not in produced:
             raise UsageError(f"model.outputs names {name!r}, which the model does not produce: {list(produced)}")
         tensor = produced[name]
-        if tensor.dtype not in _NUMPY_OK:
+        if tensor.dtype not in _NUMPY_OK and tensor.dtype != "string":
             raise UsageError(
                 f"model output {name!r} is {tensor.dtype}, not a tensor; re-export it as a tensor "
                 "(for skl2onnx classifiers: options={'zipmap': False})"
             )
         shape, pooling = tensor.shape, None
+        _check_rows(tensor, batch)
         if shape is not None and len(shape) == 3:
             if not spec.pooling:
                 raise UsageError(
@@ -225,6 +255,11 @@ def bind_model(artifact: ModelArtifact, spec: ModelSpec, schema: pa.Schema, wher
             shape, pooling = (shape[0], shape[2]), spec.pooling
         width = shape[1] if shape and len(shape) > 1 else None
         if isinstance(target, list):
+            if shape is not None and len(shape) == 1 and len(target) != 1:
+                raise UsageError(
+                    f"model output {name!r} is 1-D ({_dims(shape)}): one value per row; model.outputs maps it to "
+                    f"{len(target)} columns: map it to one column"
+                )
             if width is not None and width != len(target):
                 raise UsageError(f"model output {name!r} has {width} values per row; model.outputs lists {len(target)}")
             outputs.append(OutputBinding(name, tuple(target), tensor.dtype, per_index=True))
@@ -235,12 +270,79 @@ def bind_model(artifact: ModelArtifact, spec: ModelSpec, schema: pa.Schema, wher
                     name, (target,), tensor.dtype, as_list=as_list, width=width if as_list else None, pooling=pooling
                 )
             )
+    mapped_to: dict[str, list[str]] = {}
+    for o in outputs:
+        for column in o.columns:
+            if column is not None:
+                mapped_to.setdefault(column, []).append(o.name)
+    twice = {column: names for column, names in mapped_to.items() if len(names) > 1}
+    if twice:
+        column, names = next(iter(twice.items()))
+        raise UsageError(
+            f"model.outputs: {' and '.join(repr(n) for n in dict.fromkeys(names))} both map to column {column!r}: "
+            "give each output a column of its own"
+        )
     if spec.pooling and not any(o.pooling for o in outputs):
         raise UsageError(
             f"model.pooling is {spec.pooling}, but no output mapped in model.outputs is token states "
             "[N, T, D]: remove model.pooling"
         )
-    return ModelBinding(tuple(inputs), tuple(outputs), text)
+    return ModelBinding(tuple(inputs), tuple(outputs), text, batch)
+
+
+def _static_batch(artifact: ModelArtifact) -> int | None:
+    """The batch size a model's inputs fix in their first dimension (None: dynamic); they must agree."""
+    fixed = {t.name: t.shape[0] for t in artifact.inputs if t.shape and isinstance(t.shape[0], int)}
+    if len(set(fixed.values())) > 1:
+        raise UsageError(f"the model's inputs fix different batch sizes: {fixed}; re-export them with one")
+    return next(iter(fixed.values()), None)
+
+
+def _check_rows(tensor: TensorSpec, batch: int | None) -> None:
+    """An output must have one row per input row: its first dimension is the batch's."""
+    shape = tensor.shape
+    if shape is not None and len(shape) == 0:
+        raise UsageError(
+            f"model output {tensor.name!r} is a scalar (0-d), not one value per row: re-export the model so that "
+            "it returns [N] or [N, k] for N input rows"
+        )
+    if shape and isinstance(shape[0], int) and shape[0] != batch:
+        of = f"a batch of {batch} rows (the inputs' fixed size)" if batch else "any number of input rows"
+        raise UsageError(
+            f"model output {tensor.name!r} is {_shape(shape)}: it returns {shape[0]} row(s) for {of}, not one per "
+            "input row (a reduction over the batch?); re-export the model so that the output's first dimension is "
+            "the batch"
+        )
+
+
+def _shape(shape: tuple[int | None, ...]) -> str:
+    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
+
+
+_MANTISSA_BITS = {"float16": 11, "float32": 24, "float64": 53}
+
+
+def precision_warnings(
+    binding: ModelBinding, schema: pa.Schema, largest: Callable[[str], int | None] = lambda column: None
+) -> list[str]:
+    """Integer columns feeding a float input that holds their larger values only approximately: no row fails
+    (16777217 is scored as 16777216 in float32), so the plan says it. `largest(column)`: the largest magnitude
+    the input files' statistics show (None: unknown); a column whose values all fit is not named."""
+    found = []
+    for b in binding.inputs:
+        bits = _MANTISSA_BITS.get(b.dtype)
+        for column in b.columns if bits and not b.tokens else ():
+            kind = schema.field(column).type
+            if not pa.types.is_integer(kind) or kind.bit_width <= bits:
+                continue
+            magnitude = largest(column)
+            if magnitude is None or magnitude > 2**bits:
+                seen = "" if magnitude is None else f", and the files hold values up to {magnitude}"
+                found.append(
+                    f"model input {b.name!r} ({b.dtype}) from column {column!r} ({kind}): integers beyond 2^{bits} "
+                    f"in magnitude are rounded to the nearest {b.dtype} ({2**bits + 1} is scored as {2**bits}){seen}"
+                )
+    return found
 
 
 def _token_input(tensor: TensorSpec, column: str, max_length: int) -> InputBinding:
@@ -388,32 +490,53 @@ def _onnx_signature(path: Path, spec: ModelSpec):
         return TensorSpec(arg.name, _ONNX_TYPES.get(arg.type, arg.type), shape)
 
     inputs, outputs = tuple(spec_of(a) for a in session.get_inputs()), tuple(spec_of(a) for a in session.get_outputs())
-    symbolic = [t.name for t in outputs if t.shape and None in t.shape[1:] and t.name in spec.outputs]
-    if not symbolic:
+    mapped = [t for t in outputs if t.shape and t.name in spec.outputs]
+    symbolic = [t.name for t in mapped if None in t.shape[1:]]
+    batch = next((t.shape[0] for t in inputs if t.shape and isinstance(t.shape[0], int)), None)
+    # Exporters declare output rows loosely (onnxmltools gives LightGBM's label [1]): a probe says what they are.
+    rows_unknown = [t.name for t in mapped if t.shape[0] is None or t.shape[0] != batch]
+    probed_names = list(dict.fromkeys(symbolic + rows_unknown))
+    if not probed_names:
         return inputs, outputs
-    # A list column's width must be known before any row is read (the table's schema is fixed): run two rows.
+    # A list column's width must be known before any row is read (the table's schema is fixed), and an output
+    # must have a row per input row: run a probe of a few rows.
+    feeds = {t.name: _probe(t, spec) for t in inputs}
+    rows = len(next(iter(feeds.values()))) if feeds else 2
     try:
-        results = session.run(symbolic, {t.name: _probe(t, spec) for t in inputs})
+        results = session.run(probed_names, feeds)
     except Exception as exc:  # onnxruntime raises its own untyped errors
+        if not symbolic:  # only the outputs' rows were in question: each batch's are checked as it is scored
+            unknown = {name: (None, *t.shape[1:]) for t in mapped if (name := t.name) in rows_unknown}
+            return inputs, tuple(TensorSpec(t.name, t.dtype, unknown.get(t.name, t.shape)) for t in outputs)
         raise UsageError(
-            f"model output(s) {symbolic} have symbolic dimensions and the model rejects a probe of two "
+            f"model output(s) {symbolic} have symbolic dimensions and the model rejects a probe of {rows} "
             f"rows shaped from model.inputs ({str(exc).splitlines()[0]}); re-export it with fixed output "
             "dimensions"
         ) from None
-    probed = {name: (None, *r.shape[1:]) for name, r in zip(symbolic, results)}
+    probed = {name: _probed_shape(r.shape, rows) for name, r in zip(probed_names, results)}
     return inputs, tuple(TensorSpec(t.name, t.dtype, probed.get(t.name, t.shape)) for t in outputs)
 
 
+def _probed_shape(shape: tuple[int, ...], rows: int) -> tuple[int | None, ...]:
+    """An output's shape as a probe of `rows` rows shows it: the first dimension is the batch's (None) when it
+    had that many rows, else the fixed size it had (which `bind_model` refuses)."""
+    if not shape:
+        return ()
+    return (None if shape[0] == rows else int(shape[0]), *(int(d) for d in shape[1:]))
+
+
 def _probe(tensor: TensorSpec, spec: ModelSpec) -> np.ndarray:
-    """Two rows for `tensor`, shaped as the job feeds it: zeros (ones for an attention mask, "" for strings)."""
+    """Two rows (or the model's fixed batch) for `tensor`, shaped as the job feeds it: zeros (ones for an attention
+    mask, "" for strings)."""
     mapped = spec.inputs.get(tensor.name, tensor.name)
+    rows = tensor.shape[0] if tensor.shape and isinstance(tensor.shape[0], int) else 2
     shape: tuple[int, ...]
     if spec.tokenizer and mapped in TOKEN_COLUMNS:
-        shape = (2, spec.tokenizer.max_length)
+        shape = (rows, spec.tokenizer.max_length)
     elif tensor.shape is not None and len(tensor.shape) == 1:
-        shape = (2,)
+        shape = (rows,)
     else:
-        shape = (2, (tensor.shape[1] if tensor.shape else None) or (1 if isinstance(mapped, str) else len(mapped)))
+        shape = (rows, (tensor.shape[1] if tensor.shape else None) or (1 if isinstance(mapped, str) else len(mapped)))
     if tensor.dtype == "string":
         return np.full(shape, "", dtype=object)
     return (np.ones if mapped == ATTENTION_MASK else np.zeros)(shape, dtype=tensor.dtype)
@@ -443,13 +566,22 @@ def _torch_signature(path: Path, spec: ModelSpec):
     try:
         with torch.no_grad():
             result = module(*probe)
-    except Exception as exc:
-        raise UsageError(f"model {path} rejects inputs shaped from model.inputs: {str(exc).splitlines()[0]}") from None
-    results = result if isinstance(result, (tuple, list)) else (result,)
-    if len(results) < len(spec.outputs):
-        raise UsageError(f"model.outputs maps {len(spec.outputs)} outputs; the torch model returns {len(results)}")
+    except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError, TorchScript wraps the model's own error
+        found = ERROR_LINE.findall(str(exc))  # TorchScript's first line says only that an operation failed
+        error = ": ".join(found[-1]) if found else str(exc).splitlines()[0]
+        fed = ", ".join(f"{t.name} {t.dtype}{_shape((2, *t.shape[1:]) if t.shape else (2,))}" for t in inputs)
+        hint = ""
+        if re.search(r"dtype|scalar type|Double|Float|Half|Long|Int|float\d+", error):
+            hint = "; torch programs do not declare input dtypes: set them with model.input_dtypes (e.g. {x: float64})"
+        raise UsageError(
+            f"model {path} rejects a probe of inputs shaped from model.inputs ({fed}): {error}{hint}"
+        ) from None
+    try:
+        results = torch_outputs(result, list(spec.outputs))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     outputs = tuple(
-        TensorSpec(name, str(t.dtype).removeprefix("torch."), (None, *t.shape[1:]))
-        for name, t in zip(spec.outputs, results)
+        TensorSpec(name, str(t.dtype).removeprefix("torch."), _probed_shape(tuple(t.shape), 2))
+        for name, t in results.items()
     )
     return tuple(inputs), outputs

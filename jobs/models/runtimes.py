@@ -14,7 +14,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -168,6 +168,35 @@ class OnnxRuntime:
         return dict(zip(self.output_names, binding.copy_outputs_to_cpu()))
 
 
+def torch_outputs(result: Any, names: list[str]) -> dict[str, Any]:
+    """The tensors of a torch module's `result` that `names` (model.outputs) map: by key or path where every
+    name is one ("logits"; "1.0" for the first of a nested tuple's second item), else by position in a flat
+    tuple, as TorchScript models return them. Raises ValueError saying what the model returns otherwise."""
+    flat = dict(_flatten(result, ""))
+    if all(name in flat for name in names):
+        return {name: flat[name] for name in names}
+    if isinstance(result, dict) or any("." in path for path in flat):
+        raise ValueError(
+            f"the torch model returns {'a dict' if isinstance(result, dict) else 'nested tuples'} of tensors "
+            f"{list(flat)}; model.outputs names {names}: name each output by its key or path"
+        )
+    tensors = list(flat.values())
+    if len(tensors) < len(names):
+        raise ValueError(f"model.outputs maps {len(names)} outputs; the torch model returns {len(tensors)}")
+    return dict(zip(names, tensors))
+
+
+def _flatten(result: Any, path: str) -> list[tuple[str, Any]]:
+    """(path, tensor) pairs of a module's result: positions of tuples and lists, keys of dicts, joined by "."."""
+    if isinstance(result, dict):
+        items = [(str(k), v) for k, v in result.items()]
+    elif isinstance(result, (tuple, list)):
+        items = [(str(i), v) for i, v in enumerate(result)]
+    else:
+        return [(path or "0", result)] if hasattr(result, "dtype") else []
+    return [pair for key, value in items for pair in _flatten(value, f"{path}.{key}" if path else key)]
+
+
 def load_torch_module(model: bytes, suffix: str, device: str = "cpu"):
     """A TorchScript module or a `torch.export` program (`.pt2`), and its positional input names."""
     import torch  # optional (not a dependency, see the Makefile): only torch models import it
@@ -223,8 +252,7 @@ class TorchRuntime:
         executor = torch.jit.optimized_execution(False) if self.plain_execution else contextlib.nullcontext()
         with torch.inference_mode(), autocast, executor:
             result = self.module(*args)
-        results = result if isinstance(result, (tuple, list)) else (result,)
-        return {name: _to_numpy(t) for name, t in zip(self.output_names, results)}
+        return {name: _to_numpy(t) for name, t in torch_outputs(result, self.output_names).items()}
 
     def _to_device(self, name: str, array: np.ndarray):
         """On the GPU: copy into this input's pinned buffer (grown when a batch is bigger), then start a

@@ -23,7 +23,7 @@ from jobs.contracts.suite import Contract, check_arguments, check_columns, file_
 from jobs.errors import UsageError
 from jobs.hive import PartitionValue
 from jobs.inputs import UNSCORED, InputSelection, Partition, partition_label, select_input, selector_terms
-from jobs.models.artifacts import ModelArtifact, ModelBinding, bind_model
+from jobs.models.artifacts import NUMBERS, ModelArtifact, ModelBinding, bind_model, precision_warnings
 from jobs.models.precision import with_precision
 from jobs.spec.durations import parse_duration
 from jobs.spec.load import LoadedSpec
@@ -119,6 +119,10 @@ class Plan:
         return TableWriter(
             self.output, self.quarantine, spec.on_failure, run_id, self.checks.file_schema, spec.output.target_file_mb
         )
+
+    def warnings(self) -> list[str]:
+        """What the run will do that the user may not expect, though no row fails for it."""
+        return precision_warnings(self.binding, self.selection.schema, self.selection.largest_magnitude)
 
     def groups(self) -> list[Plan]:
         """The run's commits: groups of `output.commit_every` input partitions in selection order, else one."""
@@ -264,6 +268,11 @@ def _plan_inputs(job: LoadedSpec, selector: str | list[str]) -> _Inputs:
         batch_level=tuple(spec.contract.batch_level) if spec.contract else (),
         file_failures=failures,
         reject_nulls=tuple(binding.input_columns) if spec.model.null_inputs == "reject" else (),
+        input_types=tuple(
+            dict.fromkeys(
+                (c, b.dtype) for b in binding.inputs if not b.tokens and b.dtype in NUMBERS for c in b.columns
+            )
+        ),
         batch_size=spec.scoring.batch_size,
         with_paths=spec.on_failure == "quarantine",
         partition_bytes=largest,

@@ -20,10 +20,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from jobs.column_types import Reasons, conform
+from jobs.column_types import Reasons, cast_values, conform
 from jobs.columns import (
     EVENT_TIME_IN_FUTURE,
     NULL_INPUT,
+    OUT_OF_RANGE,
     PARTITION_INDEX,
     REASON_TYPE,
     REASONS,
@@ -47,6 +48,7 @@ class CheckTask:
     batch_level: tuple[str, ...]
     file_failures: dict[str, Reasons]  # path -> reasons every row of that file fails with (table-level)
     reject_nulls: tuple[str, ...]  # model input columns whose nulls (and NaNs) make a row unscorable
+    input_types: tuple[tuple[str, str], ...]  # (column, numeric model input dtype): values it cannot hold fail
     batch_size: int
     with_paths: bool  # keep each row's file and position in it (SOURCE_FILE, SOURCE_ROW), for the quarantine
     partition_bytes: int  # the largest partition's files, uncompressed: what one check task holds at most
@@ -69,6 +71,7 @@ def check_partitions(batch: pa.Table, task: CheckTask) -> Iterator[pa.Table]:
             for i, found in _validator(task).validate(table).reasons.items():
                 reasons[i] = (reasons[i] or []) + found
         _null_inputs(table, task.reject_nulls, reasons)
+        _out_of_range(table, task.input_types, reasons)
         if task.event_time_column and task.latest_event_time:
             _future_event_times(table, task.event_time_column, task.latest_event_time, reasons)
         if task.with_paths:
@@ -138,6 +141,37 @@ def _future_event_times(table: pa.Table, column: str, latest: dt.datetime, reaso
         reasons[i] = (reasons[i] or []) + [
             {"expectation": EVENT_TIME_IN_FUTURE, "column": column, "value": late.isoformat()}
         ]
+
+
+def _out_of_range(table: pa.Table, inputs: tuple[tuple[str, str], ...], reasons: list) -> None:
+    """Rows holding a model input value its declared type cannot hold: cast unchecked it would wrap around (200
+    as an int8 is -56, 2^64 - 1 as an int64 is -1) or overflow (70000 as a float16 is inf). Integers that a float
+    input holds only approximately are the plan's precision warning, not a row error."""
+    for column, dtype in inputs:
+        values = table.column(column)
+        target = pa.from_numpy_dtype(np.dtype(dtype))
+        if not _may_overflow(values, target):
+            continue
+        _, bad = cast_values(values, target)
+        for i in np.flatnonzero(bad).tolist():
+            reasons[i] = (reasons[i] or []) + [
+                {"expectation": OUT_OF_RANGE, "column": column, "value": f"{values[i].as_py()} does not fit {dtype}"}
+            ]
+
+
+def _may_overflow(values: pa.ChunkedArray, target: pa.DataType) -> bool:
+    """Whether some value of `values` lies outside what `target` holds (one min/max pass; none for int -> float)."""
+    kind = values.type
+    narrows = (pa.types.is_integer(kind) and pa.types.is_integer(target)) or (
+        pa.types.is_floating(kind) and pa.types.is_floating(target) and kind.bit_width > target.bit_width
+    )
+    if not narrows or kind == target or values.null_count == len(values):
+        return False
+    bounds = pc.min_max(values)
+    low, high = bounds["min"].as_py(), bounds["max"].as_py()
+    dtype = target.to_pandas_dtype()
+    info = np.iinfo(dtype) if pa.types.is_integer(target) else np.finfo(dtype)
+    return bool(low < info.min or high > info.max)
 
 
 def _null_inputs(table: pa.Table, columns: tuple[str, ...], reasons: list) -> None:

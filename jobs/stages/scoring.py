@@ -32,6 +32,8 @@ from jobs.columns import (
     EVENT_TIME,
     LINEAGE_FIELDS,
     MODEL_ERROR,
+    NULL_INPUT,
+    OUT_OF_RANGE,
     OUTPUT_NOT_FINITE,
     REASON_TYPE,
     REASONS,
@@ -77,6 +79,11 @@ class ScoringTask:
 class ModelRowError(Exception):
     """The model raised on rows of a batch (`scoring.on_error: fail`), or on too many rows to set aside. Its
     message is one line: the driver shows the last `...Error: message` line of the worker's traceback."""
+
+
+class ModelOutputRows(ModelRowError):
+    """The model returned another number of rows than it was given: its signature, not the rows, is wrong, so
+    the batch is never retried in smaller pieces (a reduction would then "score" one row at a time)."""
 
 
 @dataclass(frozen=True)
@@ -163,6 +170,8 @@ def isolate_failures(
             try:
                 pieces.append((start, score(table.slice(start, size))))
                 continue
+            except ModelRowError:
+                raise
             except Exception as exc:  # noqa: BLE001 - any model error is a row error or an OOM to split
                 failure = RowFailure.of(exc)
             if failure.oom:
@@ -223,7 +232,7 @@ class ScoreBatches:
         rows = batch.num_rows
         skipped = pc.is_valid(batch.column(REASONS)).to_numpy(zero_copy_only=False)
         if task.on_failure == "warn":  # failing rows are scored too, unless their inputs cannot be
-            skipped = _missing(batch, task.binding.input_columns) if task.null_inputs == "reject" else skipped & False
+            skipped = _unscorable(batch)
         passed = batch.filter(pa.array(~skipped)) if skipped.any() else batch
         scores, failures = {}, None
         if passed.num_rows:
@@ -232,6 +241,8 @@ class ScoreBatches:
             if fits:  # today's one call
                 try:
                     scores = score_table(self.runtime, task.binding, passed)
+                except ModelRowError:
+                    raise
                 except Exception as exc:  # noqa: BLE001 - split around the failing rows, once `exc` is released
                     failed = RowFailure.of(exc)
             if failed is not None or not fits:
@@ -366,12 +377,17 @@ def _nonfinite(scores: dict[str, pa.Array]) -> dict[int, RowFailure]:
     return found
 
 
-def _missing(batch: pa.Table, columns: list[str]) -> np.ndarray:
-    """Rows with a null or NaN model input."""
-    missing = np.zeros(batch.num_rows, dtype=bool)
-    for column in columns:
-        missing |= pc.is_null(batch.column(column), nan_is_null=True).to_numpy(zero_copy_only=False)
-    return missing
+def _unscorable(batch: pa.Table) -> np.ndarray:
+    """Rows whose reasons say the model cannot be given them: a null or NaN input (`model.null_inputs: reject`),
+    or a value the input's type cannot hold."""
+    reasons = batch.column(REASONS)
+    flat = pc.list_flatten(reasons)
+    hit = pc.is_in(pc.struct_field(flat, "expectation"), pa.array([NULL_INPUT, OUT_OF_RANGE])).to_numpy(
+        zero_copy_only=False
+    )
+    rows = np.zeros(batch.num_rows, dtype=bool)
+    rows[pc.list_parent_indices(reasons).to_numpy(zero_copy_only=False)[hit]] = True
+    return rows
 
 
 def build_feeds(binding: ModelBinding, table: pa.Table) -> dict[str, np.ndarray]:
@@ -399,7 +415,25 @@ def _feed(binding: InputBinding, table: pa.Table) -> np.ndarray:
 
 
 def score_table(runtime, binding: ModelBinding, table: pa.Table) -> dict[str, pa.Array]:
-    """Score one table; returns one Arrow array per output column. Shared by the actors and by tests."""
+    """Score one table; returns one Arrow array per output column. Shared by the actors and by tests.
+
+    A model whose inputs fix the batch size (`binding.batch`) is called on slices of exactly that many rows,
+    the last one padded with copies of its last row, whose outputs are dropped: no row fails for how rows
+    were batched."""
+    size = binding.batch
+    if size is None or table.num_rows == size:
+        return _score_call(runtime, binding, table)
+    parts = []
+    for start in range(0, table.num_rows, size):
+        part = table.slice(start, size)
+        rows = part.num_rows
+        if rows < size:
+            part = part.take(pa.array(np.minimum(np.arange(size), rows - 1)))
+        parts.append({name: values.slice(0, rows) for name, values in _score_call(runtime, binding, part).items()})
+    return {name: pa.concat_arrays([p[name] for p in parts]) for name in parts[0]} if parts else {}
+
+
+def _score_call(runtime, binding: ModelBinding, table: pa.Table) -> dict[str, pa.Array]:
     results = runtime.run(build_feeds(binding, table))
     out: dict[str, pa.Array] = {}
     for ob in binding.outputs:
@@ -411,8 +445,12 @@ def score_table(runtime, binding: ModelBinding, table: pa.Table) -> dict[str, pa
 
 
 def _output_columns(binding: OutputBinding, values: np.ndarray, rows: int) -> dict[str, pa.Array]:
-    if values.shape[0] != rows:
-        raise ValueError(f"model output {binding.name!r} has {values.shape[0]} rows for {rows} input rows")
+    if values.ndim == 0 or values.shape[0] != rows:
+        got = "a scalar" if values.ndim == 0 else f"{values.shape[0]} row(s)"
+        raise ModelOutputRows(
+            f"model output {binding.name!r} returned {got} for a batch of {rows} input rows; a model must return "
+            "one row per input row (a reduction over the batch?); nothing was committed"
+        )
     if binding.per_index:
         values = values.reshape(rows, -1)
         return {c: pa.array(values[:, i]) for i, c in enumerate(binding.columns) if c is not None}

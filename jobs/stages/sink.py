@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from jobs import hive
-from jobs.column_types import conform
+from jobs.column_types import conform, stored
 from jobs.columns import DEVICE, EVENT_TIME, QUARANTINED_AT, REASONS, RUN_ID, SOURCE_FILE, SOURCE_ROW
 from jobs.contracts.suite import expectation_key
 from jobs.hive import PartitionValue
@@ -188,7 +188,7 @@ def write_file(
     (`jobs.tables.delta.commit`); every other primitive column gets its min/max/null count for readers."""
     fs, root = filesystem(target.uri)
     data_schema = pa.schema([f for f in target.schema if f.name not in target.partition_by])
-    data = group.select(data_schema.names).cast(data_schema)
+    data = stored(group.select(data_schema.names), data_schema)
     values = {c: partition[c] for c in target.partition_by}
     folder = hive.folder(values.items())  # as delta-rs and pyarrow name partition folders
     rel = f"{folder}/" if folder else ""
