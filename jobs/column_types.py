@@ -48,9 +48,12 @@ def normal(kind: pa.DataType) -> pa.DataType:
 
 
 def run_type(kinds: Iterable[pa.DataType]) -> pa.DataType | None:
-    """The narrowest type that holds every value of every type in `kinds`; None when none does (a struct and a
-    number). Text joins numbers as the numbers' type: "42" casts to an int, "forty" fails its row."""
-    found = list(dict.fromkeys(normal(k) for k in kinds))
+    """The type a run reads a column of these types as: their join, which holds every value of each (integers
+    of any width, floats, decimals: checked value by value where it may not); None when no type joins them (a
+    struct and a number, text and a number: "02134" is not the number 2134). A column of nulls joins anything."""
+    found = list(dict.fromkeys(normal(k) for k in kinds if not pa.types.is_null(k)))
+    if not found:
+        return pa.null()
     if len(found) == 1:
         return found[0]
     if all(_is_text(k) for k in found):
@@ -60,9 +63,8 @@ def run_type(kinds: Iterable[pa.DataType]) -> pa.DataType | None:
     if all(pa.types.is_timestamp(k) or pa.types.is_date(k) for k in found):
         zones = {k.tz for k in found if pa.types.is_timestamp(k)}
         return pa.timestamp("us", zones.pop() if len(zones) == 1 else "UTC")
-    numbers = [k for k in found if not _is_text(k)]
-    if numbers and all(_is_number(k) for k in numbers):
-        return _number_join(numbers)
+    if all(_is_number(k) for k in found):
+        return _number_join(found)
     return None
 
 
@@ -99,7 +101,7 @@ def widens(source: pa.DataType, target: pa.DataType) -> bool:
     if pa.types.is_integer(source) and pa.types.is_integer(target):
         return _int_range(source)[0] >= _int_range(target)[0] and _int_range(source)[1] <= _int_range(target)[1]
     if pa.types.is_integer(source) and pa.types.is_floating(target):
-        return source.bit_width < _MANTISSA_BITS[target.bit_width]
+        return source.bit_width <= MANTISSA_BITS[target.bit_width]
     if pa.types.is_integer(source) and pa.types.is_decimal(target):
         return target.scale == 0 and len(str(max(map(abs, _int_range(source))))) <= target.precision
     if pa.types.is_floating(source) and pa.types.is_floating(target):
@@ -112,33 +114,35 @@ def widens(source: pa.DataType, target: pa.DataType) -> bool:
 
 
 def conform(table: pa.Table, schema: pa.Schema, file: str) -> tuple[pa.Table, list[Reasons | None]]:
-    """`table`'s columns cast to their types in `schema` (columns it lacks are left to the caller): each row's
-    reasons, None where every value fit. A value that does not fit becomes null; its reason keeps it as text."""
+    """`table`'s columns cast to their types in `schema` (columns it lacks are left to the caller), every field
+    nullable (a writer's `not null` would keep the files' tables from joining): each row's reasons, None where
+    every value fit. A value that does not fit becomes null; its reason keeps it as text."""
     reasons: list[Reasons | None] = [None] * table.num_rows
+    targets = {field.name: field.type for field in schema}
+    columns = []
     for name in table.column_names:
-        if name not in schema.names or table.schema.field(name).type == schema.field(name).type:
-            continue
         values = table.column(name)
-        target = schema.field(name).type
-        cast, bad = cast_values(values, target)
-        table = table.set_column(table.schema.get_field_index(name), name, cast)
-        for i in np.flatnonzero(bad).tolist():
-            value = values[i].as_py()
-            reasons[i] = (reasons[i] or []) + [
-                {
-                    "expectation": SCHEMA,
-                    "column": name,
-                    "value": f"{value!r} ({values.type} in {file.rsplit('/', 1)[-1]}) does not fit {target}",
-                }
-            ]
-    return table, reasons
+        target = targets.get(name, values.type)
+        if values.type != target:
+            cast, bad = cast_values(values, target)
+            for i in np.flatnonzero(bad).tolist():
+                unfit = f"{values[i].as_py()!r} ({values.type} in {file.rsplit('/', 1)[-1]}) does not fit {target}"
+                add_reason(reasons, i, {"expectation": SCHEMA, "column": name, "value": unfit})
+            values = cast
+        columns.append(values)
+    return pa.Table.from_arrays(columns, names=table.column_names), reasons
+
+
+def add_reason(reasons: list[Reasons | None], row: int, *found: dict[str, str]) -> None:
+    """Give row `row` more reasons to fail (None: it had none)."""
+    reasons[row] = (reasons[row] or []) + list(found)
 
 
 def cast_values(values: pa.ChunkedArray | pa.Array, target: pa.DataType) -> tuple[pa.ChunkedArray, np.ndarray]:
     """`values` cast to `target` with Arrow's safe cast, and a mask of the values that did not fit (null in the
     result). A finite float that becomes infinite does not fit (Arrow would let it). Timestamps are truncated to
-    microseconds; a decimal becomes a float64 only where it has at most 15
-    significant digits, which the float keeps (a float32 target: as Arrow casts it)."""
+    microseconds; a decimal becomes a float only where it has at most 15 significant digits (which a float64
+    keeps)."""
     values = values if isinstance(values, pa.ChunkedArray) else pa.chunked_array([values])
     bad = np.zeros(len(values), dtype=bool)
     chunks = []
@@ -150,11 +154,17 @@ def cast_values(values: pa.ChunkedArray | pa.Array, target: pa.DataType) -> tupl
 
 
 def _cast_chunk(chunk: pa.Array, target: pa.DataType, bad: np.ndarray) -> pa.Array:
-    """Cast one array; mark the values that do not fit in `bad`, found by halving the array around failures
-    (one safe cast when every value fits, a few per failing value otherwise)."""
+    """Cast one array and mark the values that do not fit in `bad`: one safe cast when every value fits;
+    otherwise numbers are checked at once (an unchecked cast and back), other types by halving the array
+    around the failures."""
     try:
         cast = _safe_cast(chunk, target)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+    except pa.ArrowNotImplementedError:  # no cast between the types: no value fits
+        bad[:] = chunk.is_valid().to_numpy(zero_copy_only=False)
+        return pa.nulls(len(chunk), target)
+    except pa.ArrowInvalid:
+        if _is_plain_number(chunk.type) and _is_plain_number(target):
+            return _cast_numbers(chunk, target, bad)
         if len(chunk) == 1:
             bad[0] = True
             return pa.nulls(1, target)
@@ -175,6 +185,18 @@ def _cast_chunk(chunk: pa.Array, target: pa.DataType, bad: np.ndarray) -> pa.Arr
             bad |= inexact
             cast = pc.if_else(pa.array(inexact), pa.nulls(len(cast), target), cast)
     return cast
+
+
+def _cast_numbers(chunk: pa.Array, target: pa.DataType, bad: np.ndarray) -> pa.Array:
+    """Integers and floats the safe cast refused: a value fits when the unchecked cast gives it back unchanged,
+    with its sign (2^64 - 1 as an int64 is -1, which comes back as 2^64 - 1)."""
+    unchecked = pc.cast(chunk, target, safe=False)
+    back = pc.cast(unchecked, chunk.type, safe=False)
+    signs = pc.not_equal(pc.less(chunk, pa.scalar(0, chunk.type)), pc.less(unchecked, pa.scalar(0, target)))
+    differs = pc.or_(pc.not_equal(back, chunk), signs)
+    mask = pc.fill_null(differs, False).to_numpy(zero_copy_only=False)
+    bad |= mask
+    return pc.if_else(pa.array(mask), pa.nulls(len(chunk), target), unchecked)
 
 
 def _safe_cast(chunk: pa.Array, target: pa.DataType) -> pa.Array:
@@ -209,11 +231,15 @@ def _is_binary(kind: pa.DataType) -> bool:
 
 
 def _is_number(kind: pa.DataType) -> bool:
-    return pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind)
+    return _is_plain_number(kind) or pa.types.is_decimal(kind)
+
+
+def _is_plain_number(kind: pa.DataType) -> bool:
+    return pa.types.is_integer(kind) or pa.types.is_floating(kind)
 
 
 _DECIMAL_DIGITS = 15  # a decimal of at most this many significant digits survives float64 and back (DBL_DIG)
-_MANTISSA_BITS = {16: 11, 32: 24, 64: 53}  # integers of fewer bits than this are exact in a float of that width
+MANTISSA_BITS = {16: 11, 32: 24, 64: 53}  # a float of this width holds every integer up to 2 ** bits exactly
 _SIGNED = [pa.int8(), pa.int16(), pa.int32(), pa.int64()]
 
 
@@ -223,8 +249,8 @@ def _int_range(kind: pa.DataType) -> tuple[int, int]:
 
 
 def _number_join(kinds: Sequence[pa.DataType]) -> pa.DataType:
-    """Integers: the narrowest integer holding them all (int64 past it, each value checked). Any float or
-    decimal among other numbers: float64 (each value checked), unless only floats of one narrower width."""
+    """Integers: the narrowest integer holding them all (int64 past it, each value checked). Floats only: the
+    widest. Decimals only: the decimal holding them all. Any other mix: float64 (each value checked)."""
     if all(pa.types.is_integer(k) for k in kinds):
         low = min(_int_range(k)[0] for k in kinds)
         high = max(_int_range(k)[1] for k in kinds)

@@ -40,8 +40,8 @@ OUTPUT_NOT_FINITE = "model_output_not_finite"  # a float output is NaN or infini
 
 
 def quarantine_schema(schema: pa.Schema, read_columns: list[str], partitioning: list[str]) -> pa.Schema:
-    """The quarantine table: failing rows as read (original columns and types), their file, reasons, the run
-    and when."""
+    """The quarantine table: failing rows as read (their columns, in the types the tables store them as:
+    `jobs.column_types.stored_type`), their file, reasons, the run and when."""
     fields = [schema.field(c) for c in read_columns if c not in partitioning]
     fields += [pa.field(c, pa.string()) for c in partitioning]
     fields += [

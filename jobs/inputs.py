@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -38,8 +39,6 @@ class InputFile:
     num_rows: int = 0
     schema: pa.Schema | None = field(default=None, compare=False)
     data_bytes: int = field(default=0, compare=False)  # uncompressed, all columns: what reading it costs
-    # Integer columns' largest absolute value, from the footer's statistics (None: a row group has none)
-    magnitudes: dict[str, int | None] = field(default_factory=dict, compare=False)
 
     def record(self) -> dict:
         return {"path": self.path, "size": self.size, "mtime_ns": self.mtime_ns, "rows": self.num_rows}
@@ -95,15 +94,22 @@ class InputSelection:
                 drifted[f.path] = reasons
         return drifted
 
-    def largest_magnitude(self, column: str) -> int | None:
-        """The largest absolute value of an integer column in the footers' statistics; None if unknown."""
-        largest = 0
-        for f in self.files:
-            if column in f.magnitudes:
-                magnitude = f.magnitudes[column]
-                if magnitude is None:
-                    return None
-                largest = max(largest, magnitude)
+    def largest_magnitudes(self, columns: Iterable[str]) -> dict[str, int | None]:
+        """Integer `columns`' largest absolute value in the files, from the footers' statistics (read again, for
+        these columns only); None where a file holds the column without statistics."""
+        wanted = set(columns)
+        largest: dict[str, int | None] = dict.fromkeys(wanted, 0)
+
+        def read(f: InputFile) -> dict[str, int | None]:
+            fs, path = filesystem(f.path)
+            with fs.open_input_file(path) as handle:
+                return _magnitudes(pq.read_metadata(handle), wanted)
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            for found in pool.map(read, self.files):
+                for column, magnitude in found.items():
+                    known = largest[column]
+                    largest[column] = None if magnitude is None or known is None else max(known, magnitude)
         return largest
 
     def casts(self, columns: Iterable[str]) -> dict[str, list[str]]:
@@ -201,12 +207,13 @@ def _in_order(partition: Partition) -> tuple:
 
 def _run_schema(files: list[InputFile]) -> pa.Schema:
     """Every column of the files, each in the one type the run reads it as (`column_types.run_type`); where no
-    type holds all the files' values, the first file's (the others fail whole)."""
-    kinds: dict[str, list[pa.DataType]] = {}
+    type joins the files' types (text in one, numbers in another), the type most files hold (the others fail
+    whole)."""
+    kinds: dict[str, Counter[pa.DataType]] = {}
     for f in files:
-        for fld in f.schema:
-            kinds.setdefault(fld.name, []).append(fld.type)
-    return pa.schema([(name, run_type(types) or normal(types[0])) for name, types in kinds.items()])
+        for fld in f.schema if f.schema is not None else ():
+            kinds.setdefault(fld.name, Counter())[fld.type] += 1
+    return pa.schema([(name, run_type(types) or normal(types.most_common(1)[0][0])) for name, types in kinds.items()])
 
 
 def _list_files(fs: pafs.FileSystem, root: str, partitioning: tuple[str, ...], base: str) -> dict[Partition, list]:
@@ -300,20 +307,20 @@ def _read_footers(files: list[InputFile]) -> list[InputFile]:
             raise UsageError(f"input file {f.path} is not readable Parquet: {exc}") from None
         schema = meta.schema.to_arrow_schema().remove_metadata()
         data_bytes = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
-        return InputFile(f.path, f.size, f.mtime_ns, f.partition, meta.num_rows, schema, data_bytes, _magnitudes(meta))
+        return InputFile(f.path, f.size, f.mtime_ns, f.partition, meta.num_rows, schema, data_bytes)
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         return list(pool.map(read, files))
 
 
-def _magnitudes(meta: pq.FileMetaData) -> dict[str, int | None]:
-    """Each top-level integer column's largest absolute value over the row groups' statistics (None where a row
-    group has none)."""
+def _magnitudes(meta: pq.FileMetaData, wanted: set[str]) -> dict[str, int | None]:
+    """The `wanted` top-level integer columns' largest absolute value over the row groups' statistics (None where
+    a row group has none)."""
     found: dict[str, int | None] = {}
     columns = [
-        (j, meta.schema.column(j).name)
+        (j, column.name)
         for j in range(meta.num_columns)
-        if "." not in meta.schema.column(j).path and meta.schema.column(j).physical_type in ("INT32", "INT64")
+        if (column := meta.schema.column(j)).name in wanted and "." not in column.path
     ]
     for i in range(meta.num_row_groups):
         group = meta.row_group(i)

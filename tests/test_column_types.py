@@ -28,7 +28,9 @@ DICT = pa.dictionary(pa.int32(), pa.string())
         ([pa.decimal128(10, 2), pa.float64()], pa.float64()),
         ([pa.string(), DICT, pa.string_view()], pa.string()),
         ([pa.string(), pa.large_string()], pa.large_string()),
-        ([pa.string(), pa.int64()], pa.int64()),  # "42" is a number, "forty" fails its row
+        ([pa.string(), pa.int64()], None),  # "02134" is not the number 2134
+        ([pa.null(), pa.int64()], pa.int64()),  # a column of nulls (pandas, pyarrow) joins anything
+        ([pa.null()], pa.null()),
         ([pa.timestamp("ns"), pa.timestamp("ms")], pa.timestamp("us")),
         ([pa.timestamp("ns", "Europe/Paris"), pa.timestamp("s")], pa.timestamp("us", "UTC")),
         ([pa.timestamp("ms", "UTC"), pa.date32()], pa.timestamp("us", "UTC")),
@@ -124,3 +126,24 @@ def test_only_a_missing_column_or_a_type_nothing_casts_from_fails_a_file_whole(t
         ],
         str(part / "c.parquet"): [{"expectation": "schema", "column": "x", "value": "missing"}],
     }
+
+
+def test_not_null_fields_and_all_null_files_join_the_others(tmp_path):
+    """A writer's `not null` (Spark) or a column of nulls (pandas' all-None column) fails no file, and the
+    files' tables, conformed, join into one."""
+    import pyarrow.parquet as pq
+
+    from jobs.inputs import read_columns
+
+    part = tmp_path / "ds=1"
+    part.mkdir()
+    strict = pa.schema([pa.field("x", pa.int32(), nullable=False)])
+    pq.write_table(pa.table({"x": pa.array([1, 2], pa.int32())}, schema=strict), part / "a.parquet")
+    wide = pa.schema([pa.field("x", pa.int64(), nullable=False)])
+    pq.write_table(pa.table({"x": pa.array([3], pa.int64())}, schema=wide), part / "b.parquet")
+    pq.write_table(pa.table({"x": pa.nulls(2)}), part / "c.parquet")
+    selection = select_input(str(tmp_path), ["ds"], "all")
+    assert selection.schema.field("x").type == pa.int64()
+    assert selection.drift(["x"]) == {}
+    tables = [conform(read_columns(f.path, ["x"]), selection.schema, f.path)[0] for f in selection.files]
+    assert pa.concat_tables(tables).column("x").to_pylist() == [1, 2, 3, None, None]

@@ -105,12 +105,13 @@ def test_files_in_other_types_are_cast_to_one_type_per_column_and_scored(fresh_p
 
 
 def test_a_value_that_does_not_fit_the_columns_type_fails_its_row_naming_file_and_column(fresh_project):
-    """Guards (issue 20): a file whose values mostly cast was quarantined whole, or not at all."""
+    """Guards (issue 20): a file whose values mostly cast was quarantined whole: now only the values that do not
+    fit (no int64 holds 2^64 - 1, no float 20 significant digits) fail their rows."""
     project = fresh_project
     day = DAYS[-1]
 
-    def ages(column: pa.ChunkedArray) -> pa.Array:
-        return pa.array(["forty"] + [str(v) for v in column.to_pylist()[1:]])
+    def ages(column: pa.ChunkedArray) -> pa.Array:  # uint64 among int64 files: read as int64, value by value
+        return pa.array([2**64 - 1] + column.to_pylist()[1:], pa.uint64())
 
     def charges(column: pa.ChunkedArray) -> pa.Array:
         values = [Decimal(f"{v:.2f}") for v in column.to_pylist()]
@@ -120,7 +121,7 @@ def test_a_value_that_does_not_fit_the_columns_type_fails_its_row_naming_file_an
     written = retype(project, day, "part-1.parquet", age=ages, total_charges=charges)
     ids = written.column("customer_id").to_pylist()
     unfit = {
-        ids[0]: "schema(age)='forty' (string in part-1.parquet) does not fit int64",
+        ids[0]: "schema(age)=18446744073709551615 (uint64 in part-1.parquet) does not fit int64",
         ids[1]: "schema(total_charges)=Decimal('1234.5678901234567891') (decimal128(24, 16) in part-1.parquet) "
         "does not fit double",
     }

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -17,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 from google.protobuf.message import DecodeError
 
+from jobs.column_types import MANTISSA_BITS, stored_type
 from jobs.errors import ERROR_LINE, UsageError
 from jobs.models.runtimes import ModelFiles, load_torch_module, torch_outputs
 from jobs.models.text import ATTENTION_MASK, TOKEN_COLUMNS, TOKEN_TYPE_IDS, TextInput, load_tokenizer
@@ -123,8 +123,10 @@ class OutputBinding:
     def fields(self) -> list[pa.Field]:
         if self.dtype == "string":  # class labels of a classifier with string classes
             value_type = pa.string()
-        else:
+        else:  # float16 as float32; unsigned integers as the tables store them (Delta has no unsigned type)
             value_type = pa.from_numpy_dtype(np.dtype("float32" if self.dtype == "float16" else self.dtype))
+            if pa.types.is_unsigned_integer(value_type):
+                value_type = stored_type(value_type)
         if self.as_list:
             value_type = pa.list_(value_type, self.width)
         return [pa.field(c, value_type) for c in self.columns if c is not None]
@@ -309,39 +311,44 @@ def _check_rows(tensor: TensorSpec, batch: int | None) -> None:
     if shape and isinstance(shape[0], int) and shape[0] != batch:
         of = f"a batch of {batch} rows (the inputs' fixed size)" if batch else "any number of input rows"
         raise UsageError(
-            f"model output {tensor.name!r} is {_shape(shape)}: it returns {shape[0]} row(s) for {of}, not one per "
+            f"model output {tensor.name!r} is {_dims(shape)}: it returns {shape[0]} row(s) for {of}, not one per "
             "input row (a reduction over the batch?); re-export the model so that the output's first dimension is "
             "the batch"
         )
 
 
-def _shape(shape: tuple[int | None, ...]) -> str:
-    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
+def precision_columns(binding: ModelBinding, schema: pa.Schema) -> set[str]:
+    """Integer columns feeding a float input too narrow to hold every integer of their type exactly."""
+    return {column for b, column, _ in _rounding(binding, schema)}
 
 
-_MANTISSA_BITS = {"float16": 11, "float32": 24, "float64": 53}
+def precision_warnings(binding: ModelBinding, schema: pa.Schema, largest: dict[str, int | None]) -> list[str]:
+    """Those columns whose values (`largest`: their largest magnitude in the files, None: unknown) a float input
+    rounds: no row fails (16777217 is scored as 16777216 in float32), so the plan says it."""
+    found = []
+    for b, column, bits in _rounding(binding, schema):
+        magnitude = largest.get(column)
+        if magnitude is None or magnitude > 2**bits:
+            seen = "" if magnitude is None else f", and the files hold values up to {magnitude}"
+            found.append(
+                f"model input {b.name!r} ({b.dtype}) from column {column!r} ({schema.field(column).type}): integers "
+                f"beyond 2^{bits} in magnitude are rounded to the nearest {b.dtype} ({2**bits + 1} is scored as "
+                f"{2**bits}){seen}"
+            )
+    return found
 
 
-def precision_warnings(
-    binding: ModelBinding, schema: pa.Schema, largest: Callable[[str], int | None] = lambda column: None
-) -> list[str]:
-    """Integer columns feeding a float input that holds their larger values only approximately: no row fails
-    (16777217 is scored as 16777216 in float32), so the plan says it. `largest(column)`: the largest magnitude
-    the input files' statistics show (None: unknown); a column whose values all fit is not named."""
+def _rounding(binding: ModelBinding, schema: pa.Schema) -> list[tuple[InputBinding, str, int]]:
+    """(input, column, mantissa bits) of each integer column wider than its float input's mantissa."""
     found = []
     for b in binding.inputs:
-        bits = _MANTISSA_BITS.get(b.dtype)
-        for column in b.columns if bits and not b.tokens else ():
+        if b.tokens or not b.dtype.startswith("float"):
+            continue
+        bits = MANTISSA_BITS[np.dtype(b.dtype).itemsize * 8]
+        for column in b.columns:
             kind = schema.field(column).type
-            if not pa.types.is_integer(kind) or kind.bit_width <= bits:
-                continue
-            magnitude = largest(column)
-            if magnitude is None or magnitude > 2**bits:
-                seen = "" if magnitude is None else f", and the files hold values up to {magnitude}"
-                found.append(
-                    f"model input {b.name!r} ({b.dtype}) from column {column!r} ({kind}): integers beyond 2^{bits} "
-                    f"in magnitude are rounded to the nearest {b.dtype} ({2**bits + 1} is scored as {2**bits}){seen}"
-                )
+            if pa.types.is_integer(kind) and kind.bit_width > bits:
+                found.append((b, column, bits))
     return found
 
 
@@ -392,7 +399,8 @@ def _text_input(
 
 
 def _dims(shape: tuple[int | None, ...]) -> str:
-    return "[" + ", ".join("N" if i == 0 else "?" if d is None else str(d) for i, d in enumerate(shape)) + "]"
+    """`[N, ?, 768]`: a dynamic batch dimension is N, another dynamic one ?."""
+    return "[" + ", ".join(("N" if i == 0 else "?") if d is None else str(d) for i, d in enumerate(shape)) + "]"
 
 
 def _cast_problem(column: pa.DataType, dtype: str) -> str | None:
@@ -500,8 +508,8 @@ def _onnx_signature(path: Path, spec: ModelSpec):
         return inputs, outputs
     # A list column's width must be known before any row is read (the table's schema is fixed), and an output
     # must have a row per input row: run a probe of a few rows.
-    feeds = {t.name: _probe(t, spec) for t in inputs}
-    rows = len(next(iter(feeds.values()))) if feeds else 2
+    rows = batch or PROBE_ROWS
+    feeds = {t.name: _probe(t, spec, rows) for t in inputs}
     try:
         results = session.run(probed_names, feeds)
     except Exception as exc:  # onnxruntime raises its own untyped errors
@@ -525,11 +533,12 @@ def _probed_shape(shape: tuple[int, ...], rows: int) -> tuple[int | None, ...]:
     return (None if shape[0] == rows else int(shape[0]), *(int(d) for d in shape[1:]))
 
 
-def _probe(tensor: TensorSpec, spec: ModelSpec) -> np.ndarray:
-    """Two rows (or the model's fixed batch) for `tensor`, shaped as the job feeds it: zeros (ones for an attention
-    mask, "" for strings)."""
+PROBE_ROWS = 3  # rows of a probe: not 1 or 2, which a batch-independent output (two classes) could equal
+
+
+def _probe(tensor: TensorSpec, spec: ModelSpec, rows: int = PROBE_ROWS) -> np.ndarray:
+    """`rows` rows for `tensor`, shaped as the job feeds it: zeros (ones for an attention mask, "" for strings)."""
     mapped = spec.inputs.get(tensor.name, tensor.name)
-    rows = tensor.shape[0] if tensor.shape and isinstance(tensor.shape[0], int) else 2
     shape: tuple[int, ...]
     if spec.tokenizer and mapped in TOKEN_COLUMNS:
         shape = (rows, spec.tokenizer.max_length)
@@ -543,7 +552,7 @@ def _probe(tensor: TensorSpec, spec: ModelSpec) -> np.ndarray:
 
 
 def _torch_signature(path: Path, spec: ModelSpec):
-    """Torch programs declare input names but not always types: probe with two rows of zeros."""
+    """Torch programs declare input names but not always types or shapes: probe with rows of zeros."""
     try:
         module, names = load_torch_module(path.read_bytes(), path.suffix)
     except Exception as exc:  # torch raises RuntimeError for anything it cannot deserialise
@@ -569,7 +578,7 @@ def _torch_signature(path: Path, spec: ModelSpec):
     except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError, TorchScript wraps the model's own error
         found = ERROR_LINE.findall(str(exc))  # TorchScript's first line says only that an operation failed
         error = ": ".join(found[-1]) if found else str(exc).splitlines()[0]
-        fed = ", ".join(f"{t.name} {t.dtype}{_shape((2, *t.shape[1:]) if t.shape else (2,))}" for t in inputs)
+        fed = ", ".join(f"{t.name} {t.dtype}{_dims((PROBE_ROWS, *(t.shape or ())[1:]))}" for t in inputs)
         hint = ""
         if re.search(r"dtype|scalar type|Double|Float|Half|Long|Int|float\d+", error):
             hint = "; torch programs do not declare input dtypes: set them with model.input_dtypes (e.g. {x: float64})"
@@ -581,7 +590,7 @@ def _torch_signature(path: Path, spec: ModelSpec):
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     outputs = tuple(
-        TensorSpec(name, str(t.dtype).removeprefix("torch."), _probed_shape(tuple(t.shape), 2))
+        TensorSpec(name, str(t.dtype).removeprefix("torch."), _probed_shape(tuple(t.shape), PROBE_ROWS))
         for name, t in results.items()
     )
     return tuple(inputs), outputs

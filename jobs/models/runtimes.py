@@ -180,10 +180,16 @@ def torch_outputs(result: Any, names: list[str]) -> dict[str, Any]:
             f"the torch model returns {'a dict' if isinstance(result, dict) else 'nested tuples'} of tensors "
             f"{list(flat)}; model.outputs names {names}: name each output by its key or path"
         )
-    tensors = list(flat.values())
-    if len(tensors) < len(names):
-        raise ValueError(f"model.outputs maps {len(names)} outputs; the torch model returns {len(tensors)}")
-    return dict(zip(names, tensors))
+    items = list(result) if isinstance(result, (tuple, list)) else [result]
+    if len(items) < len(names):
+        raise ValueError(f"model.outputs maps {len(names)} outputs; the torch model returns {len(items)}")
+    picked = dict(zip(names, items))
+    other = [name for name, item in picked.items() if not hasattr(item, "dtype")]
+    if other:
+        raise ValueError(
+            f"model.outputs maps {other} by position to items of the torch model's result that are not tensors"
+        )
+    return picked
 
 
 def _flatten(result: Any, path: str) -> list[tuple[str, Any]]:

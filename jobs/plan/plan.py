@@ -23,7 +23,14 @@ from jobs.contracts.suite import Contract, check_arguments, check_columns, file_
 from jobs.errors import UsageError
 from jobs.hive import PartitionValue
 from jobs.inputs import UNSCORED, InputSelection, Partition, partition_label, select_input, selector_terms
-from jobs.models.artifacts import NUMBERS, ModelArtifact, ModelBinding, bind_model, precision_warnings
+from jobs.models.artifacts import (
+    NUMBERS,
+    ModelArtifact,
+    ModelBinding,
+    bind_model,
+    precision_columns,
+    precision_warnings,
+)
 from jobs.models.precision import with_precision
 from jobs.spec.durations import parse_duration
 from jobs.spec.load import LoadedSpec
@@ -122,7 +129,9 @@ class Plan:
 
     def warnings(self) -> list[str]:
         """What the run will do that the user may not expect, though no row fails for it."""
-        return precision_warnings(self.binding, self.selection.schema, self.selection.largest_magnitude)
+        columns = precision_columns(self.binding, self.selection.schema)
+        largest = self.selection.largest_magnitudes(columns) if columns else {}
+        return precision_warnings(self.binding, self.selection.schema, largest)
 
     def groups(self) -> list[Plan]:
         """The run's commits: groups of `output.commit_every` input partitions in selection order, else one."""
@@ -182,7 +191,7 @@ def make_plan(job: LoadedSpec, partitions: str | list[str] | None = None, run_ke
         )
     partition_by, partitioning = tuple(spec.output.partition_by), tuple(spec.input.partitioning)
     output = TableTarget(spec.table_uri(), pa.schema(fields), partition_by, partitioning)
-    output = settled(output, schema)
+    output = settled(output, pa.schema([schema.field(spec.input.id_column)]))  # the one column copied from input
     quarantine = None
     if spec.on_failure == "quarantine":
         quarantine = TableTarget(
@@ -191,7 +200,7 @@ def make_plan(job: LoadedSpec, partitions: str | list[str] | None = None, run_ke
             partition_by,
             partitioning,
         )
-        quarantine = settled(quarantine, schema)
+        quarantine = settled(quarantine, pa.schema([schema.field(c) for c in inputs.checks.file_schema.names]))
     key = run_key or default_run_key(job, selection, model, contract)
     check_shared_storage(job)
     # Last, once everything else holds: an ONNX fp16/int8 conversion is made here (once, then cached).

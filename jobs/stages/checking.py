@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from jobs.column_types import Reasons, cast_values, conform
+from jobs.column_types import Reasons, add_reason, cast_values, conform, widens
 from jobs.columns import (
     EVENT_TIME_IN_FUTURE,
     NULL_INPUT,
@@ -66,10 +66,10 @@ def check_partitions(batch: pa.Table, task: CheckTask) -> Iterator[pa.Table]:
         table, spans, reasons = _read(task, partition, files)
         for path, (start, end) in spans.items():
             for i in range(start, end) if path in task.file_failures else ():
-                reasons[i] = (reasons[i] or []) + task.file_failures[path]
+                add_reason(reasons, i, *task.file_failures[path])
         if task.contract is not None and table.num_rows:
             for i, found in _validator(task).validate(table).reasons.items():
-                reasons[i] = (reasons[i] or []) + found
+                add_reason(reasons, i, *found)
         _null_inputs(table, task.reject_nulls, reasons)
         _out_of_range(table, task.input_types, reasons)
         if task.event_time_column and task.latest_event_time:
@@ -138,9 +138,7 @@ def _future_event_times(table: pa.Table, column: str, latest: dt.datetime, reaso
         return
     for i in np.flatnonzero(mask.to_numpy(zero_copy_only=False)).tolist():
         late = values[i].as_py()
-        reasons[i] = (reasons[i] or []) + [
-            {"expectation": EVENT_TIME_IN_FUTURE, "column": column, "value": late.isoformat()}
-        ]
+        add_reason(reasons, i, {"expectation": EVENT_TIME_IN_FUTURE, "column": column, "value": late.isoformat()})
 
 
 def _out_of_range(table: pa.Table, inputs: tuple[tuple[str, str], ...], reasons: list) -> None:
@@ -150,28 +148,33 @@ def _out_of_range(table: pa.Table, inputs: tuple[tuple[str, str], ...], reasons:
     for column, dtype in inputs:
         values = table.column(column)
         target = pa.from_numpy_dtype(np.dtype(dtype))
-        if not _may_overflow(values, target):
+        if widens(values.type, target) or not _in_range_unknown(values, target):
             continue
-        _, bad = cast_values(values, target)
+        if pa.types.is_integer(target):
+            _, bad = cast_values(values, target)
+        else:  # a float: too large a magnitude (a finite value; infinities stay what they are)
+            numbers = pc.cast(values, pa.float64(), safe=False)
+            too_large = pc.greater(pc.abs(numbers), float(np.finfo(target.to_pandas_dtype()).max))
+            bad = pc.fill_null(pc.and_(pc.is_finite(numbers), too_large), False).to_numpy(zero_copy_only=False)
         for i in np.flatnonzero(bad).tolist():
-            reasons[i] = (reasons[i] or []) + [
-                {"expectation": OUT_OF_RANGE, "column": column, "value": f"{values[i].as_py()} does not fit {dtype}"}
-            ]
+            unfit = f"{values[i].as_py()} does not fit {dtype}"
+            add_reason(reasons, i, {"expectation": OUT_OF_RANGE, "column": column, "value": unfit})
 
 
-def _may_overflow(values: pa.ChunkedArray, target: pa.DataType) -> bool:
-    """Whether some value of `values` lies outside what `target` holds (one min/max pass; none for int -> float)."""
+def _in_range_unknown(values: pa.ChunkedArray, target: pa.DataType) -> bool:
+    """Whether some value of `values` may lie outside what the numeric `target` holds (one min/max pass)."""
     kind = values.type
-    narrows = (pa.types.is_integer(kind) and pa.types.is_integer(target)) or (
-        pa.types.is_floating(kind) and pa.types.is_floating(target) and kind.bit_width > target.bit_width
-    )
-    if not narrows or kind == target or values.null_count == len(values):
+    if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind)):
+        return False
+    dtype = target.to_pandas_dtype()
+    if values.null_count == len(values):
+        return False
+    if pa.types.is_integer(kind) and pa.types.is_floating(target) and float(np.finfo(dtype).max) >= 2.0**kind.bit_width:
         return False
     bounds = pc.min_max(values)
-    low, high = bounds["min"].as_py(), bounds["max"].as_py()
-    dtype = target.to_pandas_dtype()
+    low, high = float(bounds["min"].as_py()), float(bounds["max"].as_py())
     info = np.iinfo(dtype) if pa.types.is_integer(target) else np.finfo(dtype)
-    return bool(low < info.min or high > info.max)
+    return bool(low < float(info.min) or high > float(info.max))
 
 
 def _null_inputs(table: pa.Table, columns: tuple[str, ...], reasons: list) -> None:
@@ -181,4 +184,4 @@ def _null_inputs(table: pa.Table, columns: tuple[str, ...], reasons: list) -> No
         if not pc.any(mask).as_py():
             continue
         for i in np.flatnonzero(mask.to_numpy(zero_copy_only=False)).tolist():
-            reasons[i] = (reasons[i] or []) + [{"expectation": NULL_INPUT, "column": column, "value": "null"}]
+            add_reason(reasons, i, {"expectation": NULL_INPUT, "column": column, "value": "null"})

@@ -3,7 +3,7 @@ run's type from (`jobs.column_types`). Any other type is cast value by value by 
 
 They are found from the footers at plan time and never enter the Ray pipeline (which would fail to merge
 their schema). Their rows fail the contract whole, each with the drift as its reason, and are quarantined
-with every value that casts to the run's type; a value that does not is null, and its row's reasons say so.
+with every value that casts to the run's type (null where one does not).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from jobs.column_types import conform
+from jobs.column_types import cast_values, conform
 from jobs.columns import QUARANTINED_AT, REASON_TYPE, REASONS, RUN_ID, SOURCE_FILE
 from jobs.inputs import InputFile
 from jobs.stages.sink import WrittenFiles, quarantine
@@ -35,8 +35,11 @@ def fail_drifted(
         if not reasons:
             continue
         written.rows_seen += f.num_rows
-        rows = _read(f, file_schema, {r["column"] for r in reasons})
-        rows, unfit = conform(rows, file_schema, f.path)
+        raw = _read(f, file_schema)
+        drifted_columns = [c for c in raw.column_names if c in {r["column"] for r in reasons}]
+        rows, unfit = conform(raw.drop_columns(drifted_columns), file_schema, f.path)
+        for column in drifted_columns:  # the values that cast, for the record: the reason already fails the row
+            rows = rows.append_column(column, cast_values(raw.column(column), file_schema.field(column).type)[0])
         rows = rows.append_column(REASONS, pa.array([reasons + (more or []) for more in unfit], REASON_TYPE))
         written.count_failed(rows)
         if target is not None:
@@ -44,11 +47,11 @@ def fail_drifted(
     return written
 
 
-def _read(f: InputFile, file_schema: pa.Schema, drifted: set[str]) -> pa.Table:
-    """The file's columns the run reads, but those that drifted (missing, or of a type nothing casts from)."""
+def _read(f: InputFile, file_schema: pa.Schema) -> pa.Table:
+    """The file's columns the run reads (those it has)."""
     fs, path = filesystem(f.path)
     held = f.schema.names if f.schema is not None else []  # read from its footer at plan time
-    columns = [c for c in file_schema.names if c in held and c not in drifted]
+    columns = [c for c in file_schema.names if c in held]
     with fs.open_input_file(path) as handle:
         return pq.read_table(handle, columns=columns).replace_schema_metadata(None)
 

@@ -81,9 +81,10 @@ class ModelRowError(Exception):
     message is one line: the driver shows the last `...Error: message` line of the worker's traceback."""
 
 
-class ModelOutputRows(ModelRowError):
-    """The model returned another number of rows than it was given: its signature, not the rows, is wrong, so
-    the batch is never retried in smaller pieces (a reduction would then "score" one row at a time)."""
+class ModelOutputShape(ModelRowError):
+    """The model returned another number of rows than it was given, or another width than the plan bound: its
+    signature, not the rows, is wrong, so the batch is never retried in smaller pieces (a reduction would then
+    "score" one row at a time)."""
 
 
 @dataclass(frozen=True)
@@ -447,7 +448,7 @@ def _score_call(runtime, binding: ModelBinding, table: pa.Table) -> dict[str, pa
 def _output_columns(binding: OutputBinding, values: np.ndarray, rows: int) -> dict[str, pa.Array]:
     if values.ndim == 0 or values.shape[0] != rows:
         got = "a scalar" if values.ndim == 0 else f"{values.shape[0]} row(s)"
-        raise ModelOutputRows(
+        raise ModelOutputShape(
             f"model output {binding.name!r} returned {got} for a batch of {rows} input rows; a model must return "
             "one row per input row (a reduction over the batch?); nothing was committed"
         )
@@ -457,7 +458,7 @@ def _output_columns(binding: OutputBinding, values: np.ndarray, rows: int) -> di
     if binding.as_list:
         values = values.reshape(rows, -1)
         if binding.width is not None and values.shape[1] != binding.width:
-            raise ValueError(
+            raise ModelOutputShape(
                 f"model output {binding.name!r} has {values.shape[1]} values per row; the plan found {binding.width}"
             )
         values = values.astype(np.float32, copy=False) if values.dtype == np.float16 else values

@@ -286,9 +286,9 @@ def undo_commit(table_uri: str, committed: int, previous: int | None, run_id: st
 
 def settled(target: TableTarget, read_as: pa.Schema | None = None) -> TableTarget:
     """`target` as an existing table takes it: with the table's current version (the version the run reads) and,
-    where the table holds a column in a type that every value the run reads (its type in `read_as`, else in
-    `target.schema`) casts to without loss, that type: int32 files after float64 ones, an int32 id in a table of
-    an earlier release. Refuses, before any data is read, a partitioning, column set or type the table does not
+    for the columns copied from the input (`read_as`: their types in the run), the table's type where every
+    value the run reads casts to it without loss: int32 files after float64 ones, an int32 id in a table of an
+    earlier release. Refuses, before any data is read, a partitioning, column set or type the table does not
     have."""
     table_uri, partition_by = target.uri, list(target.partition_by)
     try:
@@ -302,11 +302,10 @@ def settled(target: TableTarget, read_as: pa.Schema | None = None) -> TableTarge
             "change output.partition_by or write to a new output.table"
         )
     held = pa.schema(table.schema().to_arrow())
-    read_as = read_as or target.schema
+    copied = {f.name: f.type for f in read_as or ()}
 
     def kept(f: pa.Field) -> bool:
-        source = read_as.field(f.name).type if f.name in read_as.names else f.type
-        return f.name in held.names and widens(source, held.field(f.name).type)
+        return f.name in copied and f.name in held.names and widens(copied[f.name], held.field(f.name).type)
 
     schema = pa.schema([held.field(f.name) if kept(f) else f for f in target.schema])
 
@@ -318,7 +317,7 @@ def settled(target: TableTarget, read_as: pa.Schema | None = None) -> TableTarge
     if changed or set(old) != set(new):
         raise UsageError(
             f"table {table_uri} has columns {list(old)}; this job writes {list(new)}"
-            + (f"; changed types: {changed} (the input files hold values the table's type cannot)" if changed else "")
+            + (f"; changed types: {changed}" if changed else "")
             + ": write to a new output.table or migrate the table"
         )
     return replace(target, schema=schema, read_version=table.version())

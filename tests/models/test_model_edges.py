@@ -142,8 +142,8 @@ def reduction(path, declared):
     )
 
 
-def first_two_rows(path):
-    """y = the batch's first two rows: passes a probe of two rows, not a batch of thousands."""
+def first_rows(path):
+    """y = the batch's first three rows: passes the plan's probe of three rows, not a batch of thousands."""
     return onnx_model(
         path,
         [helper.make_node("Slice", ["x", "starts", "ends", "axes"], ["y"])],
@@ -151,7 +151,7 @@ def first_two_rows(path):
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 1])],
         [
             helper.make_tensor("starts", TensorProto.INT64, [1], [0]),
-            helper.make_tensor("ends", TensorProto.INT64, [1], [2]),
+            helper.make_tensor("ends", TensorProto.INT64, [1], [3]),
             helper.make_tensor("axes", TensorProto.INT64, [1], [0]),
         ],
     )
@@ -180,10 +180,10 @@ def test_a_model_returning_other_row_counts_is_refused_never_scored_row_by_row(f
     code, summary = project.run(torch_job)
     assert code == 2 and "model output 'y' is [1, 1]" in summary["error"], summary.get("error")
 
-    code, summary = project.run(job(project, "two", first_two_rows(tmp_path / "two.onnx")))
+    code, summary = project.run(job(project, "three", first_rows(tmp_path / "three.onnx")))
     assert code == 1, summary.get("error")
-    assert "model output 'y' returned 2 row(s) for a batch of" in summary["error"]
-    assert not (project.warehouse / "two" / "_delta_log").exists()
+    assert "model output 'y' returned 3 row(s) for a batch of" in summary["error"]
+    assert not (project.warehouse / "three" / "_delta_log").exists()
 
 
 @pytest.mark.parametrize("rows", [1, 8])
@@ -347,7 +347,7 @@ def test_a_float64_torchscript_model_fed_float32_names_the_dtypes(fresh_project,
     model = TupleOut.save(tmp_path / "f64.pt", "float64")
     code, summary = project.run(torch_job(project, "f64", model, {"out": "y"}))
     assert code == 2
-    assert "rejects a probe of inputs shaped from model.inputs (x float32[2, 1])" in summary["error"]
+    assert "rejects a probe of inputs shaped from model.inputs (x float32[3, 1])" in summary["error"]
     assert "set them with model.input_dtypes" in summary["error"]
     code, summary = project.run(torch_job(project, "f64_ok", model, {"out": "y"}, input_dtypes={"x": "float64"}))
     assert code == 0, summary.get("error")

@@ -67,7 +67,7 @@ def test_exported_program_signature_and_binding(exported_program, project):
 def test_exported_program_rejects_wrong_width(exported_program, project):
     spec = ModelSpec(uri=str(exported_program), inputs={"features": ["a", "b"], "bias": "b"}, outputs={"out": "p"})
     with pytest.raises(
-        UsageError, match=r"rejects a probe of inputs shaped from model.inputs \(features float32\[2, 2\]"
+        UsageError, match=r"rejects a probe of inputs shaped from model.inputs \(features float32\[3, 2\]"
     ):
         resolve_model(spec, load_tracking(project.root, environ=project.env))
 
