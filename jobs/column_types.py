@@ -10,8 +10,8 @@ reaches, fails whole (`castable`).
 The tables store a column in a form that does not depend on which files a run selected (`stored_type`), and
 that every Delta reader reads: integers as int64 (uint64 as decimal(20,0), which holds every value), floats
 as float64, text as string, timestamps as microseconds in UTC (a naive time is read as UTC, nanoseconds are
-truncated to microseconds), dates as date32, durations as int64 microseconds, times of day as text. A run
-over int32 files and a later one over float64 files then write the same table.
+truncated to microseconds), dates as date32, durations as int64 microseconds, times of day as text, a column
+of nulls as text. A run over int32 files and a later one over float64 files then write the same table.
 """
 
 from __future__ import annotations
@@ -89,15 +89,19 @@ def stored_type(kind: pa.DataType) -> pa.DataType:
         return pa.int64()
     if pa.types.is_time(kind):  # nor a time of day: "14:30:00.000123"
         return pa.string()
+    if pa.types.is_null(kind):  # a column no selected file has a value in: text, which any later type casts to
+        return pa.string()
     return normal(kind)
 
 
 def widens(source: pa.DataType, target: pa.DataType) -> bool:
     """Whether every value of type `source` casts to `target` without loss (an existing table's column type a
-    run may keep writing to). A naive time counts as UTC."""
+    run may keep writing to). A naive time counts as UTC; text holds every flat value as text."""
     source, target = normal(source), normal(target)
-    if source == target or (_is_text(source) and _is_text(target)) or (_is_binary(source) and _is_binary(target)):
+    if source == target or pa.types.is_null(source) or (_is_binary(source) and _is_binary(target)):
         return True
+    if _is_text(target):  # text holds any value of a flat type (a table that began with a column of nulls)
+        return not pa.types.is_nested(source) and not _is_binary(source)
     if pa.types.is_integer(source) and pa.types.is_integer(target):
         return _int_range(source)[0] >= _int_range(target)[0] and _int_range(source)[1] <= _int_range(target)[1]
     if pa.types.is_integer(source) and pa.types.is_floating(target):
@@ -130,6 +134,8 @@ def conform(table: pa.Table, schema: pa.Schema, file: str) -> tuple[pa.Table, li
                 add_reason(reasons, i, {"expectation": SCHEMA, "column": name, "value": unfit})
             values = cast
         columns.append(values)
+    if not columns:
+        return table, reasons  # no column: its rows are still its rows
     return pa.Table.from_arrays(columns, names=table.column_names), reasons
 
 

@@ -206,14 +206,29 @@ def _in_order(partition: Partition) -> tuple:
 
 
 def _run_schema(files: list[InputFile]) -> pa.Schema:
-    """Every column of the files, each in the one type the run reads it as (`column_types.run_type`); where no
-    type joins the files' types (text in one, numbers in another), the type most files hold (the others fail
-    whole)."""
+    """Every column of the files, each in the one type the run reads it as (`column_types.run_type`). Where no
+    type joins all the files' types (text in some, numbers in others), the join of the types that hold the most
+    files between them: the other files fail whole."""
     kinds: dict[str, Counter[pa.DataType]] = {}
     for f in files:
         for fld in f.schema if f.schema is not None else ():
             kinds.setdefault(fld.name, Counter())[fld.type] += 1
-    return pa.schema([(name, run_type(types) or normal(types.most_common(1)[0][0])) for name, types in kinds.items()])
+    return pa.schema([(name, run_type(types) or _largest_join(types)) for name, types in kinds.items()])
+
+
+def _largest_join(types: Counter[pa.DataType]) -> pa.DataType:
+    """The join of the group of types that joins the most files (types are grouped as they join, most common
+    first; a column of nulls joins any group)."""
+    groups: list[tuple[list[pa.DataType], int]] = []
+    for kind, count in types.most_common():
+        for i, (members, files) in enumerate(groups):
+            if run_type([*members, kind]) is not None:
+                groups[i] = ([*members, kind], files + count)
+                break
+        else:
+            groups.append(([kind], count))
+    members, _ = max(groups, key=lambda group: group[1])
+    return run_type(members) or normal(members[0])
 
 
 def _list_files(fs: pafs.FileSystem, root: str, partitioning: tuple[str, ...], base: str) -> dict[Partition, list]:

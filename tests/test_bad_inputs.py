@@ -88,7 +88,7 @@ def test_corrupt_parquet_file_is_named(fresh_project):
 
 def test_mixed_schemas_in_a_partition_quarantine_the_drifted_file(fresh_project):
     """A column missing, or text where the other files hold numbers ("02134" is not 2134): the file fails whole,
-    quarantined with the values that cast."""
+    quarantined with the columns that cast."""
     project = fresh_project
 
     def drift(t: pa.Table) -> pa.Table:
@@ -107,8 +107,8 @@ def test_mixed_schemas_in_a_partition_quarantine_the_drifted_file(fresh_project)
     assert quarantine.column("customer_id").to_pylist() == sorted(drifted.column("customer_id").to_pylist())
     ages = dict(zip(quarantine.column("customer_id").to_pylist(), quarantine.column("age").to_pylist()))
     original = dict(zip(drifted.column("customer_id").to_pylist(), drifted.column("age").to_pylist()))
-    assert ages[drifted.column("customer_id")[0].as_py()] is None  # "forty" cannot be cast back
-    assert all(str(ages[k]) == v for k, v in original.items() if v != "forty")
+    # "forty" does not cast, so the column is null; the reason names its type, the file holds its values
+    assert set(ages) == set(original) and set(ages.values()) == {None}
     assert summary["contract"]["failures"]["schema(age)"]["rows"] == half
     assert set(quarantine.column("_source_file").to_pylist()) == {str(project.data / f"ds={DAY}" / "part-1.parquet")}
 

@@ -147,3 +147,36 @@ def test_not_null_fields_and_all_null_files_join_the_others(tmp_path):
     assert selection.drift(["x"]) == {}
     tables = [conform(read_columns(f.path, ["x"]), selection.schema, f.path)[0] for f in selection.files]
     assert pa.concat_tables(tables).column("x").to_pylist() == [1, 2, 3, None, None]
+
+
+def test_without_a_join_the_types_of_most_files_win_and_only_the_others_fail_whole(tmp_path):
+    import pyarrow.parquet as pq
+
+    from jobs.stages.drift import fail_drifted
+
+    part = tmp_path / "ds=1"
+    part.mkdir()
+    values = {
+        "a": pa.array([1], pa.int32()),
+        "b": pa.array([2], pa.int32()),
+        "c": pa.array([3], pa.int64()),
+        "d": pa.array([4.5]),
+        "e": pa.array(["02134", "x"]),  # text: not the number 2134
+    }
+    for name, x in values.items():
+        pq.write_table(pa.table({"x": x}), part / f"{name}.parquet")
+    selection = select_input(str(tmp_path), ["ds"], "all")
+    assert selection.schema.field("x").type == pa.float64()
+    drifted = selection.drift(["x"])
+    assert drifted == {
+        str(part / "e.parquet"): [{"expectation": "schema", "column": "x", "value": "string (expected double)"}]
+    }
+    # Its every row fails, counted even when the run reads no other column of it.
+    written = fail_drifted(list(selection.files), drifted, pa.schema([("x", pa.float64())]), None, "run")
+    assert (written.rows_seen, written.rows_failed) == (2, 2)
+
+
+def test_a_table_begun_with_a_column_of_nulls_takes_any_later_type():
+    assert stored_type(pa.null()) == pa.string()
+    assert all(widens(kind, pa.string()) for kind in (pa.null(), pa.int64(), pa.float64(), pa.timestamp("us")))
+    assert widens(pa.null(), pa.float64()) and not widens(pa.struct([("a", pa.int8())]), pa.string())

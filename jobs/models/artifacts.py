@@ -498,11 +498,14 @@ def _onnx_signature(path: Path, spec: ModelSpec):
         return TensorSpec(arg.name, _ONNX_TYPES.get(arg.type, arg.type), shape)
 
     inputs, outputs = tuple(spec_of(a) for a in session.get_inputs()), tuple(spec_of(a) for a in session.get_outputs())
-    mapped = [t for t in outputs if t.shape and t.name in spec.outputs]
+    tensors = [t for t in outputs if t.name in spec.outputs and (t.dtype in _NUMPY_OK or t.dtype == "string")]
+    mapped = [t for t in tensors if t.shape]
     symbolic = [t.name for t in mapped if None in t.shape[1:]]
     batch = next((t.shape[0] for t in inputs if t.shape and isinstance(t.shape[0], int)), None)
-    # Exporters declare output rows loosely (onnxmltools gives LightGBM's label [1]): a probe says what they are.
+    # Exporters declare output rows loosely (onnxmltools gives LightGBM's label [1]), or not at all: a probe
+    # says what they are.
     rows_unknown = [t.name for t in mapped if t.shape[0] is None or t.shape[0] != batch]
+    rows_unknown += [t.name for t in tensors if t.shape is None]
     probed_names = list(dict.fromkeys(symbolic + rows_unknown))
     if not probed_names:
         return inputs, outputs
@@ -514,7 +517,7 @@ def _onnx_signature(path: Path, spec: ModelSpec):
         results = session.run(probed_names, feeds)
     except Exception as exc:  # onnxruntime raises its own untyped errors
         if not symbolic:  # only the outputs' rows were in question: each batch's are checked as it is scored
-            unknown = {name: (None, *t.shape[1:]) for t in mapped if (name := t.name) in rows_unknown}
+            unknown = {name: (None, *t.shape[1:]) for t in mapped if (name := t.name) in rows_unknown}  # unshaped: None
             return inputs, tuple(TensorSpec(t.name, t.dtype, unknown.get(t.name, t.shape)) for t in outputs)
         raise UsageError(
             f"model output(s) {symbolic} have symbolic dimensions and the model rejects a probe of {rows} "

@@ -3,15 +3,16 @@ run's type from (`jobs.column_types`). Any other type is cast value by value by 
 
 They are found from the footers at plan time and never enter the Ray pipeline (which would fail to merge
 their schema). Their rows fail the contract whole, each with the drift as its reason, and are quarantined
-with every value that casts to the run's type (null where one does not).
+with their values in the run's types (a drifted column: when all its values cast, else null).
 """
 
 from __future__ import annotations
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from jobs.column_types import cast_values, conform
+from jobs.column_types import conform
 from jobs.columns import QUARANTINED_AT, REASON_TYPE, REASONS, RUN_ID, SOURCE_FILE
 from jobs.inputs import InputFile
 from jobs.stages.sink import WrittenFiles, quarantine
@@ -38,8 +39,8 @@ def fail_drifted(
         raw = _read(f, file_schema)
         drifted_columns = [c for c in raw.column_names if c in {r["column"] for r in reasons}]
         rows, unfit = conform(raw.drop_columns(drifted_columns), file_schema, f.path)
-        for column in drifted_columns:  # the values that cast, for the record: the reason already fails the row
-            rows = rows.append_column(column, cast_values(raw.column(column), file_schema.field(column).type)[0])
+        for column in drifted_columns:  # for the record: the reason already fails the row
+            rows = rows.append_column(column, _as_run_type(raw.column(column), file_schema.field(column).type))
         rows = rows.append_column(REASONS, pa.array([reasons + (more or []) for more in unfit], REASON_TYPE))
         written.count_failed(rows)
         if target is not None:
@@ -48,12 +49,24 @@ def fail_drifted(
 
 
 def _read(f: InputFile, file_schema: pa.Schema) -> pa.Table:
-    """The file's columns the run reads (those it has)."""
+    """The file's columns the run reads (those it has), and as many rows as the file has even when it has none
+    of those columns."""
     fs, path = filesystem(f.path)
     held = f.schema.names if f.schema is not None else []  # read from its footer at plan time
     columns = [c for c in file_schema.names if c in held]
+    if not columns:
+        return pa.table({"_": pa.nulls(f.num_rows)}).drop_columns(["_"])
     with fs.open_input_file(path) as handle:
         return pq.read_table(handle, columns=columns).replace_schema_metadata(None)
+
+
+def _as_run_type(values: pa.ChunkedArray, kind: pa.DataType) -> pa.ChunkedArray:
+    """A drifted column in the run's type when all its values cast at once (text digits as numbers), else nulls:
+    its type is in the row's reasons, its values in the file."""
+    try:
+        return pc.cast(values, kind)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return pa.chunked_array([pa.nulls(len(values), kind)])
 
 
 def _columns(rows: pa.Table, f: InputFile, schema: pa.Schema) -> pa.Table:

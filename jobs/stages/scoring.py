@@ -454,6 +454,11 @@ def _output_columns(binding: OutputBinding, values: np.ndarray, rows: int) -> di
         )
     if binding.per_index:
         values = values.reshape(rows, -1)
+        if values.shape[1] != len(binding.columns):
+            raise ModelOutputShape(
+                f"model output {binding.name!r} has {values.shape[1]} values per row; model.outputs maps "
+                f"{len(binding.columns)}; nothing was committed"
+            )
         return {c: pa.array(values[:, i]) for i, c in enumerate(binding.columns) if c is not None}
     if binding.as_list:
         values = values.reshape(rows, -1)
@@ -463,6 +468,11 @@ def _output_columns(binding: OutputBinding, values: np.ndarray, rows: int) -> di
             )
         values = values.astype(np.float32, copy=False) if values.dtype == np.float16 else values
         return {binding.columns[0]: pa.FixedSizeListArray.from_arrays(pa.array(values.ravel()), values.shape[1])}
+    if values.size != rows:
+        raise ModelOutputShape(
+            f"model output {binding.name!r} has {values.size // rows} values per row; model.outputs maps it to one "
+            "column (a list of columns, or a list column, takes several); nothing was committed"
+        )
     return {binding.columns[0]: pa.array(values.reshape(rows))}
 
 
