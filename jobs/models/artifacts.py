@@ -230,7 +230,7 @@ def bind_model(artifact: ModelArtifact, spec: ModelSpec, schema: pa.Schema, wher
                 f"model input {tensor.name!r} takes {width} column(s) per row; model.inputs gives {len(columns)}"
             )
         inputs.append(InputBinding(tensor.name, columns, tensor.dtype, rank))
-    batch = _static_batch(artifact)
+    batch = _static_batch(artifact.inputs)
     text = _text_input(artifact, spec, schema, where, inputs)
     if spec.pooling and text is None:
         raise UsageError("model.pooling needs model.tokenizer: pooling averages token states over the attention mask")
@@ -292,9 +292,9 @@ def bind_model(artifact: ModelArtifact, spec: ModelSpec, schema: pa.Schema, wher
     return ModelBinding(tuple(inputs), tuple(outputs), text, batch)
 
 
-def _static_batch(artifact: ModelArtifact) -> int | None:
+def _static_batch(inputs: tuple[TensorSpec, ...]) -> int | None:
     """The batch size a model's inputs fix in their first dimension (None: dynamic); they must agree."""
-    fixed = {t.name: t.shape[0] for t in artifact.inputs if t.shape and isinstance(t.shape[0], int)}
+    fixed = {t.name: t.shape[0] for t in inputs if t.shape and isinstance(t.shape[0], int)}
     if len(set(fixed.values())) > 1:
         raise UsageError(f"the model's inputs fix different batch sizes: {fixed}; re-export them with one")
     return next(iter(fixed.values()), None)
@@ -501,7 +501,7 @@ def _onnx_signature(path: Path, spec: ModelSpec):
     tensors = [t for t in outputs if t.name in spec.outputs and (t.dtype in _NUMPY_OK or t.dtype == "string")]
     mapped = [t for t in tensors if t.shape]
     symbolic = [t.name for t in mapped if None in t.shape[1:]]
-    batch = next((t.shape[0] for t in inputs if t.shape and isinstance(t.shape[0], int)), None)
+    batch = _static_batch(inputs)
     # Exporters declare output rows loosely (onnxmltools gives LightGBM's label [1]), or not at all: a probe
     # says what they are.
     rows_unknown = [t.name for t in mapped if t.shape[0] is None or t.shape[0] != batch]

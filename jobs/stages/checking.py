@@ -148,7 +148,7 @@ def _out_of_range(table: pa.Table, inputs: tuple[tuple[str, str], ...], reasons:
     for column, dtype in inputs:
         values = table.column(column)
         target = pa.from_numpy_dtype(np.dtype(dtype))
-        if widens(values.type, target) or not _in_range_unknown(values, target):
+        if widens(values.type, target) or not _may_overflow(values, target):
             continue
         if pa.types.is_integer(target):
             _, bad = cast_values(values, target)
@@ -161,7 +161,7 @@ def _out_of_range(table: pa.Table, inputs: tuple[tuple[str, str], ...], reasons:
             add_reason(reasons, i, {"expectation": OUT_OF_RANGE, "column": column, "value": unfit})
 
 
-def _in_range_unknown(values: pa.ChunkedArray, target: pa.DataType) -> bool:
+def _may_overflow(values: pa.ChunkedArray, target: pa.DataType) -> bool:
     """Whether some value of `values` may lie outside what the numeric `target` holds (one min/max pass)."""
     kind = values.type
     if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind)):

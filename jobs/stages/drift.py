@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from jobs.column_types import conform
 from jobs.columns import QUARANTINED_AT, REASON_TYPE, REASONS, RUN_ID, SOURCE_FILE
-from jobs.inputs import InputFile
+from jobs.inputs import InputFile, read_columns
 from jobs.stages.sink import WrittenFiles, quarantine
-from jobs.storage import filesystem
 from jobs.tables.delta import TableTarget
 
 DRIFT_TASK = 99_999  # file-name marker of rows quarantined by the driver rather than a write task
@@ -37,7 +35,8 @@ def fail_drifted(
             continue
         written.rows_seen += f.num_rows
         raw = _read(f, file_schema)
-        drifted_columns = [c for c in raw.column_names if c in {r["column"] for r in reasons}]
+        named = {r["column"] for r in reasons}
+        drifted_columns = [c for c in raw.column_names if c in named]
         rows, unfit = conform(raw.drop_columns(drifted_columns), file_schema, f.path)
         for column in drifted_columns:  # for the record: the reason already fails the row
             rows = rows.append_column(column, _as_run_type(raw.column(column), file_schema.field(column).type))
@@ -51,13 +50,11 @@ def fail_drifted(
 def _read(f: InputFile, file_schema: pa.Schema) -> pa.Table:
     """The file's columns the run reads (those it has), and as many rows as the file has even when it has none
     of those columns."""
-    fs, path = filesystem(f.path)
     held = f.schema.names if f.schema is not None else []  # read from its footer at plan time
     columns = [c for c in file_schema.names if c in held]
     if not columns:
         return pa.table({"_": pa.nulls(f.num_rows)}).drop_columns(["_"])
-    with fs.open_input_file(path) as handle:
-        return pq.read_table(handle, columns=columns).replace_schema_metadata(None)
+    return read_columns(f.path, columns)
 
 
 def _as_run_type(values: pa.ChunkedArray, kind: pa.DataType) -> pa.ChunkedArray:
