@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-PARTITION_INDEX = "partition"  # a check task's input: the index of one input partition in the plan's check task
+PIECE_INDEX = "piece"  # a check task's input: the index of one piece of the input (CheckTask.pieces)
 REASONS = "_reasons"  # why a row failed: a list of {expectation, column, value}, null when it passed
 EVENT_TIME = "_event_time"  # the row's input.event_time_column, for the output partition's watermark
 SOURCE_FILE = "_source_file"  # the row's input file (quarantine on): where the writer reads a failing row back
@@ -18,7 +18,7 @@ SOURCE_ROW = "_source_row"  # the row's position in its file
 DEVICE = "_device"  # where the row's actor ran its model ("cpu", "cuda:0 (NVIDIA H200)"): the writer counts rows by it
 
 # Every column a stage adds for the next one: no model output may take one of these names.
-STAGE_COLUMNS = (PARTITION_INDEX, REASONS, EVENT_TIME, SOURCE_FILE, SOURCE_ROW, DEVICE)
+STAGE_COLUMNS = (PIECE_INDEX, REASONS, EVENT_TIME, SOURCE_FILE, SOURCE_ROW, DEVICE)
 
 RUN_ID = "run_id"
 MODEL_VERSION = "model_version"

@@ -39,6 +39,7 @@ class InputFile:
     num_rows: int = 0
     schema: pa.Schema | None = field(default=None, compare=False)
     data_bytes: int = field(default=0, compare=False)  # uncompressed, all columns: what reading it costs
+    row_groups: tuple[tuple[int, int], ...] = field(default=(), compare=False)  # (rows, uncompressed bytes) each
 
     def record(self) -> dict:
         return {"path": self.path, "size": self.size, "mtime_ns": self.mtime_ns, "rows": self.num_rows}
@@ -308,8 +309,9 @@ def _within(value: PartitionValue, low: PartitionValue, high: PartitionValue, is
 def _read_footers(files: list[InputFile]) -> list[InputFile]:
     def described(f: InputFile, meta: pq.FileMetaData) -> InputFile:
         schema = meta.schema.to_arrow_schema().remove_metadata()
-        data_bytes = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
-        return InputFile(f.path, f.size, f.mtime_ns, f.partition, meta.num_rows, schema, data_bytes)
+        groups = tuple((g.num_rows, g.total_byte_size) for g in map(meta.row_group, range(meta.num_row_groups)))
+        data_bytes = sum(nbytes for _, nbytes in groups)
+        return InputFile(f.path, f.size, f.mtime_ns, f.partition, meta.num_rows, schema, data_bytes, groups)
 
     return [described(f, meta) for f, meta in zip(files, _footers(files))]
 
@@ -371,7 +373,12 @@ def _listing(column: str, values: set[PartitionValue]) -> str:
     return f"it holds {ordered[0]} .. {ordered[-1]} ({len(ordered)} values, newest last)"
 
 
-def read_columns(uri: str, columns: Sequence[str]) -> pa.Table:
-    """One input file's `columns`, as the check stage reads them (also how a failing row is read back)."""
+def read_columns(uri: str, columns: Sequence[str], row_groups: Sequence[int] | None = None) -> pa.Table:
+    """One input file's `columns` (of its `row_groups`, default all), as the check stage reads them (also how a
+    failing row is read back)."""
     fs, path = filesystem(uri)
-    return pq.read_table(path, columns=list(columns), filesystem=fs).replace_schema_metadata(None)
+    if row_groups is None:
+        return pq.read_table(path, columns=list(columns), filesystem=fs).replace_schema_metadata(None)
+    with fs.open_input_file(path) as handle:
+        table = pq.ParquetFile(handle).read_row_groups(list(row_groups), columns=list(columns))
+    return table.replace_schema_metadata(None)

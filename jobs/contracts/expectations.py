@@ -106,8 +106,14 @@ class _Facts:
         self.column_names, self.num_rows, self.num_columns = columns, rows, len(columns)
 
 
-def evaluate(table: pa.Table, expectation: dict[str, Any]) -> Outcome:
-    """Evaluate one supported expectation on a batch, as GX would decide it."""
+def evaluate(
+    table: pa.Table, expectation: dict[str, Any], repeated: pa.Array | None = None, whole: bool = True
+) -> Outcome:
+    """Evaluate one supported expectation on a batch, as GX would decide it.
+
+    A piece of a partition is not the whole batch (`whole=False`): its failing rows come back before `mostly`,
+    which the partition's counts decide (`counted`), and uniqueness is judged against the values `repeated`
+    anywhere in the partition."""
     kwargs = expectation.get("kwargs", {})
     if expectation["type"] in _BATCH_CHECKS:
         observed = _BATCH_CHECKS[expectation["type"]](table, kwargs)
@@ -121,17 +127,48 @@ def evaluate(table: pa.Table, expectation: dict[str, Any]) -> Outcome:
         return Outcome(
             np.arange(table.num_rows), ["(column missing)"] * table.num_rows, f"column {column!r} is missing"
         )
-    mask = _CHECKS[expectation["type"]](table, kwargs)
+    if repeated is not None:
+        mask = _mask(pc.is_in(table.column(column), value_set=repeated), table.num_rows)
+    else:
+        mask = _CHECKS[expectation["type"]](table, kwargs)
     failed = np.flatnonzero(mask)
     if not len(failed):
         return Outcome(failed, [])
-    mostly = kwargs.get("mostly")
-    if mostly is not None and column is not None:
-        counted = table.num_rows - (table.column(column).null_count if expectation["type"] not in _NULL_CHECKS else 0)
-        if counted and 1 - len(failed) / counted >= mostly:
-            return Outcome(np.array([], dtype=np.int64), [])
+    if whole and not within_mostly(expectation, len(failed), counted(table, expectation)):
+        return Outcome(np.array([], dtype=np.int64), [])
     values = table.column(column).take(pa.array(failed)).to_pylist() if column is not None else [None] * len(failed)
     return Outcome(failed, [str(v) for v in values])
+
+
+def counted(table: pa.Table, expectation: dict[str, Any]) -> int:
+    """The rows `mostly` counts: all but the nulls of the column (all rows for the null checks)."""
+    column = expectation.get("kwargs", {}).get("column")
+    if column is None or column not in table.column_names or expectation["type"] in _NULL_CHECKS:
+        return table.num_rows
+    return table.num_rows - table.column(column).null_count
+
+
+def within_mostly(expectation: dict[str, Any], failed: int, counted: int) -> bool:
+    """Whether `failed` of `counted` rows still fail the expectation: False when its `mostly` tolerates them."""
+    mostly = expectation.get("kwargs", {}).get("mostly")
+    if not failed or mostly is None or expectation.get("kwargs", {}).get("column") is None:
+        return bool(failed)
+    return not (counted and 1 - failed / counted >= mostly)
+
+
+def values_of(table: pa.Table, expectation: dict[str, Any]) -> pa.ChunkedArray:
+    """The column an expectation checks, as its check sees it (`_plain`): a uniqueness check's keys."""
+    return _plain(table.column(expectation["kwargs"]["column"]))
+
+
+def repeated_values(values: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, int]:
+    """The values occurring more than once (a null too, as `_unique` flags it) and how many rows hold them:
+    a partition's uniqueness verdict from its key values, gathered whole or one hash bucket at a time."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    counts = pc.value_counts(values)
+    repeated = counts.filter(pc.greater(counts.field("counts"), 1))
+    return repeated.field("values"), int(pc.sum(repeated.field("counts")).as_py() or 0)
 
 
 def _is_text(type_: pa.DataType) -> bool:
@@ -208,8 +245,7 @@ def _null(table: pa.Table, kw: dict) -> np.ndarray:
 def _unique(table: pa.Table, kw: dict) -> np.ndarray:
     """Every row whose (non-null) value occurs more than once in the batch, as GX flags them."""
     values = table.column(kw["column"])
-    counts = pc.value_counts(values.combine_chunks())
-    repeated = counts.filter(pc.greater(counts.field("counts"), 1)).field("values")
+    repeated, _ = repeated_values(values)
     if not len(repeated):
         return np.zeros(table.num_rows, dtype=bool)
     return _mask(pc.is_in(values, value_set=repeated), table.num_rows)

@@ -11,7 +11,7 @@ import json
 import logging
 import os
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -134,11 +134,51 @@ class Validation:
     per_expectation: list[dict[str, Any]]
 
 
+@dataclass
+class Tally:
+    """What one piece of a partition adds to the partition's verdicts (`ContractValidator.verdict`), merged by
+    addition: its rows, and per expectation (by position in the validator) the rows that fail it before
+    `mostly` and the rows `mostly` counts."""
+
+    rows: int = 0
+    failed: dict[int, int] = field(default_factory=dict)
+    counted: dict[int, int] = field(default_factory=dict)
+
+    def merge(self, other: Tally) -> None:
+        self.rows += other.rows
+        for mine, theirs in ((self.failed, other.failed), (self.counted, other.counted)):
+            for k, n in theirs.items():
+                mine[k] = mine.get(k, 0) + n
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A partition's verdicts on the expectations that no piece of it decides alone: `mostly`, batch-level
+    expectations (`contract.batch_level`) and uniqueness."""
+
+    rows: int
+    failed: dict[int, int]  # expectation -> rows failing it in the whole partition, 0 when `mostly` tolerates them
+    repeated: dict[int, pa.Array]  # uniqueness expectation -> the values the partition holds more than once
+
+
+def splittable(contract: Contract | None, engine: str) -> bool:
+    """Whether a partition may be checked in pieces: every row-level expectation runs natively, so its verdict
+    merges from the pieces' tallies. Great Expectations' own (aggregates among them) see the partition whole."""
+    if contract is None:
+        return True
+    return engine == "auto" and all(
+        expectations.supported(e) or expectations.table_level(e) for e in contract.expectations
+    )
+
+
 class ContractValidator:
     """Checks Arrow batches against one suite, in the suite's order, giving every failing row its reasons.
 
     Expectation types that `jobs.contracts.expectations` implements run vectorised on Arrow (engine "auto");
     the rest, or all of them with engine "gx", run in this validator's own ephemeral GX context.
+
+    A batch is a whole partition, or a piece of one with the partition's `Verdict`, merged from every piece's
+    `tally` and `keys` (the uniqueness checks' values): the failing rows are the same either way.
     """
 
     def __init__(
@@ -151,6 +191,13 @@ class ContractValidator:
             for e in self.expectations
         ]
         self.fast = [engine == "auto" and expectations.supported(e) for e in self.expectations]
+        unique = "expect_column_values_to_be_unique"
+        self.keys = [k for k, (e, fast) in enumerate(zip(self.expectations, self.fast)) if fast and e["type"] == unique]
+        self.partition_wide = [
+            k
+            for k, (e, fast, whole) in enumerate(zip(self.expectations, self.fast, self.batch_level))
+            if fast and (k in self.keys or whole or e.get("kwargs", {}).get("mostly") is not None)
+        ]
         self.gx_batches = self.gx_suite = None
         if not all(self.fast):
             # GX takes 2.4 s to import: a check task whose expectations all run natively never imports it.
@@ -165,16 +212,53 @@ class ContractValidator:
             source = context.data_sources.add_pandas("batches")
             self.gx_batches = source.add_dataframe_asset("batch").add_batch_definition_whole_dataframe("whole")
 
-    def validate(self, table: pa.Table) -> Validation:
+    @property
+    def tally_columns(self) -> list[str]:
+        """The columns the partition-wide expectations read: all a piece's `tally` and `keys` need."""
+        return list(dict.fromkeys(self.expectations[k]["kwargs"]["column"] for k in self.partition_wide))
+
+    def tally(self, table: pa.Table) -> Tally:
+        """A piece's counts for the partition-wide expectations (uniqueness: its counted rows; `keys` the rest)."""
+        tally = Tally(rows=table.num_rows)
+        for k in self.partition_wide:
+            exp = self.expectations[k]
+            if k not in self.keys:
+                tally.failed[k] = len(expectations.evaluate(table, exp, whole=False).failed_rows)
+            tally.counted[k] = expectations.counted(table, exp)
+        return tally
+
+    def keys_of(self, table: pa.Table) -> dict[int, pa.ChunkedArray]:
+        """A piece's values of each uniqueness expectation's column."""
+        return {k: expectations.values_of(table, self.expectations[k]) for k in self.keys}
+
+    def verdict(self, tally: Tally, repeated: dict[int, tuple[pa.Array, int]]) -> Verdict:
+        """A partition's verdict from its pieces' merged `tally` and, per uniqueness expectation, the values
+        repeated in the partition and how many rows hold them (`expectations.repeated_values`)."""
+        failed = {}
+        for k in self.partition_wide:
+            n = repeated[k][1] if k in self.keys else tally.failed[k]
+            failed[k] = n if expectations.within_mostly(self.expectations[k], n, tally.counted[k]) else 0
+        return Verdict(tally.rows, failed, {k: repeated[k][0] for k in self.keys})
+
+    def validate(self, table: pa.Table, verdict: Verdict | None = None) -> Validation:
+        """Check a whole partition, or a piece of one given its partition's `verdict`."""
         rows = table.num_rows
         gx_outcomes = iter(self._gx_outcomes(table) if self.gx_suite is not None else [])
         failed = np.zeros(rows, dtype=bool)
         reasons: dict[int, list[dict[str, str]]] = {}
         per_expectation = []
-        for exp, fast, whole_batch in zip(self.expectations, self.fast, self.batch_level):
-            outcome = expectations.evaluate(table, exp) if fast else next(gx_outcomes)
-            if whole_batch and 0 < len(outcome.failed_rows) < rows:
-                outcome = _fail_batch(outcome, rows)
+        for k, (exp, fast, whole_batch) in enumerate(zip(self.expectations, self.fast, self.batch_level)):
+            if not fast:
+                outcome = next(gx_outcomes)
+            elif verdict is None or k not in self.partition_wide:
+                outcome = expectations.evaluate(table, exp)
+            elif verdict.failed[k]:
+                outcome = expectations.evaluate(table, exp, verdict.repeated.get(k), whole=False)
+            else:
+                outcome = expectations.Outcome(np.array([], dtype=np.int64), [])
+            total, of = (verdict.failed.get(k, 0), verdict.rows) if verdict else (len(outcome.failed_rows), rows)
+            if whole_batch and 0 < total < of:
+                outcome = _fail_batch(outcome, rows, total, of)
             column = str(exp.get("kwargs", {}).get("column", ""))
             for i, value in zip(outcome.failed_rows.tolist(), outcome.values):
                 reasons.setdefault(i, []).append({"expectation": exp["type"], "column": column, "value": _short(value)})
@@ -279,9 +363,10 @@ def expectation_key(expectation: str, column: str | None) -> str:
     return f"{expectation}({column})" if column else expectation
 
 
-def _fail_batch(outcome: expectations.Outcome, rows: int) -> expectations.Outcome:
-    """A batch-level verdict: every row fails; rows that passed say why they are held back."""
-    values = [f"batch failed: {len(outcome.failed_rows)} of {rows} rows"] * rows
+def _fail_batch(outcome: expectations.Outcome, rows: int, failed: int, of: int) -> expectations.Outcome:
+    """A batch-level verdict: every row fails (`rows`, of a partition where `failed` of `of` rows fail the
+    expectation); rows that passed say why they are held back."""
+    values = [f"batch failed: {failed} of {of} rows"] * rows
     for i, value in zip(outcome.failed_rows.tolist(), outcome.values):
         values[i] = value
     return expectations.Outcome(np.arange(rows), values)

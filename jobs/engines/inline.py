@@ -13,11 +13,11 @@ from collections.abc import Callable
 
 import pyarrow as pa
 
-from jobs.columns import PARTITION_INDEX
+from jobs.columns import PIECE_INDEX
 from jobs.models.text import Tokenize
 from jobs.plan.plan import Plan
 from jobs.spec.schema import JobSpec
-from jobs.stages.checking import check_partitions
+from jobs.stages.checking import check_pieces, verdicts_here
 from jobs.stages.scoring import ScoreBatches
 from jobs.stages.sink import WrittenFiles
 
@@ -31,14 +31,15 @@ def runs_inline(spec: JobSpec, rows: int) -> bool:
 def execute_inline(
     plan: Plan, run_id: str, on_progress: Callable[[dict[str, int]], None] | None = None
 ) -> WrittenFiles:
-    """The plan's partitions one after the other; `on_progress` gets the counts (stage -> rows) after each."""
+    """The plan's pieces one after the other; `on_progress` gets the counts (stage -> rows) after each."""
     writer = plan.table_writer(run_id)
     cores = os.cpu_count() or 1
     scorer = ScoreBatches(plan.scoring_task(run_id, cores, use_gpu=False), plan.model.files())
     tokenize = Tokenize(plan.binding.text, cores) if plan.binding.text is not None else None
     written = WrittenFiles()
-    for index in range(len(plan.checks.partitions)):
-        batches = check_partitions(pa.table({PARTITION_INDEX: [index]}), plan.checks)
+    verdicts = verdicts_here(plan.checks)
+    for index in range(len(plan.checks.pieces)):
+        batches = check_pieces(pa.table({PIECE_INDEX: [index]}), plan.checks, verdicts)
         written.merge(writer.write((scorer(tokenize(b) if tokenize else b) for b in batches), task=0))
         if on_progress:
             on_progress(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 
 import pyarrow as pa
@@ -16,13 +17,14 @@ import ray.data
 from ray.data import ActorPoolStrategy, Datasink
 from ray.data.datasource.datasink import WriteResult
 
-from jobs.columns import PARTITION_INDEX, REASONS
+from jobs.columns import PIECE_INDEX, REASONS
+from jobs.contracts.suite import Tally, Verdict
 from jobs.engines.pool import PoolSize
 from jobs.engines.progress import Watchdog, count
 from jobs.faults import inject
 from jobs.models.text import TextInput, Tokenize
 from jobs.plan.plan import Plan, ValidationPlan
-from jobs.stages.checking import CheckTask, check_partitions
+from jobs.stages.checking import CheckTask, Piece, check_pieces, repeated_keys, settle, tally_piece, validator
 from jobs.stages.scoring import ScoreBatches, ScoringTask
 from jobs.stages.sink import TableWriter, WrittenFiles
 
@@ -30,34 +32,80 @@ CHECK_WORKER_BASE = 160 * 2**20  # a check worker's own memory (Arrow, pandas, t
 
 
 def checked(checks: CheckTask, progress: str | None = None) -> ray.data.Dataset:
-    """Every selected row, partition by partition, with the reasons it fails (`_reasons`, null if none).
+    """Every selected row, piece by piece, with the reasons it fails (`_reasons`, null if none).
 
-    A check task holds one whole partition, so it reserves that much memory (the footers' uncompressed
-    size plus the worker's own, within half of what the smallest node offers; less and Ray Data warns on
-    every run). The reservation also keeps the check stage its own tasks: Ray Data would otherwise fuse it
-    into the scoring actors, serialising check and scoring (measured: the job took 1.6x as long on 2 CPUs).
-    `progress` names the execution's row counter (jobs.engines.progress)."""
-    partitions = ray.data.from_items(
-        [{PARTITION_INDEX: i} for i in range(len(checks.partitions))],
-        override_num_blocks=max(1, len(checks.partitions)),
+    The partition-wide verdicts come first (`verdicts`), when the contract needs them. A check task holds one
+    piece, so it reserves that much memory (see `_reservation`). The reservation also keeps the check stage its
+    own tasks: Ray Data would otherwise fuse it into the scoring actors, serialising check and scoring
+    (measured: the job took 1.6x as long on 2 CPUs). `progress` names the execution's row counter
+    (jobs.engines.progress)."""
+    found = verdicts(checks)
+    pieces = ray.data.from_items(
+        [{PIECE_INDEX: i} for i in range(len(checks.pieces))], override_num_blocks=max(1, len(checks.pieces))
     )
-    wanted = 2 * checks.partition_bytes + CHECK_WORKER_BASE  # the partition read, and the batches cut from it
-    smallest = min((n["Resources"].get("memory", 0) for n in ray.nodes() if n.get("Alive")), default=0)
-    memory = max(1, min(wanted, int(smallest // 2)) if smallest else wanted)
-    return partitions.map_batches(
+    return pieces.map_batches(
         _check_task,  # type: ignore[arg-type]  # Ray's type of a function omits its fn_kwargs
-        fn_kwargs={"task": checks, "progress": progress},
+        fn_kwargs={"task": checks, "verdicts": found, "progress": progress},
         batch_size=1,
         batch_format="pyarrow",
-        memory=memory,
+        memory=_reservation(checks),
     )
 
 
-def _check_task(batch: pa.Table, task: CheckTask, progress: str | None) -> Iterator[pa.Table]:
-    """A check task: `check_partitions`, counting its rows for the stall watchdog, behind the fault tests'
-    hook (jobs.faults)."""
+def verdicts(checks: CheckTask) -> dict[int, Verdict] | None:
+    """The partition-wide verdicts (`jobs.stages.checking.settle`), from a first pass of Ray tasks: one tally task
+    per piece, then one task per hash bucket of each uniqueness expectation's keys (a partition of n pieces has
+    n buckets, so that a bucket holds about a piece's worth of keys: the keys of a partition bigger than a
+    worker's memory are never gathered in one place). None when the contract needs no first pass."""
+    if not checks.needs_verdicts:
+        return None
+    task, keys = ray.put(checks), validator(checks).keys
+    per_partition = Counter(piece.partition for piece in checks.pieces)
+    memory, returned = _reservation(checks), []
+    for piece in checks.pieces:
+        buckets = per_partition[piece.partition]
+        refs = _tally.options(num_returns=1 + len(keys) * buckets, memory=memory).remote(task, piece, buckets)
+        returned.append([refs] if isinstance(refs, ray.ObjectRef) else refs)
+    repeated: dict[tuple[int, int], list] = {}
+    for partition, buckets in per_partition.items():
+        mine = [refs for piece, refs in zip(checks.pieces, returned) if piece.partition == partition]
+        for i, k in enumerate(keys):
+            repeated[(partition, k)] = [
+                _repeated.remote(*(refs[1 + i * buckets + b] for refs in mine)) for b in range(buckets)
+            ]
+    tallies = ray.get([refs[0] for refs in returned])
+    return settle(checks, tallies, {key: ray.get(refs) for key, refs in repeated.items()})
+
+
+@ray.remote
+def _tally(task: CheckTask, piece: Piece, buckets: int) -> tuple | Tally:
+    """`tally_piece` as a Ray task: the tally, then each uniqueness expectation's buckets, as separate objects."""
+    tally, keys = tally_piece(task, piece, buckets)
+    returned = (tally, *(values for k in sorted(keys) for values in keys[k]))
+    return returned if len(returned) > 1 else tally  # one return value is not a tuple of one
+
+
+@ray.remote
+def _repeated(*buckets: pa.Array) -> tuple[pa.Array, int]:
+    return repeated_keys(*buckets)
+
+
+def _reservation(checks: CheckTask) -> int:
+    """The memory a check (or tally) task reserves: its largest piece read, the batches cut from it and the
+    worker's own, within half of what the smallest node offers (less and Ray Data warns on every run)."""
+    largest = max((piece.bytes for piece in checks.pieces), default=0)
+    wanted = 2 * largest + CHECK_WORKER_BASE
+    smallest = min((n["Resources"].get("memory", 0) for n in ray.nodes() if n.get("Alive")), default=0)
+    return max(1, min(wanted, int(smallest // 2)) if smallest else wanted)
+
+
+def _check_task(
+    batch: pa.Table, task: CheckTask, verdicts: dict[int, Verdict] | None, progress: str | None
+) -> Iterator[pa.Table]:
+    """A check task: `check_pieces`, counting its rows for the stall watchdog, behind the fault tests' hook
+    (jobs.faults)."""
     inject("check_partition")
-    for rows in check_partitions(batch, task):
+    for rows in check_pieces(batch, task, verdicts):
         if progress:
             count(progress, "check", rows.num_rows)
         yield rows

@@ -263,12 +263,12 @@ def _plan_inputs(job: LoadedSpec, selector: str | list[str]) -> _Inputs:
     read_columns += list(spec.input.partitioning)
     drifted = selection.drift(read_columns)
 
-    partitions, failures, largest = [], {}, 0
+    partitions, failures, row_groups = [], {}, dict[str, tuple]()
     for partition, files in zip(selection.partitions, selection.by_partition().values()):
         clean = [f for f in files if f.path not in drifted]
         if clean:
             partitions.append((partition, tuple(f.path for f in clean)))
-            largest = max(largest, sum(f.data_bytes for f in clean))
+            row_groups.update((f.path, f.row_groups) for f in clean)
         if contract:
             failures.update(file_failures(contract, clean, sum(f.num_rows for f in clean)))
     checks = CheckTask(
@@ -286,7 +286,8 @@ def _plan_inputs(job: LoadedSpec, selector: str | list[str]) -> _Inputs:
         ),
         batch_size=spec.scoring.batch_size,
         with_paths=spec.on_failure == "quarantine",
-        partition_bytes=largest,
+        row_groups=row_groups,
+        piece_bytes=spec.engine.piece_bytes,
         event_time_column=spec.input.event_time_column,
         latest_event_time=dt.datetime.now(dt.UTC) + parse_duration(spec.input.event_time_tolerance),
     )

@@ -199,6 +199,10 @@ class EngineSpec(_Strict):
     # starting Ray: the same stages, files, table and lineage, minus the ~10 s Ray and its workers take to start.
     # 0: always start Ray.
     inline_max_rows: int = Field(200_000, ge=0)
+    # The check stage reads and checks input partitions in pieces of runs of row groups adding up to at most this
+    # many bytes (uncompressed; a bigger row group is a piece of its own): a worker holds one piece, never a whole
+    # partition, and a big partition is checked on as many CPUs as the cluster has. 0: one piece per partition.
+    piece_bytes: int = Field(64 * 2**20, ge=0)
     # A Ray run whose check, scoring and write stages all finish no rows for this long fails, naming the stage
     # that stopped (jobs.engines.progress); 0 turns the watchdog off.
     stall_timeout: Duration | Literal["0", 0] = "30m"

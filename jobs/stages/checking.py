@@ -1,13 +1,18 @@
-"""The check stage: each input partition is read whole and judged against the contract as one Great
-Expectations batch; its rows then go on, in batches, with the reasons they fail. One Ray task per partition,
-beside the scoring actors: on 2 CPUs the check of the next partition overlaps the scoring of this one.
+"""The check stage: each input partition is read in pieces (runs of row groups, `engine.piece_bytes` each) and
+judged against the contract; its rows then go on, in batches, with the reasons they fail. One Ray task per
+piece, beside the scoring actors: as many pieces are read and checked at once as the cluster has CPUs for, and
+a worker holds one piece, never a whole partition.
 
-A contract's verdict is a property of the data, never of how the engine cut it: `mostly`, uniqueness and
-aggregate expectations see the whole partition, whatever `scoring.batch_size` is and however a backfill
-groups partitions. Table-level expectations (column set, row count) were judged from the files' footers
-at plan time and arrive here as per-file reasons. Each file's columns are cast to the run's one type per
-column as they are read (`jobs.column_types`): a value that does not fit fails its row. `score validate` runs
-this same stage, so it fails exactly the rows `score run` fails, null model inputs included.
+A contract's verdict is a property of the partition, never of how the engine cut it. `mostly`, uniqueness and
+batch-level expectations are decided by a first pass over only the columns they read (skipped when the
+contract has none): each piece's counts and key values (`tally_piece`), merged per partition into a `Verdict`
+that every piece's check then applies. Key values are hash-bucketed, one bucket per piece of the partition,
+so that no task holds more than a piece's worth of them. A contract with expectations only Great Expectations
+evaluates checks each partition whole (`jobs.contracts.suite.splittable`). Table-level expectations (column
+set, row count) were judged from the files' footers at plan time and arrive here as per-file reasons. Each
+file's columns are cast to the run's one type per column as they are read (`jobs.column_types`): a value that
+does not fit fails its row. `score validate` runs this same stage, so it fails exactly the rows `score run`
+fails, null model inputs included.
 """
 
 from __future__ import annotations
@@ -15,8 +20,10 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -25,16 +32,28 @@ from jobs.columns import (
     EVENT_TIME_IN_FUTURE,
     NULL_INPUT,
     OUT_OF_RANGE,
-    PARTITION_INDEX,
+    PIECE_INDEX,
     REASON_TYPE,
     REASONS,
     SOURCE_FILE,
     SOURCE_ROW,
 )
-from jobs.contracts.suite import Contract, ContractValidator
+from jobs.contracts.expectations import repeated_values
+from jobs.contracts.suite import Contract, ContractValidator, Tally, Verdict, splittable
 from jobs.errors import RuntimeFailure
 from jobs.inputs import Partition, partition_label, read_columns
 from jobs.storage import redact_uri
+
+
+@dataclass(frozen=True)
+class Piece:
+    """What one check task reads: consecutive row groups of one partition's files (a whole partition when its
+    contract cannot be split, or `engine.piece_bytes` is 0)."""
+
+    partition: int  # its index in CheckTask.partitions
+    parts: tuple[tuple[str, tuple[int, ...], int], ...]  # (file, row groups, the file's row index of the first)
+    rows: int
+    bytes: int  # uncompressed, all the files' columns: what reading it costs at most
 
 
 @dataclass(frozen=True)
@@ -51,58 +70,154 @@ class CheckTask:
     input_types: tuple[tuple[str, str], ...]  # (column, numeric model input dtype): values it cannot hold fail
     batch_size: int
     with_paths: bool  # keep each row's file and position in it (SOURCE_FILE, SOURCE_ROW), for the quarantine
-    partition_bytes: int  # the largest partition's files, uncompressed: what one check task holds at most
+    row_groups: dict[str, tuple[tuple[int, int], ...]]  # file -> (rows, uncompressed bytes) of each row group
+    piece_bytes: int  # engine.piece_bytes: a piece's row groups add up to at most this (one group may exceed it)
     event_time_column: str | None = None
     latest_event_time: dt.datetime | None = None  # later event times fail their row: the plan's clock + tolerance
 
+    @cached_property
+    def pieces(self) -> tuple[Piece, ...]:
+        """The partitions cut into pieces, in order: runs of row groups, across small files, of at most
+        `piece_bytes` (a bigger row group is a piece of its own); one piece per partition when not splittable."""
+        cut = self.piece_bytes if splittable(self.contract, self.engine) else 0
+        pieces: list[Piece] = []
+        for index, (_, files) in enumerate(self.partitions):
+            parts: list[tuple[str, tuple[int, ...], int]] = []
+            rows = size = 0
+            for path in files:
+                first = 0
+                for group, (n, nbytes) in enumerate(self.row_groups[path]):
+                    if cut and parts and size + nbytes > cut:
+                        pieces.append(Piece(index, tuple(parts), rows, size))
+                        parts, rows, size = [], 0, 0
+                    if parts and parts[-1][0] == path:
+                        parts[-1] = (path, (*parts[-1][1], group), parts[-1][2])
+                    else:
+                        parts.append((path, (group,), first))
+                    first, rows, size = first + n, rows + n, size + nbytes
+            if parts:
+                pieces.append(Piece(index, tuple(parts), rows, size))
+        return tuple(pieces)
 
-_validators: dict[tuple, ContractValidator] = {}  # one per process: GX contexts must not be shared by threads
+    @property
+    def needs_verdicts(self) -> bool:
+        """Whether a first pass must settle partition-wide verdicts: some partition is cut into several pieces,
+        and the contract has `mostly`, uniqueness or batch-level expectations."""
+        if self.contract is None:
+            return False
+        per_partition = [piece.partition for piece in self.pieces]
+        return len(per_partition) > len(set(per_partition)) and bool(validator(self).partition_wide)
 
 
-def check_partitions(batch: pa.Table, task: CheckTask) -> Iterator[pa.Table]:
-    """Ray Data UDF over a dataset of partition indexes: yields each partition's rows with `_reasons`."""
-    for index in batch.column(PARTITION_INDEX).to_pylist():
-        partition, files = task.partitions[index]
-        table, spans, reasons = _read(task, partition, files)
+def check_pieces(batch: pa.Table, task: CheckTask, verdicts: dict[int, Verdict] | None = None) -> Iterator[pa.Table]:
+    """Ray Data UDF over a dataset of piece indexes: yields each piece's rows with `_reasons`. `verdicts`
+    (partition -> `Verdict`, from `settle`) when `task.needs_verdicts`."""
+    pieces = task.pieces
+    for index in batch.column(PIECE_INDEX).to_pylist():
+        piece = pieces[index]
+        table, spans, reasons = _read(task, piece, task.file_schema.names)
         for path, (start, end) in spans.items():
             for i in range(start, end) if path in task.file_failures else ():
                 add_reason(reasons, i, *task.file_failures[path])
         if task.contract is not None and table.num_rows:
-            for i, found in _validator(task).validate(table).reasons.items():
+            verdict = verdicts[piece.partition] if verdicts is not None else None
+            for i, found in validator(task).validate(table, verdict).reasons.items():
                 add_reason(reasons, i, *found)
         _null_inputs(table, task.reject_nulls, reasons)
         _out_of_range(table, task.input_types, reasons)
         if task.event_time_column and task.latest_event_time:
             _future_event_times(table, task.event_time_column, task.latest_event_time, reasons)
         if task.with_paths:
-            table = _with_sources(table, spans)
+            table = _with_sources(table, piece, spans)
         table = table.append_column(REASONS, pa.array(reasons, REASON_TYPE))
         for offset in range(0, table.num_rows, task.batch_size):
             yield table.slice(offset, task.batch_size)
 
 
-def _validator(task: CheckTask) -> ContractValidator:
+def tally_piece(task: CheckTask, piece: Piece, buckets: int) -> tuple[Tally, dict[int, list[pa.Array]]]:
+    """A piece's share of its partition's verdicts, from only the columns the partition-wide expectations read:
+    its counts, and each uniqueness expectation's values cut into `buckets` by hash (a value lands in the same
+    bucket in every piece, so each bucket's repeats are found without the others)."""
+    check = validator(task)
+    table, _, _ = _read(task, piece, [c for c in task.file_schema.names if c in check.tally_columns])
+    keys: dict[int, list[pa.Array]] = {}
+    for k, values in check.keys_of(table).items():
+        values = values.combine_chunks()
+        if buckets == 1:
+            keys[k] = [values]
+            continue
+        bucket = pd.util.hash_array(values.to_numpy(zero_copy_only=False)) % np.uint64(buckets)
+        keys[k] = [values.filter(pa.array(bucket == b)) for b in range(buckets)]
+    return check.tally(table), keys
+
+
+def repeated_keys(*buckets: pa.Array) -> tuple[pa.Array, int]:
+    """One hash bucket of a uniqueness expectation's values, from every piece of a partition: the values held
+    more than once, and by how many rows."""
+    return repeated_values(pa.chunked_array(buckets))
+
+
+def settle(
+    task: CheckTask, tallies: list[Tally], repeated: dict[tuple[int, int], list[tuple[pa.Array, int]]]
+) -> dict[int, Verdict]:
+    """Each partition's `Verdict` from its pieces' tallies (in `task.pieces` order) and, per (partition,
+    uniqueness expectation), every bucket's `repeated_keys`."""
+    check, merged = validator(task), dict[int, Tally]()
+    for piece, tally in zip(task.pieces, tallies):
+        merged.setdefault(piece.partition, Tally()).merge(tally)
+    verdicts = {}
+    for partition, tally in merged.items():
+        found = {}
+        for k in check.keys:
+            found_buckets = repeated[(partition, k)]
+            found[k] = (
+                pa.concat_arrays([values for values, _ in found_buckets]),
+                sum(rows for _, rows in found_buckets),
+            )
+        verdicts[partition] = check.verdict(tally, found)
+    return verdicts
+
+
+def verdicts_here(task: CheckTask) -> dict[int, Verdict] | None:
+    """`settle` with every piece tallied in this process, one bucket of keys per partition (the inline engine:
+    small runs); None when `task.needs_verdicts` is false."""
+    if not task.needs_verdicts:
+        return None
+    tallies, keys = zip(*(tally_piece(task, piece, 1) for piece in task.pieces))
+    gathered: dict[tuple[int, int], list[pa.Array]] = {}
+    for piece, found in zip(task.pieces, keys):
+        for k, (values,) in found.items():
+            gathered.setdefault((piece.partition, k), []).append(values)
+    return settle(task, list(tallies), {key: [repeated_keys(*values)] for key, values in gathered.items()})
+
+
+_validators: dict[tuple, ContractValidator] = {}  # one per process: GX contexts must not be shared by threads
+
+
+def validator(task: CheckTask) -> ContractValidator:
+    """This process's validator of the task's contract (built once: GX's may take seconds)."""
     key = (task.contract.sha256, task.engine, task.batch_level)
     if key not in _validators:
         _validators[key] = ContractValidator(task.contract, task.engine, list(task.batch_level), rows_only=True)
     return _validators[key]
 
 
-def _read(
-    task: CheckTask, partition: Partition, files: tuple[str, ...]
-) -> tuple[pa.Table, dict[str, tuple], list[Reasons | None]]:
-    """The partition's rows (file columns in the run's types, then partition columns), each file's row span,
-    and the reasons of the rows holding a value that does not fit the run's type."""
+def _read(task: CheckTask, piece: Piece, columns: list[str]) -> tuple[pa.Table, dict[str, tuple], list[Reasons | None]]:
+    """The piece's rows (`columns` of the files in the run's types, then partition columns), each file's row
+    span in it, and the reasons of the rows holding a value that does not fit the run's type."""
+    partition = task.partitions[piece.partition][0]
+    schema = pa.schema([task.file_schema.field(c) for c in columns])
+    whole = {path: len(groups) for path, groups in task.row_groups.items()}
     tables, spans, start, reasons = [], {}, 0, []
-    for path in files:
+    for path, groups, _ in piece.parts:
         try:
-            table = read_columns(path, task.file_schema.names)
+            table = read_columns(path, columns, None if len(groups) == whole[path] else groups)
         except (OSError, pa.ArrowException) as exc:  # a corrupt page: its footer read fine at plan time
             raise RuntimeFailure(
                 f"input file {redact_uri(path)} (partition {partition_label(partition)}) cannot be read: "
                 f"{_printable(exc)}; nothing was committed"
             ) from None
-        table, unfit = conform(table, task.file_schema, path)
+        table, unfit = conform(table, schema, path)
         reasons += unfit
         for column, value in partition:
             table = table.append_column(column, pa.repeat(pa.scalar(value, pa.string()), table.num_rows))
@@ -112,13 +227,18 @@ def _read(
     return pa.concat_tables(tables).combine_chunks(), spans, reasons
 
 
-def _with_sources(table: pa.Table, spans: dict[str, tuple[int, int]]) -> pa.Table:
+def _with_sources(table: pa.Table, piece: Piece, spans: dict[str, tuple[int, int]]) -> pa.Table:
     """Each row's file (dictionary-encoded: a few bytes a row) and position in it, so that the writer can
     read a failing row back whole for the quarantine table without every column travelling with every row."""
     files = list(spans)
     counts = [end - start for start, end in spans.values()]
+    firsts = [first for _, _, first in piece.parts]
     indices = pa.array(np.repeat(np.arange(len(files), dtype=np.int32), counts))
-    positions = np.concatenate([np.arange(n, dtype=np.int64) for n in counts]) if counts else np.array([], np.int64)
+    positions = (
+        np.concatenate([np.arange(first, first + n, dtype=np.int64) for first, n in zip(firsts, counts)])
+        if counts
+        else np.array([], np.int64)
+    )
     table = table.append_column(SOURCE_FILE, pa.DictionaryArray.from_arrays(indices, pa.array(files, pa.string())))
     return table.append_column(SOURCE_ROW, pa.array(positions))
 

@@ -1,0 +1,48 @@
+"""Daft with the native runner: read_parquet, a class UDF batched at the job's batch size, write_parquet.
+
+The UDF returns a struct of the model's outputs, unnested into columns (`unnest=True`). One instance
+(`max_concurrency=1`, run by Daft in a worker process of its own) with ONNX Runtime's default threads (one per
+core): on 2 CPUs a second instance would only split the same cores.
+"""
+
+from __future__ import annotations
+
+import daft
+import pyarrow as pa
+from common import Task, args, score, session
+from daft import col
+
+
+def scorer(task: Task):
+    """The UDF class, made once the task is known: its return type is the outputs' struct."""
+    outputs = {n: t for n, t in task.output_types().items() if n != task.id_column}
+    inputs = [c for c in task.columns if c != task.id_column]
+
+    @daft.cls(max_concurrency=1)
+    class Scorer:
+        def __init__(self) -> None:
+            self.session = session(task.model)
+            self.task = Task(**{**task.__dict__, "id_column": None})  # the id stays a column of the frame
+
+        @daft.method.batch(
+            return_dtype=daft.DataType.from_arrow_type(pa.struct(outputs)), batch_size=task.batch_size, unnest=True
+        )
+        def __call__(self, *columns: daft.Series) -> daft.Series:
+            table = pa.table({name: s.to_arrow() for name, s in zip(inputs, columns)})
+            scored = score(self.session, self.task, table)
+            return daft.Series.from_arrow(scored.to_struct_array().combine_chunks())
+
+    return Scorer(), inputs
+
+
+def main() -> None:
+    task, out, _ = args()
+    daft.set_runner_native()
+    udf, inputs = scorer(task)
+    df = daft.read_parquet(task.files).select(*task.columns)
+    ids = [col(task.id_column)] if task.id_column else []
+    df.select(*ids, udf(*[col(c) for c in inputs])).write_parquet(str(out))
+
+
+if __name__ == "__main__":
+    main()
