@@ -225,7 +225,8 @@ def run_once(
         command = job_command(task, out, c.job)
     wall, code, peak = run_process(command, task["root"] if c.job is not None else work, log, timeout_s)
     if code != 0:
-        c.errors.append(f"exit {code}: {log.read_text()[-1500:]}")
+        kept = shutil.copy(log, work.parent / f"failed-{log.name}")  # the run folder goes at the end, the log stays
+        c.errors.append(f"exit {code} (log: {kept}): {log.read_text()[-1500:]}")
         return None
     c.runs_s.append(wall)
     c.peak_bytes.append(peak)

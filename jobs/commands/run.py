@@ -85,15 +85,16 @@ def run_job(
         tracking_uri=redact_uri(spec.tracking.uri),
     )
     try:
-        check_job(spec)  # a server that is down fails the run now, not after minutes of retries
         try:
-            plan = make_plan(loaded, partitions, run_key)
+            with summary.timed("plan"):
+                check_job(spec)  # a server that is down fails the run now, not after minutes of retries
+                plan = make_plan(loaded, partitions, run_key)
+                done = Progress([], [], plan.selection.labels) if force else progress_of(plan)
         except NothingToScore as nothing:
             summary.status, summary.message = "up_to_date", str(nothing)
             summary.model_uri, summary.model_version = redact_uri(nothing.model.uri), nothing.model.version
             summary.model_sha256, summary.table_version = nothing.model.sha256, nothing.table_version
             return summary
-        done = Progress([], [], plan.selection.labels) if force else progress_of(plan)
         summary.run_key, summary.model_uri = plan.run_key, redact_uri(plan.model.uri)
         summary.model_version, summary.model_sha256 = plan.model.version, plan.model.sha256
         summary.partitions, summary.rows_in = plan.selection.labels, plan.selection.num_rows
@@ -138,10 +139,6 @@ def run_job(
 
 def _score(plan: Plan, summary: RunSummary, started: float, console: Console | None) -> None:
     """Track, execute, check, commit and record the run of `plan`, one group of partitions at a time."""
-    # MLflow takes 1.1 s to import and Ray 0.9 s (with Ray Data): a run with nothing to score never imports
-    # them, and a run scored inline never imports Ray.
-    from jobs.tracking import records
-
     spec = plan.job.spec
     say = console.say if console is not None else log.info
     inline = runs_inline(spec, plan.selection.num_rows)
@@ -152,26 +149,35 @@ def _score(plan: Plan, summary: RunSummary, started: float, console: Console | N
         else f"{spec.name}: starting Ray" + (f" on {spec.engine.address}" if spec.engine.address else "")
     )
     if not inline:
-        from jobs.engines import cluster  # Ray (see above)
+        # Ray takes 0.9 s to import (with Ray Data): a run scored inline never imports it.
+        from jobs.engines import cluster
 
         ray_started = cluster.start_soon(spec.engine)  # while the MLflow run below is opened and recorded
-    connect(spec.tracking)
-    for dead in reap(spec.tracking):  # earlier runs whose driver was killed: marked failed, files deleted
-        say(f"earlier run {dead.run_id} ({dead.job}): {dead.why}")
+    with summary.timed("track"):
+        # MLflow takes 1.1 s to import: a run with nothing to score never imports it.
+        from jobs.tracking import records
+
+        connect(spec.tracking)
+        for dead in reap(spec.tracking):  # earlier runs whose driver was killed: marked failed, files deleted
+            say(f"earlier run {dead.run_id} ({dead.job}): {dead.why}")
     read_versions = {redact_uri(t.uri): t.read_version for t in (plan.output, plan.quarantine) if t is not None}
+    opened = time.monotonic()
     with records.mlflow_run(f"{spec.name} {plan.selection.labels[0]}", read_versions) as (run_id, experiment_id):
         summary.run_id = run_id
-        records.record_plan(
-            plan.job, plan.selection, plan.model, plan.contract, plan.output, plan.quarantine, plan.run_key
-        )
         try:
+            with summary.timed("track"):
+                summary.seconds["track"] += time.monotonic() - opened  # and the MLflow run's start
+                records.record_plan(
+                    plan.job, plan.selection, plan.model, plan.contract, plan.output, plan.quarantine, plan.run_key
+                )
             if inline:
                 pool, code_sha256 = None, package_digest()
                 records.record_engine({"engine": "inline"}, code_sha256)
             else:
-                ray_started.result()
-                pool = cluster.wait_for_pool(spec.scoring)
-                code_sha256 = cluster.workers_code(spec.engine)
+                with summary.timed("start"):
+                    ray_started.result()
+                    pool = cluster.wait_for_pool(spec.scoring)
+                    code_sha256 = cluster.workers_code(spec.engine)
                 records.record_engine(pool.params(), code_sha256)
             checked, rows_checked, marks, devices = WrittenFiles(), 0, [], Counter[str]()  # checked: every group so far
             groups = plan.groups()  # one, unless output.commit_every: each group is one commit
@@ -181,44 +187,50 @@ def _score(plan: Plan, summary: RunSummary, started: float, console: Console | N
                     if console is None
                     else console.counting(Counts(rows_checked, checked.rows_quarantined), plan.selection.num_rows)
                 )
-                written = execute(group, run_id, pool, progress)
+                with summary.timed("pipeline"):
+                    written = execute(group, run_id, pool, progress)
                 checked.merge(written)
+                summary.busy_seconds = {stage: round(spent, 3) for stage, spent in checked.seconds.items()}
                 rows_checked += group.selection.num_rows
                 summary.contract = _contract_summary(plan, checked)
                 if plan.contract and spec.contract:
-                    records.record_contract(
-                        reports.contract_report(
-                            plan.contract,
-                            rows_checked,
-                            dict(checked.reasons),
-                            checked.examples,
-                            checked.rows_failed,
-                            job=spec.name,
-                            run_id=run_id,
-                            partitions=",".join(plan.selection.labels),
-                            on_failure=spec.contract.on_failure,
+                    with summary.timed("record"):
+                        records.record_contract(
+                            reports.contract_report(
+                                plan.contract,
+                                rows_checked,
+                                dict(checked.reasons),
+                                checked.examples,
+                                checked.rows_failed,
+                                job=spec.name,
+                                run_id=run_id,
+                                partitions=",".join(plan.selection.labels),
+                                on_failure=spec.contract.on_failure,
+                            )
                         )
-                    )
                 _check_counts(group, written)
                 _check_contract(group, checked, rows_checked, summary)
                 scored_at = dt.datetime.now(dt.UTC)
-                record = run_record(group, written, run_id, experiment_id, scored_at, code_sha256, summary.engine)
-                marks += [r.watermark for r in record.outputs if r.watermark]
-                inject("commit")
-                summary.table_version, summary.quarantine_version = commit_group(group, written, record)
+                with summary.timed("commit"):
+                    record = run_record(group, written, run_id, experiment_id, scored_at, code_sha256, summary.engine)
+                    marks += [r.watermark for r in record.outputs if r.watermark]
+                    inject("commit")
+                    summary.table_version, summary.quarantine_version = commit_group(group, written, record)
                 summary.table_versions.append(summary.table_version)
                 summary.rows_scored += written.rows_scored  # the summary counts committed rows only
                 summary.rows_quarantined += written.rows_quarantined
                 devices.update(written.devices)
                 summary.devices = dict(devices)
-                records.record_commit(summary.table_versions)
+                with summary.timed("record"):
+                    records.record_commit(summary.table_versions)
                 inject("committed")
                 if len(groups) > 1:
                     say(
                         f"{spec.name}: committed {spec.output.table} v{summary.table_version} "
                         f"({', '.join(group.selection.labels)})"
                     )
-            records.record_devices(summary.devices)
+            with summary.timed("record"):
+                records.record_devices(summary.devices)
             summary.input_watermark = max(marks, key=parse_time) if marks else None
             if summary.input_watermark:
                 summary.freshness_lag_s = round((scored_at - parse_time(summary.input_watermark)).total_seconds(), 3)

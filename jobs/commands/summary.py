@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -39,9 +42,23 @@ class RunSummary:
     engine: str | None = None  # ray, or inline (a small local run scored in the driver: engine.inline_max_rows)
     devices: dict[str, int] = field(default_factory=dict)  # rows by the device the model ran on
     duration_s: float = 0.0
+    # where the run's time went: the driver's phases (plan, track, start, pipeline, commit, record; they add up
+    # to about duration_s), and in busy_seconds the seconds the pipeline's workers spent in each stage (tally,
+    # check, score, write), summed over workers: more than the pipeline's wall time when stages overlap
+    seconds: dict[str, float] = field(default_factory=dict)
+    busy_seconds: dict[str, float] = field(default_factory=dict)
     rows_per_s: float = 0.0
     exit_code: int = 0
     error: str | None = None
+
+    @contextmanager
+    def timed(self, phase: str) -> Iterator[None]:
+        """Add the time the block takes to `seconds[phase]`."""
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.seconds[phase] = round(self.seconds.get(phase, 0.0) + time.monotonic() - started, 3)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -55,6 +72,8 @@ class RunSummary:
             "rows_failed_contract": (self.contract or {}).get("rows_failed", 0),
             "duration_s": self.duration_s,
         }
+        metrics.update({f"seconds/{phase}": spent for phase, spent in self.seconds.items()})
+        metrics.update({f"busy_seconds/{stage}": spent for stage, spent in self.busy_seconds.items()})
         if self.status == "succeeded":
             metrics["rows_per_s"] = self.rows_per_s
             if self.table_version is not None:

@@ -9,11 +9,12 @@ Data takes about a second to import).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 
 import pyarrow as pa
 
-from jobs.columns import PIECE_INDEX
+from jobs.columns import PIECE_INDEX, REASONS
 from jobs.models.text import Tokenize
 from jobs.plan.plan import Plan
 from jobs.spec.schema import JobSpec
@@ -31,23 +32,38 @@ def runs_inline(spec: JobSpec, rows: int) -> bool:
 def execute_inline(
     plan: Plan, run_id: str, on_progress: Callable[[dict[str, int]], None] | None = None
 ) -> WrittenFiles:
-    """The plan's pieces one after the other; `on_progress` gets the counts (stage -> rows) after each."""
+    """The plan's pieces one after the other, into one writer (files of the target size, as on Ray);
+    `on_progress` gets the counts (stage -> rows) after each batch."""
     writer = plan.table_writer(run_id)
     cores = os.cpu_count() or 1
     scorer = ScoreBatches(plan.scoring_task(run_id, cores, use_gpu=False), plan.model.files())
     tokenize = Tokenize(plan.binding.text, cores) if plan.binding.text is not None else None
-    written = WrittenFiles()
-    verdicts = verdicts_here(plan.checks)
-    for index in range(len(plan.checks.pieces)):
-        batches = check_pieces(pa.table({PIECE_INDEX: [index]}), plan.checks, verdicts)
-        written.merge(writer.write((scorer(tokenize(b) if tokenize else b) for b in batches), task=0))
-        if on_progress:
-            on_progress(
-                {
-                    "check": written.rows_seen,
-                    "score": written.rows_seen,
-                    "write": written.rows_seen,
-                    "quarantine": written.rows_quarantined,
-                }
-            )
+    seconds = dict.fromkeys(("tally", "check", "score"), 0.0)
+    quarantining = plan.job.spec.on_failure == "quarantine"
+
+    def scored() -> Iterator[pa.Table]:
+        started = time.perf_counter()
+        verdicts = verdicts_here(plan.checks)
+        seconds["tally"] += time.perf_counter() - started
+        rows = failing = 0
+        for index in range(len(plan.checks.pieces)):
+            checked = check_pieces(pa.table({PIECE_INDEX: [index]}), plan.checks, verdicts)
+            while True:
+                started = time.perf_counter()
+                batch = next(checked, None)
+                seconds["check"] += time.perf_counter() - started
+                if batch is None:
+                    break
+                started = time.perf_counter()
+                out = scorer(tokenize(batch) if tokenize else batch)
+                seconds["score"] += time.perf_counter() - started
+                rows += batch.num_rows
+                failing += batch.num_rows - batch.column(REASONS).null_count if quarantining else 0
+                if on_progress:
+                    on_progress({"check": rows, "score": rows, "write": rows, "quarantine": failing})
+                yield out
+
+    started = time.perf_counter()
+    written = writer.write(scored(), task=0)
+    written.add_seconds({**seconds, "write": time.perf_counter() - started - sum(seconds.values())})
     return written

@@ -7,6 +7,7 @@ Streaming end to end; the driver only sees the small file descriptions the write
 from __future__ import annotations
 
 import math
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -39,7 +40,7 @@ def checked(checks: CheckTask, progress: str | None = None) -> ray.data.Dataset:
     own tasks: Ray Data would otherwise fuse it into the scoring actors, serialising check and scoring
     (measured: the job took 1.6x as long on 2 CPUs). `progress` names the execution's row counter
     (jobs.engines.progress)."""
-    found = verdicts(checks)
+    found = verdicts(checks, progress)
     pieces = ray.data.from_items(
         [{PIECE_INDEX: i} for i in range(len(checks.pieces))], override_num_blocks=max(1, len(checks.pieces))
     )
@@ -52,7 +53,7 @@ def checked(checks: CheckTask, progress: str | None = None) -> ray.data.Dataset:
     )
 
 
-def verdicts(checks: CheckTask) -> dict[int, Verdict] | None:
+def verdicts(checks: CheckTask, progress: str | None = None) -> dict[int, Verdict] | None:
     """The partition-wide verdicts (`jobs.stages.checking.settle`), from a first pass of Ray tasks: one tally task
     per piece, then one task per hash bucket of each uniqueness expectation's keys (a partition of n pieces has
     n buckets, so that a bucket holds about a piece's worth of keys: the keys of a partition bigger than a
@@ -64,7 +65,7 @@ def verdicts(checks: CheckTask) -> dict[int, Verdict] | None:
     memory, returned = _reservation(checks), []
     for piece in checks.pieces:
         buckets = per_partition[piece.partition]
-        refs = _tally.options(num_returns=1 + len(keys) * buckets, memory=memory).remote(task, piece, buckets)
+        refs = _tally.options(num_returns=1 + len(keys) * buckets, memory=memory).remote(task, piece, buckets, progress)
         returned.append([refs] if isinstance(refs, ray.ObjectRef) else refs)
     repeated: dict[tuple[int, int], list] = {}
     for partition, buckets in per_partition.items():
@@ -78,9 +79,12 @@ def verdicts(checks: CheckTask) -> dict[int, Verdict] | None:
 
 
 @ray.remote
-def _tally(task: CheckTask, piece: Piece, buckets: int) -> tuple | Tally:
+def _tally(task: CheckTask, piece: Piece, buckets: int, progress: str | None) -> tuple | Tally:
     """`tally_piece` as a Ray task: the tally, then each uniqueness expectation's buckets, as separate objects."""
+    started = time.perf_counter()
     tally, keys = tally_piece(task, piece, buckets)
+    if progress:
+        count(progress, "tally", 0, time.perf_counter() - started)
     returned = (tally, *(values for k in sorted(keys) for values in keys[k]))
     return returned if len(returned) > 1 else tally  # one return value is not a tuple of one
 
@@ -105,10 +109,12 @@ def _check_task(
     """A check task: `check_pieces`, counting its rows for the stall watchdog, behind the fault tests' hook
     (jobs.faults)."""
     inject("check_partition")
+    resumed = time.perf_counter()
     for rows in check_pieces(batch, task, verdicts):
         if progress:
-            count(progress, "check", rows.num_rows)
+            count(progress, "check", rows.num_rows, time.perf_counter() - resumed)
         yield rows
+        resumed = time.perf_counter()
 
 
 def tokenized(stream: ray.data.Dataset, text: TextInput, reserved_cpus: float) -> ray.data.Dataset:
@@ -138,8 +144,9 @@ class _CountedScoreBatches(ScoreBatches):
         self.progress = progress
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        started = time.perf_counter()
         scored = super().__call__(batch)
-        count(self.progress, "score", batch.num_rows)
+        count(self.progress, "score", batch.num_rows, time.perf_counter() - started)
         return scored
 
 
@@ -165,23 +172,24 @@ def execute(
     sink = DeltaFilesSink(plan.table_writer(run_id), progress)
     if not plan.checks.partitions:
         return sink.written
-    rows = checked(plan.checks, progress)
-    if plan.binding.text is not None:  # tokenised in a CPU stage of its own: the scoring actors only score
-        rows = tokenized(rows, plan.binding.text, pool.max_actors * pool.cpus_per_actor)
-    scored = rows.map_batches(
-        _CountedScoreBatches,
-        fn_constructor_args=(task, ray.put(plan.model.files()), progress),
-        batch_size=spec.scoring.batch_size,
-        batch_format="pyarrow",
-        compute=ActorPoolStrategy(min_size=pool.min_actors, max_size=pool.max_actors),
-        num_cpus=pool.cpus_per_actor,
-        num_gpus=pool.gpus_per_actor,
-        resources=pool.resources or None,
-    )
     with Watchdog(
         progress, spec.engine.stall_timeout_s, plan.selection.num_rows, str(spec.engine.stall_timeout), on_progress
-    ):
+    ) as watchdog:  # first: the check stage's first pass already counts into it
+        rows = checked(plan.checks, progress)
+        if plan.binding.text is not None:  # tokenised in a CPU stage of its own: the scoring actors only score
+            rows = tokenized(rows, plan.binding.text, pool.max_actors * pool.cpus_per_actor)
+        scored = rows.map_batches(
+            _CountedScoreBatches,
+            fn_constructor_args=(task, ray.put(plan.model.files()), progress),
+            batch_size=spec.scoring.batch_size,
+            batch_format="pyarrow",
+            compute=ActorPoolStrategy(min_size=pool.min_actors, max_size=pool.max_actors),
+            num_cpus=pool.cpus_per_actor,
+            num_gpus=pool.gpus_per_actor,
+            resources=pool.resources or None,
+        )
         scored.write_datasink(sink)
+    sink.written.add_seconds(watchdog.busy)
     return sink.written
 
 
@@ -199,8 +207,9 @@ class DeltaFilesSink(Datasink):
         return self.writer.target_file_bytes
 
     def write(self, blocks, ctx) -> WrittenFiles:
+        started = time.perf_counter()
         written = self.writer.write(blocks, ctx.task_idx)
-        count(self.progress, "write", written.rows_seen)
+        count(self.progress, "write", written.rows_seen, time.perf_counter() - started)
         if written.rows_quarantined:
             count(self.progress, "quarantine", written.rows_quarantined)
         inject("write_files")  # the fault tests' hook: a task that dies here wrote files nobody will commit

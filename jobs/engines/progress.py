@@ -11,7 +11,6 @@ hanging until a scheduler's own timeout kills it without a word.
 from __future__ import annotations
 
 import _thread
-import functools
 import logging
 import threading
 import time
@@ -37,28 +36,39 @@ class Stalled(RuntimeFailure):
 class Counter:
     def __init__(self) -> None:
         self.rows = dict.fromkeys(STAGES, 0)
+        self.seconds: dict[str, float] = {}  # the tally pass of the check stage has seconds but no rows
 
-    def add(self, stage: str, rows: int) -> None:
-        self.rows[stage] += rows
+    def add(self, stage: str, rows: int, seconds: float) -> None:
+        if stage in self.rows:
+            self.rows[stage] += rows
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
 
     def read(self) -> dict[str, int]:
         return self.rows
 
+    def busy(self) -> dict[str, float]:
+        return self.seconds
 
-def count(progress: str, stage: str, rows: int) -> None:
-    """Add `rows` finished by `stage` to the counter named `progress` (fire and forget); an execution without
-    a watchdog has no counter."""
+
+def count(progress: str, stage: str, rows: int, seconds: float = 0.0) -> None:
+    """Add `rows` finished by `stage`, and the `seconds` its worker spent on them, to the counter named
+    `progress` (fire and forget)."""
     counter = _counter(progress)
     if counter is not None:
-        counter.add.remote(stage, rows)
+        counter.add.remote(stage, rows, seconds)
 
 
-@functools.cache
 def _counter(progress: str):
-    try:
-        return ray.get_actor(_name(progress))
-    except ValueError:
-        return None
+    """The counter actor named `progress` (this process remembers it), or None while there is none."""
+    if progress not in _counters:
+        try:
+            _counters[progress] = ray.get_actor(_name(progress))
+        except ValueError:
+            return None
+    return _counters[progress]
+
+
+_counters: dict[str, Any] = {}
 
 
 def _name(progress: str) -> str:
@@ -81,21 +91,24 @@ class Watchdog:
         self.progress, self.timeout_s, self.rows_in, self.timeout_text = progress, timeout_s, rows_in, timeout_text
         self.on_progress = on_progress
         self.stalled: str | None = None
+        self.busy: dict[str, float] = {}  # seconds the workers spent in each stage, summed: read on exit
         self._stop = threading.Event()
-        self._counter: Any = None  # the run's Counter actor
+        self._counter: Any = Counter.options(name=_name(progress)).remote()  # type: ignore[attr-defined]
+        self._thread: threading.Thread | None = None
 
     def __enter__(self) -> Watchdog:
         if self.timeout_s > 0 or self.on_progress:
-            self._counter = Counter.options(name=_name(self.progress)).remote()  # type: ignore[attr-defined]
             self._thread = threading.Thread(target=self._watch, name="stall-watchdog", daemon=True)
             self._thread.start()
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self._stop.set()
-        if self._counter is not None:
+        if self._thread is not None:
             self._thread.join(timeout=POLL_S + 1)  # no progress drawn after the execution ended
-            ray.kill(self._counter)
+        if exc_type is None:
+            self.busy = ray.get(self._counter.busy.remote(), timeout=POLL_S)
+        ray.kill(self._counter)
         if exc_type is KeyboardInterrupt and self.stalled:
             raise Stalled(self.stalled) from None
 

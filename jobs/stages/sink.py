@@ -53,6 +53,7 @@ class WrittenFiles:
     examples: dict[str, list[str]] = field(default_factory=dict)  # same key -> up to 3 observed values
     watermarks: dict[str, str] = field(default_factory=dict)  # partition label -> max event time (ISO)
     devices: Counter = field(default_factory=Counter)  # where the actors ran the model -> rows
+    seconds: dict[str, float] = field(default_factory=dict)  # stage -> seconds its workers spent on it, summed
 
     def merge(self, other: WrittenFiles) -> None:
         self.files += other.files
@@ -63,10 +64,15 @@ class WrittenFiles:
         self.rows_quarantined += other.rows_quarantined
         self.reasons.update(other.reasons)
         self.devices.update(other.devices)
+        self.add_seconds(other.seconds)
         for key, values in other.examples.items():
             self.add_examples(key, values)
         for label, mark in other.watermarks.items():
             self._watermark(label, mark)
+
+    def add_seconds(self, seconds: dict[str, float]) -> None:
+        for stage, spent in seconds.items():
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + spent
 
     def count_failed(self, failed: pa.Table) -> None:
         self.rows_failed += failed.num_rows
