@@ -150,12 +150,13 @@ def venv_python(peer: str) -> Path:
 # -- running and checking -------------------------------------------------------------------------------------
 
 
-def run_process(command: list[str], cwd: Path, log: Path, timeout_s: float) -> tuple[float, int, int]:
+def run_process(command: list[str], cwd: Path, log: Path, timeout_s: float, peer: bool) -> tuple[float, int, int]:
     """Run to exit; wall seconds, exit code, peak memory (PSS of the process tree, sampled as `score bench`
-    samples the job). Past the timeout its whole tree is killed, each process by its pid."""
+    samples the job). Past the timeout its whole tree is killed, each process by its pid. A peer's workers (Ray
+    actors, Spark's Python workers) find `common` through PYTHONPATH."""
     from jobs.tools.bench import Sampler
 
-    env = {**os.environ, "PYTHONPATH": str(HERE), "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
+    env = {**os.environ, "RAY_DATA_DISABLE_PROGRESS_BARS": "1", **({"PYTHONPATH": str(HERE)} if peer else {})}
     with log.open("w") as out:
         started = time.perf_counter()
         process = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -198,7 +199,7 @@ def read_output(where: Path, columns: list[str], id_column: str | None) -> dict[
 
 
 def compare(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> str:
-    """ "" when equal: the same rows and ids, labels exactly, floats within RTOL/ATOL; else what differs."""
+    """What differs, or nothing: the same rows and ids, labels exactly, floats within RTOL/ATOL."""
     for name, expected in want.items():
         actual = got[name]
         if actual.shape != expected.shape:
@@ -209,6 +210,22 @@ def compare(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> str:
         elif not np.array_equal(actual, expected):
             return f"{name}: {int((actual != expected).sum()):,} values differ"
     return ""
+
+
+def check(
+    c: Contender, where: Path, columns: list[str], id_column: str | None, reference: dict | None, bare: bool
+) -> dict | None:
+    """Compare one run's output with the reference, the bare loop's first good output (which this sets)."""
+    try:
+        got = read_output(where, columns, id_column)
+    except Exception as exc:  # noqa: BLE001 - a missing column or an unreadable file fails the check, not the run
+        c.checks.append(f"reading its output failed: {exc}")
+        return reference
+    if reference is None:
+        c.checks.append("" if bare else "no output of the bare loop to compare with")
+        return got if bare else None
+    c.checks.append(compare(got, reference))
+    return reference
 
 
 def run_once(
@@ -223,7 +240,7 @@ def run_once(
         command = [python, str(HERE / c.command[0]), str(task_file), str(out), *c.command[1:]]
     else:
         command = job_command(task, out, c.job)
-    wall, code, peak = run_process(command, task["root"] if c.job is not None else work, log, timeout_s)
+    wall, code, peak = run_process(command, task["root"] if c.job else work, log, timeout_s, peer=c.job is None)
     if code != 0:
         kept = shutil.copy(log, work.parent / f"failed-{log.name}")  # the run folder goes at the end, the log stays
         c.errors.append(f"exit {code} (log: {kept}): {log.read_text()[-1500:]}")
@@ -317,9 +334,10 @@ def print_table(result: dict[str, Any]) -> None:
         print(f"{name + best:36} {median:>9} {ratio:>6} {equal:>6} {e['peak_memory_bytes'] / 1e9:>8.2f}  {runs}")
     print("ratio = bare loop time / contender time (higher is better); * the faster Ray Data sizing; [job's engine]")
     for name, e in result["contenders"].items():
-        for line in [e["check"], *e["errors"]]:
-            if line:
-                print(f"  {name}: {line.strip().splitlines()[-1][:300]}")
+        for text in [e["check"], *e["errors"]]:
+            lines = text.strip().splitlines()
+            for line in dict.fromkeys(lines[:1] + lines[-1:]):  # what failed, and the log's last line
+                print(f"  {name}: {line[:300]}")
 
 
 def main() -> None:
@@ -348,11 +366,7 @@ def main() -> None:
             for c in found:
                 done = run_once(c, task, work / "task.json", work, r, args.timeout)
                 if done is not None:
-                    got = read_output(done[0], columns, task["id_column"])
-                    reference = got if reference is None and c is found[0] else reference
-                    c.checks.append(
-                        "no output of the bare loop to compare with" if reference is None else compare(got, reference)
-                    )
+                    reference = check(c, done[0], columns, task["id_column"], reference, bare=c is found[0])
                     shutil.rmtree(done[1], ignore_errors=True)
                 last = f"{c.runs_s[-1]:.1f}s" if done is not None else "failed"
                 print(f"run {r + 1}/{args.repeat}: {c.name}: {last}", file=sys.stderr, flush=True)

@@ -4,11 +4,16 @@ Performance is a ratio, never an absolute time (DESIGN.md). On one sample, in on
 `repeat` times, interleaved (warm-up and cache effects fall on all of them), and medians are compared:
 
 - model alone: the model called on in-memory batches whose feeds were built beforehand: the ceiling;
-- bare loop: one process reading the sample's Parquet with pyarrow and calling the same model with its
-  runtime's default threads (ONNX Runtime: one per physical core; torch: its default): the yardstick
-  every ratio is taken against;
+- bare loop: one process reading the sample's Parquet with pyarrow, calling the same model with its
+  runtime's default threads (ONNX Runtime: one per physical core; torch: its default) and writing the id and
+  the outputs as Parquet: the same work as the job minus contract, commit and lineage, and the yardstick every
+  ratio is taken against;
 - job: `score run` in a subprocess against a temporary warehouse and MLflow store (never the user's),
-  timed from process start to exit: what a scheduler pays, imports and Ray start-up included.
+  timed from process start to exit: what a scheduler pays, imports and Ray start-up included. Its summary
+  says where the time went (driver phases, and each stage's busy seconds);
+- job without contract: the same with `contract=null`, when the job has one: the contract's own cost;
+- the job on the other engine (inline or Ray, local CPU jobs only): where the crossover between the two lies
+  on this machine, from each engine's fixed cost and rate (`engine.inline_max_rows` is recommended from it).
 
 The job's peak memory is the PSS (RSS where the kernel offers no PSS) summed over its process and all
 descendants (Ray's GCS, raylet and workers), sampled every 0.2 s: PSS splits shared pages (Ray's object
@@ -39,6 +44,7 @@ import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from jobs.engines.inline import runs_inline
 from jobs.engines.pool import size_pool
 from jobs.errors import ContractFailure, RuntimeFailure, UsageError
 from jobs.models.artifacts import ModelArtifact, ModelBinding, bind_model
@@ -58,6 +64,8 @@ TRIAL_SECONDS = 0.5  # per (threads, batch size) trial on the model alone: enoug
 SAMPLE_INTERVAL_S = 0.2
 NEAR_BEST = 0.9  # settings this close to the fastest count as equally fast: the bigger batch is recommended
 JOB = "job"  # the name of the full job's variant; `bench_job(variants=...)` may add others
+WITHOUT_CONTRACT = "job_without_contract"
+ON_ENGINE = "job_{engine}"  # the job on the engine it would not choose at this size
 
 
 def bench_job(
@@ -86,7 +94,6 @@ def bench_job(
     )
     use_gpu = spec.scoring.gpus_per_actor > 0
     loop_threads = default_threads(model.runtime)  # before any runtime here changes torch's thread count
-    variants = variants or {JOB: []}
     with tempfile.TemporaryDirectory(prefix="score-bench-") as tmp:
         work = Path(tmp)
         sample = write_sample(spec, partitions or spec.input.partitions, rows, work / "input", model)
@@ -117,6 +124,8 @@ def bench_job(
         ]
         if sample["source"] == "generated":
             job_overrides.append("contract=null")  # generated rows follow the model's signature, not the contract
+        if variants is None:
+            variants = default_variants(spec, sample["rows"], contract=sample["source"] != "generated")
 
         alone_runtime = _open(model, use_gpu, loop_threads)
         feeds = [
@@ -132,7 +141,14 @@ def bench_job(
             gpu["model_alone"].append(sampler.result())
             with Sampler(None) as sampler:
                 loop_rows, seconds = bare_loop(
-                    model, binding, sample["files"], spec.scoring.batch_size, use_gpu, loop_threads
+                    model,
+                    binding,
+                    sample["files"],
+                    spec.scoring.batch_size,
+                    work / "bare" / str(r),
+                    spec.input.id_column,
+                    use_gpu,
+                    loop_threads,
                 )
             timings["bare_loop"].append(seconds)
             gpu["bare_loop"].append(sampler.result())
@@ -187,6 +203,9 @@ def bench_job(
                     "rows_quarantined": summaries[-1]["rows_quarantined"],
                     "peak_memory_bytes": max(d["sampled"]["peak_memory_bytes"] for d in processes),
                     "overrides": variants[name],
+                    "engine": summaries[-1]["engine"],
+                    "seconds": _medians([s["seconds"] for s in summaries]),
+                    "busy_seconds": _medians([s["busy_seconds"] for s in summaries]),
                 }
             )
             entry["gpu"] = _gpu_summary([d["sampled"] for d in processes])
@@ -194,8 +213,12 @@ def bench_job(
             entry["threads"] = "default" if not loop_threads else loop_threads
             entry["gpu"] = _gpu_summary(gpu[name])
         report["variants"][name] = entry
+    if WITHOUT_CONTRACT in report["variants"]:
+        with_it, without = report["variants"][JOB]["median_s"], report["variants"][WITHOUT_CONTRACT]["median_s"]
+        report["contract_cost"] = round(with_it / without - 1, 4)
     report["trials"] = trials
     report["recommendation"] = recommend(trials, spec, report["machine"]["cpus"], report["machine"]["gpus"])
+    report["engine_crossover"] = crossover(report["variants"])
     report["precision"] = precision
     return report
 
@@ -225,20 +248,75 @@ def bare_loop(
     binding: ModelBinding,
     files: list[str],
     batch_size: int,
+    out: Path,
+    id_column: str | None = None,
     use_gpu: bool = False,
     threads: int | None = None,
 ) -> tuple[int, float]:
-    """One process: load the model, read each file with pyarrow in batches, score them. Rows and seconds."""
+    """One process: load the model, read each file with pyarrow in batches, score them, and write the id and
+    the outputs of each input file as one Parquet file in `out`. Rows and seconds."""
     started = time.perf_counter()
     runtime = _open(model, use_gpu, default_threads(model.runtime) if threads is None else threads)
     tokenize = Tokenize(binding.text) if binding.text is not None else None
+    columns = list(dict.fromkeys([*([id_column] if id_column else []), *binding.input_columns]))
+    out.mkdir(parents=True, exist_ok=True)
     rows = 0
-    for path in files:
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=binding.input_columns):
+    for n, path in enumerate(files):
+        writer = None
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=columns):
             table = pa.Table.from_batches([batch])
-            score_table(runtime, binding, tokenize(table) if tokenize else table)
+            scores = score_table(runtime, binding, tokenize(table) if tokenize else table)
+            written = pa.table({**({id_column: table.column(id_column)} if id_column else {}), **scores})
+            writer = writer or pq.ParquetWriter(out / f"part-{n}.parquet", written.schema)
+            writer.write_table(written)
             rows += batch.num_rows
+        if writer is not None:
+            writer.close()
     return rows, time.perf_counter() - started
+
+
+def default_variants(spec: JobSpec, rows: int, contract: bool) -> dict[str, list[str]]:
+    """The job; without its contract, when it has one; and on the engine it would not choose for `rows` rows,
+    when both can run it (a local CPU job)."""
+    variants: dict[str, list[str]] = {JOB: []}
+    if contract and spec.contract is not None:
+        variants[WITHOUT_CONTRACT] = ["contract=null"]
+    if spec.engine.address is None and spec.scoring.gpus_per_actor == 0:
+        other = "ray" if runs_inline(spec, rows) else "inline"
+        variants[ON_ENGINE.format(engine=other)] = [f"engine.inline_max_rows={0 if other == 'ray' else rows}"]
+    return variants
+
+
+def crossover(variants: dict[str, dict]) -> dict | None:
+    """Where the inline engine stops paying on this machine, from one run of each: a run costs a fixed part
+    (its wall time minus its pipeline's) plus rows at its pipeline's rate; the crossover is the row count at
+    which both engines take equally long, recommended as `engine.inline_max_rows`. None without both."""
+    by_engine = {v["engine"]: v for name, v in variants.items() if name in (JOB, *_ENGINE_VARIANTS) and "engine" in v}
+    if {"inline", "ray"} - by_engine.keys():
+        return None
+    fixed, per_row = {}, {}
+    for engine, v in by_engine.items():
+        pipeline = v["seconds"].get("pipeline", 0.0)
+        fixed[engine], per_row[engine] = v["median_s"] - pipeline, pipeline / v["rows"]
+    gain = per_row["inline"] - per_row["ray"]  # seconds Ray saves per row
+    rows = None if gain <= 0 else max(0, int((fixed["ray"] - fixed["inline"]) / gain))
+    return {
+        "fixed_s": {k: round(v, 3) for k, v in fixed.items()},
+        "rows_per_s": {k: round(1 / v, 1) if v else None for k, v in per_row.items()},
+        "inline_max_rows": rows,
+        "set": None if rows is None else f"engine.inline_max_rows={rows}",
+        "why": "Ray scores no faster than this process here: keep runs inline"
+        if rows is None
+        else f"inline costs {fixed['inline']:.1f} s fixed, Ray {fixed['ray']:.1f} s; Ray's rate makes up the "
+        f"difference after {rows:,} rows",
+    }
+
+
+def _medians(runs: list[dict[str, float]]) -> dict[str, float]:
+    return {key: round(statistics.median(run.get(key, 0.0) for run in runs), 3) for key in runs[0]} if runs else {}
+
+
+_ENGINE_VARIANTS = tuple(ON_ENGINE.format(engine=e) for e in ("inline", "ray"))
 
 
 def _time_batches(runtime: Runtime, feeds: list[dict[str, np.ndarray]]) -> float:
@@ -500,6 +578,18 @@ def format_report(report: dict) -> str:
             f"{memory:>14}{gpu:>10}"
         )
     lines.append(f"(peak memory: {report['memory_metric'].upper()} summed over the job's process tree)")
+    if "contract_cost" in report:
+        lines.append(f"the contract costs {report['contract_cost']:+.0%} of the job's wall time without it")
+    lines += ["", "where the time goes (medians, s): the driver's phases | the stages' workers, busy seconds summed"]
+    for name, v in report["variants"].items():
+        if "seconds" in v:
+            phases = " ".join(f"{k} {t:.2f}" for k, t in v["seconds"].items())
+            busy = " ".join(f"{k} {t:.2f}" for k, t in v["busy_seconds"].items())
+            lines.append(f"  {name} ({v['engine']}): {phases} | {busy}")
+    if report.get("engine_crossover"):
+        cross = report["engine_crossover"]
+        advice = f"--set {cross['set']}" if cross["set"] else "keep runs inline"
+        lines.append(f"engine crossover: {advice}: {cross['why']}")
     rec = report["recommendation"]
     lines.append("")
     if "set" in rec:

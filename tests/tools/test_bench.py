@@ -50,7 +50,20 @@ def test_the_sample_has_exactly_the_rows_asked_from_every_selected_partition(ben
 def test_rates_and_ratios_agree(benched):
     _, _, report = benched
     variants = report["variants"]
-    assert set(variants) == {"model_alone", "bare_loop", "job"}
+    assert set(variants) == {"model_alone", "bare_loop", "job", "job_without_contract", "job_inline"}
+    assert variants["job"]["engine"] == "ray" and variants["job_inline"]["engine"] == "inline"
+    np.testing.assert_allclose(
+        report["contract_cost"],
+        variants["job"]["median_s"] / variants["job_without_contract"]["median_s"] - 1,
+        atol=1e-3,
+    )
+    for name in ("job", "job_inline"):  # where the time went: the driver's phases and the stages' busy seconds
+        phases = variants[name]["seconds"]
+        assert {"plan", "track", "pipeline", "commit"} <= phases.keys()
+        assert {"check", "score", "write"} <= variants[name]["busy_seconds"].keys()
+    cross = report["engine_crossover"]
+    assert cross["fixed_s"].keys() == {"inline", "ray"}
+    assert cross["set"] is None or cross["set"] == f"engine.inline_max_rows={cross['inline_max_rows']}"
     loop = variants["bare_loop"]["rows_per_s"]
     for v in variants.values():
         assert v["rows_per_s"] > 0 and len(v["runs_s"]) == report["repeat"] == 1
@@ -142,6 +155,9 @@ def test_an_empty_input_gets_generated_rows_the_model_can_score(project, tmp_pat
     table = pq.read_table(sample["files"][0])
     assert table.num_rows == 3_000 and spec.input.id_column in table.column_names
     binding = bind_model(model, spec.model, table.schema, "generated")
-    rows, _ = bare_loop(model, binding, sample["files"], batch_size=1_000)
+    rows, _ = bare_loop(model, binding, sample["files"], 1_000, tmp_path / "bare", spec.input.id_column)
     assert rows == 3_000
+    written = pq.read_table(tmp_path / "bare" / "part-0.parquet")  # the yardstick writes what the job writes
+    assert written.column_names == [spec.input.id_column, *(f.name for f in binding.output_fields())]
+    assert written.column(spec.input.id_column).equals(table.column(spec.input.id_column))
     json.dumps(sample)  # the sample's description is part of the JSON report
