@@ -283,7 +283,9 @@ def job_command(task: dict, out: Path, extra: list[str]) -> list[str]:
 # -- the report -------------------------------------------------------------------------------------------------
 
 
-def report(found: list[Contender], workload: str, rows: int, scale: float, repeat: int) -> dict[str, Any]:
+def report(
+    found: list[Contender], workload: str, rows: int, scale: float, repeat: int, loads: list[float]
+) -> dict[str, Any]:
     """Medians, ratios to the bare loop's median, whether every run's output matched, and the machine."""
     bare = statistics.median(found[0].runs_s) if found[0].runs_s else None
     entries = {}
@@ -312,6 +314,7 @@ def report(found: list[Contender], workload: str, rows: int, scale: float, repea
             "memory_bytes": psutil.virtual_memory().total,
             "platform": platform.platform(),
             "python": platform.python_version(),
+            "load_1m_at_run_start": {"min": min(loads), "median": statistics.median(loads), "max": max(loads)},
         },
         "ray_data_best": min(rays, key=lambda n: entries[n]["median_s"]) if rays else None,
         "contenders": entries,
@@ -320,9 +323,11 @@ def report(found: list[Contender], workload: str, rows: int, scale: float, repea
 
 def print_table(result: dict[str, Any]) -> None:
     m = result["machine"]
+    load = m["load_1m_at_run_start"]
     print(
         f"\n{result['workload']}: {result['rows']:,} rows (scale {result['scale']}), {result['repeat']} run(s) each, "
-        f"interleaved; {result['date']}; {m['cpus']} CPUs, {m['memory_bytes'] / 2**30:.0f} GiB"
+        f"interleaved; {result['date']}; {m['cpus']} CPUs, {m['memory_bytes'] / 2**30:.0f} GiB; load average "
+        f"{load['min']:.1f}-{load['max']:.1f} (median {load['median']:.1f}) as runs started"
     )
     print(f"{'contender':36} {'median s':>9} {'ratio':>6} {'equal':>6} {'peak GB':>8}  runs s")
     for name, e in result["contenders"].items():
@@ -362,8 +367,10 @@ def main() -> None:
         columns = [task["id_column"]] if task["id_column"] else []
         columns += [c for o in task["outputs"] for c in o["columns"] if c is not None]
         reference: dict[str, np.ndarray] | None = None  # the bare loop's output, from its first good run
+        loads: list[float] = []  # the 1-minute load average as each run starts: a busy neighbour shows here
         for r in range(args.repeat):
             for c in found:
+                loads.append(os.getloadavg()[0])
                 done = run_once(c, task, work / "task.json", work, r, args.timeout)
                 if done is not None:
                     reference = check(c, done[0], columns, task["id_column"], reference, bare=c is found[0])
@@ -371,7 +378,7 @@ def main() -> None:
                 last = f"{c.runs_s[-1]:.1f}s" if done is not None else "failed"
                 print(f"run {r + 1}/{args.repeat}: {c.name}: {last}", file=sys.stderr, flush=True)
     rows = 0 if reference is None else len(next(iter(reference.values())))
-    result = report(found, args.workload, rows, args.scale, args.repeat)
+    result = report(found, args.workload, rows, args.scale, args.repeat, loads)
     print_table(result)
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")

@@ -10,6 +10,7 @@ import datetime as dt
 import logging
 import time
 from collections import Counter
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +23,18 @@ from jobs.engines.execute import execute
 from jobs.engines.inline import runs_inline
 from jobs.errors import EXIT_INTERRUPTED, ContractFailure, RuntimeFailure, ScoreError, one_line
 from jobs.faults import inject
+from jobs.inputs import InputSelection
 from jobs.plan.commits import commit_group, run_record
 from jobs.plan.plan import NothingToScore, Plan, Progress, make_plan, progress_of
 from jobs.plan.samples import sample_job
 from jobs.spec.load import LoadedSpec, load_spec
+from jobs.spec.schema import JobSpec
 from jobs.stages.sink import WrittenFiles
 from jobs.storage import redact_uri
 from jobs.tables.delta import discard_run_files
 from jobs.tables.lineage import parse_time
 from jobs.tracking.code_version import package_digest
-from jobs.tracking.connect import connect
+from jobs.tracking.connect import Connecting
 from jobs.tracking.orphans import reap
 
 log = logging.getLogger(__name__)
@@ -77,6 +80,7 @@ def run_job(
     if limit is not None:
         loaded, partitions = sample_job(loaded, limit, table, partitions), None
         spec = loaded.spec
+    tracking = Connecting(spec.tracking)  # MLflow opens while the run plans
     summary = RunSummary(
         status="failed",
         job=spec.name,
@@ -85,10 +89,13 @@ def run_job(
         tracking_uri=redact_uri(spec.tracking.uri),
     )
     try:
+        ray_started: list[Future] = []  # Ray starts once the plan knows the run's size (`_start_ray`)
         try:
             with summary.timed("plan"):
                 check_job(spec)  # a server that is down fails the run now, not after minutes of retries
-                plan = make_plan(loaded, partitions, run_key)
+                plan = make_plan(
+                    loaded, partitions, run_key, lambda selection: _start_ray(spec, selection, ray_started)
+                )
                 done = Progress([], [], plan.selection.labels) if force else progress_of(plan)
         except NothingToScore as nothing:
             summary.status, summary.message = "up_to_date", str(nothing)
@@ -123,7 +130,7 @@ def run_job(
         )
         for warning in plan.warnings():
             say(f"{spec.name}: warning: {warning}")
-        _score(plan, summary, started, console)
+        _score(plan, summary, started, console, tracking, ray_started[0] if ray_started else None)
     except (Exception, KeyboardInterrupt) as exc:  # every failure carries its summary: `--json` prints it
         summary.exit_code = (
             exc.exit_code
@@ -137,7 +144,23 @@ def run_job(
     return summary
 
 
-def _score(plan: Plan, summary: RunSummary, started: float, console: Console | None) -> None:
+def _start_ray(spec: JobSpec, selection: InputSelection, started: list[Future]) -> None:
+    """Start Ray in the background (`cluster.start_soon`) when a run of the selection's size will take it, while
+    the plan goes on (its model, contract and tables) and MLflow opens."""
+    if not runs_inline(spec, selection.num_rows):
+        from jobs.engines import cluster  # Ray takes 0.9 s to import (with Ray Data): an inline run never does
+
+        started.append(cluster.start_soon(spec.engine))
+
+
+def _score(
+    plan: Plan,
+    summary: RunSummary,
+    started: float,
+    console: Console | None,
+    tracking: Connecting,
+    ray_started: Future | None,
+) -> None:
     """Track, execute, check, commit and record the run of `plan`, one group of partitions at a time."""
     spec = plan.job.spec
     say = console.say if console is not None else log.info
@@ -149,15 +172,14 @@ def _score(plan: Plan, summary: RunSummary, started: float, console: Console | N
         else f"{spec.name}: starting Ray" + (f" on {spec.engine.address}" if spec.engine.address else "")
     )
     if not inline:
-        # Ray takes 0.9 s to import (with Ray Data): a run scored inline never imports it.
-        from jobs.engines import cluster
+        from jobs.engines import cluster  # see _start_ray
 
-        ray_started = cluster.start_soon(spec.engine)  # while the MLflow run below is opened and recorded
+        ray_started = ray_started or cluster.start_soon(spec.engine)  # when the plan did not start it
     with summary.timed("track"):
         # MLflow takes 1.1 s to import: a run with nothing to score never imports it.
         from jobs.tracking import records
 
-        connect(spec.tracking)
+        tracking.result()
         for dead in reap(spec.tracking):  # earlier runs whose driver was killed: marked failed, files deleted
             say(f"earlier run {dead.run_id} ({dead.job}): {dead.why}")
     read_versions = {redact_uri(t.uri): t.read_version for t in (plan.output, plan.quarantine) if t is not None}

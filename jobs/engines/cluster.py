@@ -66,17 +66,32 @@ def start(engine: EngineSpec) -> None:
         if address:
             check_ray(address)
         joins = address is not None and RAY_JOB_CONFIG not in os.environ  # a Ray Job already has its env
-        ray.init(
-            address=address or "local",
-            # A local Ray listens on the machine's network address unless told otherwise; SCORE_RAY_NODE_IP
-            # (a loopback address such as 127.0.0.9 on Linux) keeps it on this machine. Tests set it.
-            _node_ip_address=None if address else (os.environ.get(NODE_IP_ENV) or None),
-            runtime_env=project_runtime_env(engine.ship_code, forward_env=engine.forward_env) if joins else None,
-            include_dashboard=False,
-            logging_level=logging.INFO if verbose else logging.ERROR,
-            log_to_driver=verbose,
-            configure_logging=True,
-        )
+        try:
+            _init(engine, address, joins, verbose)
+        except ConnectionError as exc:
+            raise UsageError(
+                f"engine.ray_address {address}: {exc}; a Ray started with token authentication (Ray's default) "
+                "takes drivers that export the same RAY_AUTH_MODE=token and RAY_AUTH_TOKEN"
+            ) from None
+    _configure_data(engine, verbose)
+
+
+def _init(engine: EngineSpec, address: str | None, joins: bool, verbose: bool) -> None:
+    ray.init(
+        address=address or "local",
+        # A local Ray listens on the machine's network address unless told otherwise; SCORE_RAY_NODE_IP
+        # (a loopback address such as 127.0.0.9 on Linux) keeps it on this machine. Tests set it.
+        _node_ip_address=None if address else (os.environ.get(NODE_IP_ENV) or None),
+        runtime_env=project_runtime_env(engine.ship_code, forward_env=engine.forward_env) if joins else None,
+        include_dashboard=False,
+        logging_level=logging.INFO if verbose else logging.ERROR,
+        log_to_driver=verbose,
+        configure_logging=True,
+    )
+
+
+def _configure_data(engine: EngineSpec, verbose: bool) -> None:
+    """Ray Data's progress bars and console output: ours say what a person needs."""
     context = DataContext.get_current()
     context.enable_progress_bars = verbose and engine.progress_bars != "off" and sys.stderr.isatty()
     context.print_on_execution_start = verbose

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -163,7 +163,14 @@ def progress_of(plan: Plan) -> Progress:
     )
 
 
-def make_plan(job: LoadedSpec, partitions: str | list[str] | None = None, run_key: str | None = None) -> Plan:
+def make_plan(
+    job: LoadedSpec,
+    partitions: str | list[str] | None = None,
+    run_key: str | None = None,
+    on_selected: Callable[[InputSelection], None] | None = None,
+) -> Plan:
+    """The run's plan. `on_selected` is called as soon as the input is selected, before the model, contract and
+    tables are checked: the run starts its engine then, so that the rest of the plan overlaps its start."""
     spec = job.spec
     selector = partitions or spec.input.partitions
     if spec.output.mode == "append" and _unscored(selector):
@@ -172,7 +179,7 @@ def make_plan(job: LoadedSpec, partitions: str | list[str] | None = None, run_ke
             "partition it re-scores (new model, changed files): use mode overwrite_partitions, or name the "
             "partitions to append"
         )
-    inputs = _plan_inputs(job, selector)
+    inputs = _plan_inputs(job, selector, on_selected)
     selection, model, binding, contract = inputs.selection, inputs.model, inputs.binding, inputs.contract
     schema = selection.schema
     stored = pa.schema([(f.name, stored_type(f.type)) for f in schema])  # as the tables hold the input columns
@@ -223,10 +230,14 @@ class _Inputs:
     checks: CheckTask
 
 
-def _plan_inputs(job: LoadedSpec, selector: str | list[str]) -> _Inputs:
+def _plan_inputs(
+    job: LoadedSpec, selector: str | list[str], on_selected: Callable[[InputSelection], None] | None = None
+) -> _Inputs:
     spec = job.spec
     model = resolve_model(spec.model, spec.tracking)
     selection = _select(spec, selector, model)
+    if on_selected is not None:
+        on_selected(selection)
     where = f"input {spec.input.path} ({selection.files[0].path})"
     schema = selection.schema
     for key, column in (
@@ -299,7 +310,7 @@ def check_shared_storage(job: LoadedSpec, address: str | None = None, writes: bo
     cluster (`address`, default the spec's): workers read the input and write the output files, and another
     node's local disk is not this machine's. A path every node mounts (NFS) is declared with `shared: true`."""
     spec, address = job.spec, address or job.spec.engine.address
-    if address is None:
+    if address is None or address == "auto":  # a Ray the run starts, or the one `ray start --head` started here
         return
     paths = [("input.path", spec.input.path, spec.input.shared)]
     if writes:
