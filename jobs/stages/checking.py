@@ -18,7 +18,7 @@ fails, null model inputs included.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -41,7 +41,7 @@ from jobs.columns import (
 from jobs.contracts.expectations import repeated_values
 from jobs.contracts.suite import Contract, ContractValidator, Tally, Verdict, splittable
 from jobs.errors import RuntimeFailure
-from jobs.inputs import Partition, partition_label, read_columns
+from jobs.inputs import Partition, partition_label, read_batches, read_columns
 from jobs.storage import redact_uri
 
 
@@ -110,28 +110,33 @@ class CheckTask:
 
 
 def check_pieces(batch: pa.Table, task: CheckTask, verdicts: dict[int, Verdict] | None = None) -> Iterator[pa.Table]:
-    """Ray Data UDF over a dataset of piece indexes: yields each piece's rows with `_reasons`. `verdicts`
-    (partition -> `Verdict`, from `settle`) when `task.needs_verdicts`."""
+    """Ray Data UDF over a dataset of piece indexes: yields each piece's rows with `_reasons`, in batches of at
+    most `task.batch_size` rows. `verdicts` (partition -> `Verdict`, from `settle`) when `task.needs_verdicts`.
+
+    A piece is read batch by batch, unless its contract's partition-wide expectations must see it whole (a
+    partition of one piece, which needs no first pass)."""
     pieces = task.pieces
+    whole = verdicts is None and task.contract is not None and bool(validator(task).partition_wide)
     for index in batch.column(PIECE_INDEX).to_pylist():
         piece = pieces[index]
-        table, spans, reasons = _read(task, piece, task.file_schema.names)
-        for path, (start, end) in spans.items():
-            for i in range(start, end) if path in task.file_failures else ():
-                add_reason(reasons, i, *task.file_failures[path])
-        if task.contract is not None and table.num_rows:
-            verdict = verdicts[piece.partition] if verdicts is not None else None
-            for i, found in validator(task).validate(table, verdict).reasons.items():
-                add_reason(reasons, i, *found)
-        _null_inputs(table, task.reject_nulls, reasons)
-        _out_of_range(table, task.input_types, reasons)
-        if task.event_time_column and task.latest_event_time:
-            _future_event_times(table, task.event_time_column, task.latest_event_time, reasons)
-        if task.with_paths:
-            table = _with_sources(table, piece, spans)
-        table = table.append_column(REASONS, pa.array(reasons, REASON_TYPE))
-        for offset in range(0, table.num_rows, task.batch_size):
-            yield table.slice(offset, task.batch_size)
+        verdict = verdicts[piece.partition] if verdicts is not None else None
+        for chunk in _read(task, piece, task.file_schema.names, None if whole else task.batch_size):
+            table, reasons = chunk.table, chunk.reasons
+            for path, (start, end, _) in chunk.spans.items():
+                for i in range(start, end) if path in task.file_failures else ():
+                    add_reason(reasons, i, *task.file_failures[path])
+            if task.contract is not None and table.num_rows:
+                for i, found in validator(task).validate(table, verdict).reasons.items():
+                    add_reason(reasons, i, *found)
+            _null_inputs(table, task.reject_nulls, reasons)
+            _out_of_range(table, task.input_types, reasons)
+            if task.event_time_column and task.latest_event_time:
+                _future_event_times(table, task.event_time_column, task.latest_event_time, reasons)
+            if task.with_paths:
+                table = _with_sources(table, chunk.spans)
+            table = table.append_column(REASONS, pa.array(reasons, REASON_TYPE))
+            for offset in range(0, table.num_rows, task.batch_size):
+                yield table.slice(offset, task.batch_size)
 
 
 def tally_piece(task: CheckTask, piece: Piece, buckets: int) -> tuple[Tally, dict[int, list[pa.Array]]]:
@@ -139,7 +144,8 @@ def tally_piece(task: CheckTask, piece: Piece, buckets: int) -> tuple[Tally, dic
     its counts, and each uniqueness expectation's values cut into `buckets` by hash (a value lands in the same
     bucket in every piece, so each bucket's repeats are found without the others)."""
     check = validator(task)
-    table, _, _ = _read(task, piece, [c for c in task.file_schema.names if c in check.tally_columns])
+    (chunk,) = _read(task, piece, [c for c in task.file_schema.names if c in check.tally_columns])
+    table = chunk.table
     keys: dict[int, list[pa.Array]] = {}
     for k, values in check.keys_of(table).items():
         values = values.combine_chunks()
@@ -202,43 +208,66 @@ def validator(task: CheckTask) -> ContractValidator:
     return _validators[key]
 
 
-def _read(task: CheckTask, piece: Piece, columns: list[str]) -> tuple[pa.Table, dict[str, tuple], list[Reasons | None]]:
-    """The piece's rows (`columns` of the files in the run's types, then partition columns), each file's row
-    span in it, and the reasons of the rows holding a value that does not fit the run's type."""
+@dataclass
+class _Chunk:
+    """Rows of a piece as read: file columns in the run's types, then partition columns; each file's rows in it
+    (start, end, and the file's row index of the first); the reasons of rows whose value does not fit its type."""
+
+    table: pa.Table
+    spans: dict[str, tuple[int, int, int]]
+    reasons: list[Reasons | None]
+
+
+def _read(task: CheckTask, piece: Piece, columns: list[str], rows: int | None = None) -> Iterator[_Chunk]:
+    """The piece's rows: whole (one chunk), or `rows` at a time."""
     partition = task.partitions[piece.partition][0]
     schema = pa.schema([task.file_schema.field(c) for c in columns])
-    whole = {path: len(groups) for path, groups in task.row_groups.items()}
-    tables, spans, start, reasons = [], {}, 0, []
-    for path, groups, _ in piece.parts:
+    chunks = []
+    for path, groups, first in piece.parts:
         try:
-            table = read_columns(path, columns, None if len(groups) == whole[path] else groups)
+            if rows is None:
+                whole = len(groups) == len(task.row_groups[path])
+                tables: Iterable[pa.Table] = [read_columns(path, columns, None if whole else groups)]
+            else:
+                tables = read_batches(path, columns, groups, rows)
+            for table in tables:
+                table, unfit = conform(table, schema, path)
+                for column, value in partition:
+                    table = table.append_column(column, pa.repeat(pa.scalar(value, pa.string()), table.num_rows))
+                chunk = _Chunk(table, {path: (0, table.num_rows, first)}, unfit)
+                first += table.num_rows
+                if rows is None:
+                    chunks.append(chunk)
+                else:
+                    yield chunk
         except (OSError, pa.ArrowException) as exc:  # a corrupt page: its footer read fine at plan time
             raise RuntimeFailure(
                 f"input file {redact_uri(path)} (partition {partition_label(partition)}) cannot be read: "
                 f"{_printable(exc)}; nothing was committed"
             ) from None
-        table, unfit = conform(table, schema, path)
-        reasons += unfit
-        for column, value in partition:
-            table = table.append_column(column, pa.repeat(pa.scalar(value, pa.string()), table.num_rows))
-        tables.append(table)
-        spans[path] = (start, start + table.num_rows)
-        start += table.num_rows
-    return pa.concat_tables(tables).combine_chunks(), spans, reasons
+    if rows is None:
+        yield _joined(chunks)
 
 
-def _with_sources(table: pa.Table, piece: Piece, spans: dict[str, tuple[int, int]]) -> pa.Table:
+def _joined(chunks: list[_Chunk]) -> _Chunk:
+    """The chunks of a piece's files as one."""
+    spans, start, reasons = {}, 0, []
+    for chunk in chunks:
+        ((path, (_, end, first)),) = chunk.spans.items()
+        spans[path] = (start, start + end, first)
+        start += end
+        reasons += chunk.reasons
+    return _Chunk(pa.concat_tables([c.table for c in chunks]).combine_chunks(), spans, reasons)
+
+
+def _with_sources(table: pa.Table, spans: dict[str, tuple[int, int, int]]) -> pa.Table:
     """Each row's file (dictionary-encoded: a few bytes a row) and position in it, so that the writer can
     read a failing row back whole for the quarantine table without every column travelling with every row."""
     files = list(spans)
-    counts = [end - start for start, end in spans.values()]
-    firsts = [first for _, _, first in piece.parts]
+    counts = [end - start for start, end, _ in spans.values()]
     indices = pa.array(np.repeat(np.arange(len(files), dtype=np.int32), counts))
-    positions = (
-        np.concatenate([np.arange(first, first + n, dtype=np.int64) for first, n in zip(firsts, counts)])
-        if counts
-        else np.array([], np.int64)
-    )
+    ranges = [np.arange(first, first + end - start, dtype=np.int64) for start, end, first in spans.values()]
+    positions = np.concatenate(ranges) if ranges else np.array([], np.int64)
     table = table.append_column(SOURCE_FILE, pa.DictionaryArray.from_arrays(indices, pa.array(files, pa.string())))
     return table.append_column(SOURCE_ROW, pa.array(positions))
 
