@@ -20,7 +20,7 @@ from jobs.commands.summary import RunSummary
 from jobs.contracts import reports
 from jobs.engines.endpoints import check_job
 from jobs.engines.execute import execute
-from jobs.engines.inline import runs_inline
+from jobs.engines.inline import inline_limit, runs_inline
 from jobs.errors import EXIT_INTERRUPTED, ContractFailure, RuntimeFailure, ScoreError, one_line
 from jobs.faults import inject
 from jobs.inputs import InputSelection
@@ -167,7 +167,7 @@ def _score(
     inline = runs_inline(spec, plan.selection.num_rows)
     summary.engine = "inline" if inline else "ray"
     say(
-        f"{spec.name}: scoring in this process (at most engine.inline_max_rows {spec.engine.inline_max_rows:,} rows)"
+        f"{spec.name}: scoring in this process (at most engine.inline_max_rows {inline_limit(spec):,} rows)"
         if inline
         else f"{spec.name}: starting Ray" + (f" on {spec.engine.address}" if spec.engine.address else "")
     )

@@ -197,8 +197,9 @@ class EngineSpec(_Strict):
     forward_env: bool = True
     # Runs of at most this many rows on a local engine (no cluster, no GPUs) score in the driver process without
     # starting Ray: the same stages, files, table and lineage, minus the ~10 s Ray and its workers take to start.
-    # 0: always start Ray.
-    inline_max_rows: int = Field(200_000, ge=0)
+    # 0: always start Ray. `measured`: the crossover `score bench` last measured for this job on this machine
+    # (jobs.engines.inline.inline_limit), else 200,000.
+    inline_max_rows: Annotated[int, Field(ge=0)] | Literal["measured"] = "measured"
     # The check stage reads and checks input partitions in pieces of runs of row groups adding up to at most this
     # many bytes (uncompressed; a bigger row group is a piece of its own): a worker holds one piece, never a whole
     # partition, and a big partition is checked on as many CPUs as the cluster has. 0: one piece per partition.

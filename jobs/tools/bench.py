@@ -44,7 +44,7 @@ import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from jobs.engines.inline import runs_inline
+from jobs.engines.inline import runs_inline, save_crossover
 from jobs.engines.pool import size_pool
 from jobs.errors import ContractFailure, RuntimeFailure, UsageError
 from jobs.models.artifacts import ModelArtifact, ModelBinding, bind_model
@@ -65,6 +65,7 @@ SAMPLE_INTERVAL_S = 0.2
 NEAR_BEST = 0.9  # settings this close to the fastest count as equally fast: the bigger batch is recommended
 JOB = "job"  # the name of the full job's variant; `bench_job(variants=...)` may add others
 WITHOUT_CONTRACT = "job_without_contract"
+UNBOUNDED = 2**62  # the inline engine's limit where Ray never paid
 ON_ENGINE = "job_{engine}"  # the job on the engine it would not choose at this size
 
 
@@ -219,6 +220,10 @@ def bench_job(
     report["trials"] = trials
     report["recommendation"] = recommend(trials, spec, report["machine"]["cpus"], report["machine"]["gpus"])
     report["engine_crossover"] = crossover(report["variants"])
+    if report["engine_crossover"] is not None:  # `engine.inline_max_rows: measured` runs use it from now on
+        cross = report["engine_crossover"]
+        rows = cross["inline_max_rows"] if cross["inline_max_rows"] is not None else UNBOUNDED
+        save_crossover(spec.name, rows, {"fixed_s": cross["fixed_s"], "rows_per_s": cross["rows_per_s"]})
     report["precision"] = precision
     return report
 
