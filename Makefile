@@ -14,7 +14,7 @@ TORCH_PIP_ARGS ?=
 PIP := $(VENV)/bin/python -m pip
 STAMP := $(VENV)/.installed-$(ACCEL)
 
-.PHONY: install demo lint test test-slow bench notebook clean
+.PHONY: install demo lint test test-slow bench bench-peers notebook clean
 
 install: $(STAMP)
 
@@ -48,6 +48,14 @@ test-slow: install
 # after any change to the read, check, score or write path. SCORE_BENCH_SCALE=0.02 checks the suite itself.
 bench: install
 	$(VENV)/bin/python -m pytest -m benchmarks -s
+
+# The same read -> score -> write by a bare loop, Ray Data by hand, Daft, Spark and `score run`, side by side, outputs
+# checked equal (benchmarks/peers/README.md; each peer in its own venv, made on first use). About 25 minutes on 2
+# cores; PEERS_SCALE=0.02 checks the harness in about 2 minutes.
+PEERS_SCALE ?= 1
+bench-peers: install
+	$(VENV)/bin/python -m benchmarks.peers.run --workload demo --repeat 3 --scale $(PEERS_SCALE) --json data/bench/peers/demo.json
+	$(VENV)/bin/python -m benchmarks.peers.run --workload mlp --repeat 3 --scale $(PEERS_SCALE) --json data/bench/peers/mlp.json
 
 # The ad-hoc notebook in JupyterLab (installed into .venv on first use; run `make demo` first for its data).
 notebook: install

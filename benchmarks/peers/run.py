@@ -81,9 +81,14 @@ def contenders(has_contract: bool) -> list[Contender]:
         Contender("daft (native runner)", "daft", ["daft_peer.py"]),
         Contender(f"spark local[{cpus}]", "spark", ["spark_peer.py"]),
     ]
-    if has_contract:
-        found.append(Contender("score run (contract on)", job=[]))
-    found.append(Contender("score run (contract off)" if has_contract else "score run", job=["contract=null"]))
+    # our job on each engine of one machine: in this process, and on a local Ray (what `engine.inline_max_rows`
+    # chooses between; `score bench` measures the crossover)
+    engines = {"inline": "engine.inline_max_rows=1000000000", "ray": "engine.inline_max_rows=0"}
+    for engine, setting in engines.items():
+        if has_contract:
+            found.append(Contender(f"score run {engine} (contract on)", job=[setting]))
+        name = f"score run {engine} (contract off)" if has_contract else f"score run {engine}"
+        found.append(Contender(name, job=[setting, "contract=null"]))
     return found
 
 

@@ -34,7 +34,7 @@ from jobs.storage import redact_uri
 from jobs.tables.delta import discard_run_files
 from jobs.tables.lineage import parse_time
 from jobs.tracking.code_version import package_digest
-from jobs.tracking.connect import Connecting
+from jobs.tracking.connect import connect
 from jobs.tracking.orphans import reap
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,6 @@ def run_job(
     if limit is not None:
         loaded, partitions = sample_job(loaded, limit, table, partitions), None
         spec = loaded.spec
-    tracking = Connecting(spec.tracking)  # MLflow opens while the run plans
     summary = RunSummary(
         status="failed",
         job=spec.name,
@@ -130,7 +129,7 @@ def run_job(
         )
         for warning in plan.warnings():
             say(f"{spec.name}: warning: {warning}")
-        _score(plan, summary, started, console, tracking, ray_started[0] if ray_started else None)
+        _score(plan, summary, started, console, ray_started[0] if ray_started else None)
     except (Exception, KeyboardInterrupt) as exc:  # every failure carries its summary: `--json` prints it
         summary.exit_code = (
             exc.exit_code
@@ -158,7 +157,6 @@ def _score(
     summary: RunSummary,
     started: float,
     console: Console | None,
-    tracking: Connecting,
     ray_started: Future | None,
 ) -> None:
     """Track, execute, check, commit and record the run of `plan`, one group of partitions at a time."""
@@ -179,7 +177,7 @@ def _score(
         # MLflow takes 1.1 s to import: a run with nothing to score never imports it.
         from jobs.tracking import records
 
-        tracking.result()
+        connect(spec.tracking)
         for dead in reap(spec.tracking):  # earlier runs whose driver was killed: marked failed, files deleted
             say(f"earlier run {dead.run_id} ({dead.job}): {dead.why}")
     read_versions = {redact_uri(t.uri): t.read_version for t in (plan.output, plan.quarantine) if t is not None}

@@ -7,7 +7,6 @@ migrated under a file lock, because several processes opening it at once can lea
 from __future__ import annotations
 
 import os
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -47,32 +46,6 @@ def connect(tracking: TrackingSpec) -> MlflowClient:
             raise
     mlflow.set_experiment(tracking.experiment)
     return client
-
-
-class Connecting:
-    """`connect` in a thread of its own, started while the run plans: MLflow takes seconds to import and open,
-    which a small run would otherwise wait for after its plan. A daemon thread: a run that turns out to have
-    nothing to score exits without waiting for it. `result()` waits, and raises what `connect` raised."""
-
-    def __init__(self, tracking: TrackingSpec) -> None:
-        self.tracking = tracking
-        self._client: MlflowClient | None = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._connect, name="mlflow-connect", daemon=True)
-        self._thread.start()
-
-    def _connect(self) -> None:
-        try:
-            self._client = connect(self.tracking)
-        except BaseException as exc:  # handed to the thread that waits in result(), which raises it
-            self._error = exc
-
-    def result(self) -> MlflowClient:
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        assert self._client is not None
-        return self._client
 
 
 class _init_lock:
