@@ -334,14 +334,14 @@ def print_table(result: dict[str, Any]) -> None:
         f"interleaved; {result['date']}; {m['cpus']} CPUs, {m['memory_bytes'] / 2**30:.0f} GiB; load average "
         f"{load['min']:.1f}-{load['max']:.1f} (median {load['median']:.1f}) as runs started"
     )
-    print(f"{'contender':36} {'median s':>9} {'ratio':>6} {'equal':>6} {'peak GB':>8}  runs s")
+    print(f"{'contender':44} {'median s':>9} {'ratio':>6} {'equal':>6} {'peak GB':>8}  runs s")
     for name, e in result["contenders"].items():
         best = " *" if name == result["ray_data_best"] else f" [{e['job']['engine']}]" if e.get("job") else ""
         median = "failed" if e["median_s"] is None else f"{e['median_s']:.2f}"
         ratio = "-" if e["ratio"] is None else f"{e['ratio']:.2f}"
         runs = ", ".join(f"{t:.1f}" for t in e["runs_s"])
         equal = "yes" if e["outputs_equal"] else "no"
-        print(f"{name + best:36} {median:>9} {ratio:>6} {equal:>6} {e['peak_memory_bytes'] / 1e9:>8.2f}  {runs}")
+        print(f"{name + best:44} {median:>9} {ratio:>6} {equal:>6} {e['peak_memory_bytes'] / 1e9:>8.2f}  {runs}")
     print("ratio = bare loop time / contender time (higher is better); * the faster Ray Data sizing; [job's engine]")
     for name, e in result["contenders"].items():
         for text in [e["check"], *e["errors"]]:
