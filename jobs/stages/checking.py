@@ -113,10 +113,14 @@ def check_pieces(batch: pa.Table, task: CheckTask, verdicts: dict[int, Verdict] 
     """Ray Data UDF over a dataset of piece indexes: yields each piece's rows with `_reasons`, in batches of at
     most `task.batch_size` rows. `verdicts` (partition -> `Verdict`, from `settle`) when `task.needs_verdicts`.
 
-    A piece is read batch by batch, unless its contract's partition-wide expectations must see it whole (a
-    partition of one piece, which needs no first pass)."""
+    A piece is read batch by batch, unless the contract must see it whole: a partition of one piece (which needs
+    no first pass) with partition-wide expectations, or a contract with Great Expectations' own (never split)."""
     pieces = task.pieces
-    whole = verdicts is None and task.contract is not None and bool(validator(task).partition_wide)
+    whole = (
+        verdicts is None
+        and task.contract is not None
+        and (not splittable(task.contract, task.engine) or bool(validator(task).partition_wide))
+    )
     for index in batch.column(PIECE_INDEX).to_pylist():
         piece = pieces[index]
         verdict = verdicts[piece.partition] if verdicts is not None else None

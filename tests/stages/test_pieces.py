@@ -129,3 +129,26 @@ def test_pieces_give_the_whole_partitions_verdicts(fresh_project):
     assert held == {"9", f"batch failed: 1 of {ROWS_PER_DAY} rows"}
     assert results["ray"] == whole
     assert results["inline"] == whole
+
+    # Great Expectations' own engine: partitions stay whole, read in one piece, never batch by batch
+    job = project.job(
+        "pieces_gx",
+        input__partitions=f"ds={PREVIOUS}..{LATEST}",
+        contract={**contract, "engine": "gx"},
+        engine={"piece_bytes": 1, "inline_max_rows": 0},
+        scoring={"batch_size": 500, "actors": {"min": 1, "max": 2}},
+    )
+    with project.environment():
+        assert len(make_plan(load_spec(job)).checks.pieces) == 2
+    code, summary = project.run(job)
+    assert code == 0, summary["error"]
+    assert (summary["rows_scored"], summary["rows_quarantined"]) == whole[:2]
+    quarantined = DeltaTable(str(project.warehouse / "pieces_gx__quarantine")).to_pyarrow_table()
+    failed = sorted(
+        (row["ds"], row["customer_id"], tuple(sorted(r["expectation"] + r["column"] for r in row["_reasons"])))
+        for row in quarantined.select(["ds", "customer_id", "_reasons"]).to_pylist()
+    )
+    assert failed == sorted(
+        (ds, customer, tuple(sorted(r["expectation"] + r["column"] for r in json.loads(reasons))))
+        for ds, customer, reasons in whole[2]
+    )
