@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-PIECE_INDEX = "piece"  # a check task's input: the index of one piece of the input (CheckTask.pieces)
+PIECE_INDEX = "_piece"  # a check task's input: the index of one piece of the input (CheckTask.pieces)
 REASONS = "_reasons"  # why a row failed: a list of {expectation, column, value}, null when it passed
 EVENT_TIME = "_event_time"  # the row's input.event_time_column, for the output partition's watermark
 SOURCE_FILE = "_source_file"  # the row's input file (quarantine on): where the writer reads a failing row back

@@ -10,7 +10,6 @@ import datetime as dt
 import logging
 import time
 from collections import Counter
-from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +22,10 @@ from jobs.engines.execute import execute
 from jobs.engines.inline import inline_limit, runs_inline
 from jobs.errors import EXIT_INTERRUPTED, ContractFailure, RuntimeFailure, ScoreError, one_line
 from jobs.faults import inject
-from jobs.inputs import InputSelection
 from jobs.plan.commits import commit_group, run_record
 from jobs.plan.plan import NothingToScore, Plan, Progress, make_plan, progress_of
 from jobs.plan.samples import sample_job
 from jobs.spec.load import LoadedSpec, load_spec
-from jobs.spec.schema import JobSpec
 from jobs.stages.sink import WrittenFiles
 from jobs.storage import redact_uri
 from jobs.tables.delta import discard_run_files
@@ -88,13 +85,10 @@ def run_job(
         tracking_uri=redact_uri(spec.tracking.uri),
     )
     try:
-        ray_started: list[Future] = []  # Ray starts once the plan knows the run's size (`_start_ray`)
         try:
             with summary.timed("plan"):
                 check_job(spec)  # a server that is down fails the run now, not after minutes of retries
-                plan = make_plan(
-                    loaded, partitions, run_key, lambda selection: _start_ray(spec, selection, ray_started)
-                )
+                plan = make_plan(loaded, partitions, run_key)
                 done = Progress([], [], plan.selection.labels) if force else progress_of(plan)
         except NothingToScore as nothing:
             summary.status, summary.message = "up_to_date", str(nothing)
@@ -129,7 +123,7 @@ def run_job(
         )
         for warning in plan.warnings():
             say(f"{spec.name}: warning: {warning}")
-        _score(plan, summary, started, console, ray_started[0] if ray_started else None)
+        _score(plan, summary, started, console)
     except (Exception, KeyboardInterrupt) as exc:  # every failure carries its summary: `--json` prints it
         summary.exit_code = (
             exc.exit_code
@@ -143,22 +137,7 @@ def run_job(
     return summary
 
 
-def _start_ray(spec: JobSpec, selection: InputSelection, started: list[Future]) -> None:
-    """Start Ray in the background (`cluster.start_soon`) when a run of the selection's size will take it, while
-    the plan goes on (its model, contract and tables) and MLflow opens."""
-    if not runs_inline(spec, selection.num_rows):
-        from jobs.engines import cluster  # Ray takes 0.9 s to import (with Ray Data): an inline run never does
-
-        started.append(cluster.start_soon(spec.engine))
-
-
-def _score(
-    plan: Plan,
-    summary: RunSummary,
-    started: float,
-    console: Console | None,
-    ray_started: Future | None,
-) -> None:
+def _score(plan: Plan, summary: RunSummary, started: float, console: Console | None) -> None:
     """Track, execute, check, commit and record the run of `plan`, one group of partitions at a time."""
     spec = plan.job.spec
     say = console.say if console is not None else log.info
@@ -170,9 +149,11 @@ def _score(
         else f"{spec.name}: starting Ray" + (f" on {spec.engine.address}" if spec.engine.address else "")
     )
     if not inline:
-        from jobs.engines import cluster  # see _start_ray
+        # Ray takes 0.9 s to import (with Ray Data): a run scored inline never imports it. A run that finds its
+        # work done (already committed, up to date) never starts it.
+        from jobs.engines import cluster
 
-        ray_started = ray_started or cluster.start_soon(spec.engine)  # when the plan did not start it
+        ray_started = cluster.start_soon(spec.engine)  # while MLflow is imported and its run opened and recorded
     with summary.timed("track"):
         # MLflow takes 1.1 s to import: a run with nothing to score never imports it.
         from jobs.tracking import records

@@ -55,20 +55,23 @@ def checked(checks: CheckTask, progress: str | None = None) -> ray.data.Dataset:
 
 def verdicts(checks: CheckTask, progress: str | None = None) -> dict[int, Verdict] | None:
     """The partition-wide verdicts (`jobs.stages.checking.settle`), from a first pass of Ray tasks: one tally task
-    per piece, then one task per hash bucket of each uniqueness expectation's keys (a partition of n pieces has
-    n buckets, so that a bucket holds about a piece's worth of keys: the keys of a partition bigger than a
-    worker's memory are never gathered in one place). None when the contract needs no first pass."""
+    per piece, then one task per hash bucket of each uniqueness expectation's keys. A partition of n pieces has
+    ceil(sqrt(n)) buckets: a bucket holds the keys of about sqrt(n) pieces (a key column is a small share of a
+    piece), so the keys of a partition bigger than a worker's memory are never gathered in one place, and the
+    pass makes n * sqrt(n) objects, not n^2. Only the repeated values come to the driver. None when the
+    contract needs no first pass."""
     if not checks.needs_verdicts:
         return None
     task, keys = ray.put(checks), validator(checks).keys
     per_partition = Counter(piece.partition for piece in checks.pieces)
+    bucketed = {partition: math.ceil(math.sqrt(n)) for partition, n in per_partition.items()}
     memory, returned = _reservation(checks), []
     for piece in checks.pieces:
-        buckets = per_partition[piece.partition]
+        buckets = bucketed[piece.partition]
         refs = _tally.options(num_returns=1 + len(keys) * buckets, memory=memory).remote(task, piece, buckets, progress)
         returned.append([refs] if isinstance(refs, ray.ObjectRef) else refs)
     repeated: dict[tuple[int, int], list] = {}
-    for partition, buckets in per_partition.items():
+    for partition, buckets in bucketed.items():
         mine = [refs for piece, refs in zip(checks.pieces, returned) if piece.partition == partition]
         for i, k in enumerate(keys):
             repeated[(partition, k)] = [
@@ -84,7 +87,7 @@ def _tally(task: CheckTask, piece: Piece, buckets: int, progress: str | None) ->
     started = time.perf_counter()
     tally, keys = tally_piece(task, piece, buckets)
     if progress:
-        count(progress, "tally", 0, time.perf_counter() - started)
+        count(progress, "tally", piece.rows, time.perf_counter() - started)
     returned = (tally, *(values for k in sorted(keys) for values in keys[k]))
     return returned if len(returned) > 1 else tally  # one return value is not a tuple of one
 

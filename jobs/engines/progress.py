@@ -35,12 +35,11 @@ class Stalled(RuntimeFailure):
 @ray.remote(num_cpus=0)
 class Counter:
     def __init__(self) -> None:
-        self.rows = dict.fromkeys(STAGES, 0)
-        self.seconds: dict[str, float] = {}  # the tally pass of the check stage has seconds but no rows
+        self.rows = dict.fromkeys((*STAGES, "tally"), 0)  # tally: the check stage's first pass (jobs.stages.checking)
+        self.seconds: dict[str, float] = {}
 
     def add(self, stage: str, rows: int, seconds: float) -> None:
-        if stage in self.rows:
-            self.rows[stage] += rows
+        self.rows[stage] += rows
         self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
 
     def read(self) -> dict[str, int]:
@@ -107,7 +106,10 @@ class Watchdog:
         if self._thread is not None:
             self._thread.join(timeout=POLL_S + 1)  # no progress drawn after the execution ended
         if exc_type is None:
-            self.busy = ray.get(self._counter.busy.remote(), timeout=POLL_S)
+            try:
+                self.busy = ray.get(self._counter.busy.remote(), timeout=POLL_S)
+            except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError) as exc:  # only the breakdown lost
+                log.warning("the stages' busy seconds could not be read: %s", exc)
         ray.kill(self._counter)
         if exc_type is KeyboardInterrupt and self.stalled:
             raise Stalled(self.stalled) from None
@@ -123,7 +125,7 @@ class Watchdog:
                 rows = last  # no answer counts as no progress
             if rows and self.on_progress and not self._stop.is_set():
                 try:
-                    self.on_progress(rows)
+                    self.on_progress({stage: rows[stage] for stage in STAGES})
                 except Exception as exc:  # a display that fails (a closed terminal) must not stop the stall check
                     log.debug("progress display failed: %s", exc)
             if rows != last:

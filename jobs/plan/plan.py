@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import ipaddress
 import json
-from collections.abc import Callable, Collection
+import os
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -163,14 +165,7 @@ def progress_of(plan: Plan) -> Progress:
     )
 
 
-def make_plan(
-    job: LoadedSpec,
-    partitions: str | list[str] | None = None,
-    run_key: str | None = None,
-    on_selected: Callable[[InputSelection], None] | None = None,
-) -> Plan:
-    """The run's plan. `on_selected` is called as soon as the input is selected, before the model, contract and
-    tables are checked: the run starts its engine then, so that the rest of the plan overlaps its start."""
+def make_plan(job: LoadedSpec, partitions: str | list[str] | None = None, run_key: str | None = None) -> Plan:
     spec = job.spec
     selector = partitions or spec.input.partitions
     if spec.output.mode == "append" and _unscored(selector):
@@ -179,7 +174,7 @@ def make_plan(
             "partition it re-scores (new model, changed files): use mode overwrite_partitions, or name the "
             "partitions to append"
         )
-    inputs = _plan_inputs(job, selector, on_selected)
+    inputs = _plan_inputs(job, selector)
     selection, model, binding, contract = inputs.selection, inputs.model, inputs.binding, inputs.contract
     schema = selection.schema
     stored = pa.schema([(f.name, stored_type(f.type)) for f in schema])  # as the tables hold the input columns
@@ -230,14 +225,10 @@ class _Inputs:
     checks: CheckTask
 
 
-def _plan_inputs(
-    job: LoadedSpec, selector: str | list[str], on_selected: Callable[[InputSelection], None] | None = None
-) -> _Inputs:
+def _plan_inputs(job: LoadedSpec, selector: str | list[str]) -> _Inputs:
     spec = job.spec
     model = resolve_model(spec.model, spec.tracking)
     selection = _select(spec, selector, model)
-    if on_selected is not None:
-        on_selected(selection)
     where = f"input {spec.input.path} ({selection.files[0].path})"
     schema = selection.schema
     for key, column in (
@@ -310,7 +301,7 @@ def check_shared_storage(job: LoadedSpec, address: str | None = None, writes: bo
     cluster (`address`, default the spec's): workers read the input and write the output files, and another
     node's local disk is not this machine's. A path every node mounts (NFS) is declared with `shared: true`."""
     spec, address = job.spec, address or job.spec.engine.address
-    if address is None or address == "auto":  # a Ray the run starts, or the one `ray start --head` started here
+    if _this_machine(address):
         return
     paths = [("input.path", spec.input.path, spec.input.shared)]
     if writes:
@@ -324,6 +315,23 @@ def check_shared_storage(job: LoadedSpec, address: str | None = None, writes: bo
                 f"{', e.g. SCORE_WAREHOUSE' if section == 'warehouse' else ''}), or set {section}.shared: true "
                 "if every node mounts this path"
             )
+
+
+def _this_machine(address: str | None) -> bool:
+    """Whether the run's Ray is on this machine: one the run starts, or `auto` (the one `ray start --head` started
+    here), unless `RAY_ADDRESS`, which Ray's `auto` follows first, names a host that is not this one."""
+    if address is None:
+        return True
+    if address != "auto":
+        return False
+    named = os.environ.get("RAY_ADDRESS", "")
+    host = named.rpartition(":")[0] if named not in ("", "auto", "local") else ""
+    if not host or host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: another machine, as far as this check can tell
+        return False
 
 
 def _select(spec: JobSpec, selector: str | list[str], model: ModelArtifact | None) -> InputSelection:

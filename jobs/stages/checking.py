@@ -156,9 +156,18 @@ def tally_piece(task: CheckTask, piece: Piece, buckets: int) -> tuple[Tally, dic
         if buckets == 1:
             keys[k] = [values]
             continue
-        bucket = pd.util.hash_array(values.to_numpy(zero_copy_only=False)) % np.uint64(buckets)
+        bucket = bucket_of(values, buckets)
         keys[k] = [values.filter(pa.array(bucket == b)) for b in range(buckets)]
     return check.tally(table), keys
+
+
+def bucket_of(values: pa.Array, buckets: int) -> np.ndarray:
+    """Each value's hash bucket, the same for equal values in every piece: integers and booleans are hashed
+    with their nulls filled, since numpy would hold them as floats or objects in a piece that has a null."""
+    kind = values.type
+    if pa.types.is_integer(kind) or pa.types.is_boolean(kind):
+        values = pc.fill_null(values, pa.scalar(False if pa.types.is_boolean(kind) else 0, kind))
+    return pd.util.hash_array(values.to_numpy(zero_copy_only=False)) % np.uint64(buckets)
 
 
 def repeated_keys(*buckets: pa.Array) -> tuple[pa.Array, int]:

@@ -152,3 +152,14 @@ def test_pieces_give_the_whole_partitions_verdicts(fresh_project):
         (ds, customer, tuple(sorted(r["expectation"] + r["column"] for r in json.loads(reasons))))
         for ds, customer, reasons in whole[2]
     )
+
+
+def test_equal_keys_share_a_bucket_in_pieces_with_and_without_nulls():
+    """numpy holds an integer column as floats, and a boolean one as objects, in a piece that has a null: equal
+    keys hashed from those landed in different buckets, and a duplicate across pieces went unseen on Ray."""
+    from jobs.stages.checking import bucket_of
+
+    for kind, value, other in ((pa.int64(), 7, 8), (pa.bool_(), True, False), (pa.string(), "a", "b")):
+        plain = bucket_of(pa.array([value, other], kind), 8)
+        with_null = bucket_of(pa.array([value, None], kind), 8)
+        assert plain[0] == with_null[0], kind
