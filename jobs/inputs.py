@@ -38,7 +38,6 @@ class InputFile:
     partition: Partition
     num_rows: int = 0
     schema: pa.Schema | None = field(default=None, compare=False)
-    data_bytes: int = field(default=0, compare=False)  # uncompressed, all columns: what reading it costs
     row_groups: tuple[tuple[int, int], ...] = field(default=(), compare=False)  # (rows, uncompressed bytes) each
 
     def record(self) -> dict:
@@ -310,8 +309,7 @@ def _read_footers(files: list[InputFile]) -> list[InputFile]:
     def described(f: InputFile, meta: pq.FileMetaData) -> InputFile:
         schema = meta.schema.to_arrow_schema().remove_metadata()
         groups = tuple((g.num_rows, g.total_byte_size) for g in map(meta.row_group, range(meta.num_row_groups)))
-        data_bytes = sum(nbytes for _, nbytes in groups)
-        return InputFile(f.path, f.size, f.mtime_ns, f.partition, meta.num_rows, schema, data_bytes, groups)
+        return InputFile(f.path, f.size, f.mtime_ns, f.partition, meta.num_rows, schema, groups)
 
     return [described(f, meta) for f, meta in zip(files, _footers(files))]
 

@@ -128,7 +128,7 @@ def evaluate(
             np.arange(table.num_rows), ["(column missing)"] * table.num_rows, f"column {column!r} is missing"
         )
     if repeated is not None:
-        mask = _mask(pc.is_in(table.column(column), value_set=repeated), table.num_rows)
+        mask = _holding(table.column(column), repeated, table.num_rows)
     else:
         mask = _CHECKS[expectation["type"]](table, kwargs)
     failed = np.flatnonzero(mask)
@@ -245,10 +245,14 @@ def _null(table: pa.Table, kw: dict) -> np.ndarray:
 def _unique(table: pa.Table, kw: dict) -> np.ndarray:
     """Every row whose (non-null) value occurs more than once in the batch, as GX flags them."""
     values = table.column(kw["column"])
-    repeated, _ = repeated_values(values)
+    return _holding(values, repeated_values(values)[0], table.num_rows)
+
+
+def _holding(values: pa.ChunkedArray, repeated: pa.Array, rows: int) -> np.ndarray:
+    """True where a row holds one of the `repeated` values."""
     if not len(repeated):
-        return np.zeros(table.num_rows, dtype=bool)
-    return _mask(pc.is_in(values, value_set=repeated), table.num_rows)
+        return np.zeros(rows, dtype=bool)
+    return _mask(pc.is_in(values, value_set=repeated), rows)
 
 
 def _regex(table: pa.Table, kw: dict) -> np.ndarray:

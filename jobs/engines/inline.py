@@ -51,11 +51,9 @@ def inline_limit(spec: JobSpec) -> int:
         saved = json.loads(_crossovers().read_text()).get(spec.name, {})
     except (OSError, ValueError):
         return DEFAULT_INLINE_MAX_ROWS
-    return (
-        saved.get("inline_max_rows", DEFAULT_INLINE_MAX_ROWS)
-        if saved.get("cpus") == os.cpu_count()
-        else (DEFAULT_INLINE_MAX_ROWS)
-    )
+    if saved.get("cpus") != os.cpu_count():  # measured on another machine (the cache folder travelled)
+        return DEFAULT_INLINE_MAX_ROWS
+    return saved.get("inline_max_rows", DEFAULT_INLINE_MAX_ROWS)
 
 
 def save_crossover(job: str, rows: int, measured: dict) -> None:

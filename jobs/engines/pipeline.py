@@ -92,9 +92,7 @@ def _tally(task: CheckTask, piece: Piece, buckets: int, progress: str | None) ->
     return returned if len(returned) > 1 else tally  # one return value is not a tuple of one
 
 
-@ray.remote
-def _repeated(*buckets: pa.Array) -> tuple[pa.Array, int]:
-    return repeated_keys(*buckets)
+_repeated = ray.remote(repeated_keys)
 
 
 def _reservation(checks: CheckTask) -> int:

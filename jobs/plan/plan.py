@@ -202,9 +202,8 @@ def make_plan(job: LoadedSpec, partitions: str | list[str] | None = None, run_ke
             partition_by,
             partitioning,
         )
-        quarantine = settled(
-            quarantine, inputs.checks.file_schema
-        )  # the input columns it copies, as the run reads them
+        # the input columns it copies, as the run reads them
+        quarantine = settled(quarantine, inputs.checks.file_schema)
     key = run_key or default_run_key(job, selection, model, contract)
     check_shared_storage(job)
     # Last, once everything else holds: an ONNX fp16/int8 conversion is made here (once, then cached).

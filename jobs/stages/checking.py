@@ -6,8 +6,8 @@ a worker holds one piece, never a whole partition.
 A contract's verdict is a property of the partition, never of how the engine cut it. `mostly`, uniqueness and
 batch-level expectations are decided by a first pass over only the columns they read (skipped when the
 contract has none): each piece's counts and key values (`tally_piece`), merged per partition into a `Verdict`
-that every piece's check then applies. Key values are hash-bucketed, one bucket per piece of the partition,
-so that no task holds more than a piece's worth of them. A contract with expectations only Great Expectations
+that every piece's check then applies. Key values are hash-bucketed (`bucket_of`), so that no task holds a
+partition's worth of them. A contract with expectations only Great Expectations
 evaluates checks each partition whole (`jobs.contracts.suite.splittable`). Table-level expectations (column
 set, row count) were judged from the files' footers at plan time and arrive here as per-file reasons. Each
 file's columns are cast to the run's one type per column as they are read (`jobs.column_types`): a value that
@@ -116,7 +116,7 @@ def check_pieces(batch: pa.Table, task: CheckTask, verdicts: dict[int, Verdict] 
     A piece is read batch by batch, unless the contract must see it whole: a partition of one piece (which needs
     no first pass) with partition-wide expectations, or a contract with Great Expectations' own (never split)."""
     pieces = task.pieces
-    whole = (
+    undivided = (
         verdicts is None
         and task.contract is not None
         and (not splittable(task.contract, task.engine) or bool(validator(task).partition_wide))
@@ -124,7 +124,8 @@ def check_pieces(batch: pa.Table, task: CheckTask, verdicts: dict[int, Verdict] 
     for index in batch.column(PIECE_INDEX).to_pylist():
         piece = pieces[index]
         verdict = verdicts[piece.partition] if verdicts is not None else None
-        for chunk in _read(task, piece, task.file_schema.names, None if whole else task.batch_size):
+        columns = task.file_schema.names
+        for chunk in [_whole(task, piece, columns)] if undivided else _chunks(task, piece, columns, task.batch_size):
             table, reasons = chunk.table, chunk.reasons
             for path, (start, end, _) in chunk.spans.items():
                 for i in range(start, end) if path in task.file_failures else ():
@@ -148,8 +149,7 @@ def tally_piece(task: CheckTask, piece: Piece, buckets: int) -> tuple[Tally, dic
     its counts, and each uniqueness expectation's values cut into `buckets` by hash (a value lands in the same
     bucket in every piece, so each bucket's repeats are found without the others)."""
     check = validator(task)
-    (chunk,) = _read(task, piece, [c for c in task.file_schema.names if c in check.tally_columns])
-    table = chunk.table
+    table = _whole(task, piece, [c for c in task.file_schema.names if c in check.tally_columns]).table
     keys: dict[int, list[pa.Array]] = {}
     for k, values in check.keys_of(table).items():
         values = values.combine_chunks()
@@ -231,11 +231,10 @@ class _Chunk:
     reasons: list[Reasons | None]
 
 
-def _read(task: CheckTask, piece: Piece, columns: list[str], rows: int | None = None) -> Iterator[_Chunk]:
-    """The piece's rows: whole (one chunk), or `rows` at a time."""
+def _chunks(task: CheckTask, piece: Piece, columns: list[str], rows: int | None = None) -> Iterator[_Chunk]:
+    """The piece's rows, `rows` at a time, or each file's share whole (`rows` None)."""
     partition = task.partitions[piece.partition][0]
     schema = pa.schema([task.file_schema.field(c) for c in columns])
-    chunks = []
     for path, groups, first in piece.parts:
         try:
             if rows is None:
@@ -247,30 +246,25 @@ def _read(task: CheckTask, piece: Piece, columns: list[str], rows: int | None = 
                 table, unfit = conform(table, schema, path)
                 for column, value in partition:
                     table = table.append_column(column, pa.repeat(pa.scalar(value, pa.string()), table.num_rows))
-                chunk = _Chunk(table, {path: (0, table.num_rows, first)}, unfit)
+                yield _Chunk(table, {path: (0, table.num_rows, first)}, unfit)
                 first += table.num_rows
-                if rows is None:
-                    chunks.append(chunk)
-                else:
-                    yield chunk
         except (OSError, pa.ArrowException) as exc:  # a corrupt page: its footer read fine at plan time
             raise RuntimeFailure(
                 f"input file {redact_uri(path)} (partition {partition_label(partition)}) cannot be read: "
                 f"{_printable(exc)}; nothing was committed"
             ) from None
-    if rows is None:
-        yield _joined(chunks)
 
 
-def _joined(chunks: list[_Chunk]) -> _Chunk:
-    """The chunks of a piece's files as one."""
-    spans, start, reasons = {}, 0, []
-    for chunk in chunks:
+def _whole(task: CheckTask, piece: Piece, columns: list[str]) -> _Chunk:
+    """The piece's rows as one chunk: its files' shares, one after the other."""
+    spans, start, reasons, tables = {}, 0, [], []
+    for chunk in _chunks(task, piece, columns):
         ((path, (_, end, first)),) = chunk.spans.items()
         spans[path] = (start, start + end, first)
         start += end
         reasons += chunk.reasons
-    return _Chunk(pa.concat_tables([c.table for c in chunks]).combine_chunks(), spans, reasons)
+        tables.append(chunk.table)
+    return _Chunk(pa.concat_tables(tables).combine_chunks(), spans, reasons)
 
 
 def _with_sources(table: pa.Table, spans: dict[str, tuple[int, int, int]]) -> pa.Table:
