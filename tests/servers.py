@@ -245,20 +245,40 @@ def ray_cluster(tmp: Path, logs: Path, worker_env: dict[str, str] | None = None)
         )
         cluster.nodes.append(head)
         wait_until(lambda: _answers(f"{cluster.dashboard}/api/version"), "Ray head", head)
-        worker = _ray_start(
-            "ray-worker",
-            WORKER_IP,
-            [f"--address={cluster.address}", "--resources=" + json.dumps({"worker_node": 2})],
-            tmp,
-            logs,
-            {**base, **(worker_env or {})},
-        )
-        cluster.nodes.append(worker)
-        wait_until(lambda: _alive_nodes(cluster) >= 2, "Ray worker node", worker)
+        _join_worker(cluster, tmp, logs, {**base, **(worker_env or {})})
         yield cluster
     finally:
         for node in reversed(cluster.nodes):
             node.stop()
+
+
+def _join_worker(cluster: RayCluster, tmp: Path, logs: Path, env: dict[str, str], attempts: int = 3) -> None:
+    """Start the worker node, again if it gives up during start-up: `ray start` allows its raylet a fixed 30 s
+    to register with the GCS, which a loaded 2-core CI machine has missed once. A failed attempt's process
+    group is stopped and its log kept (ray-worker-1.log, ...); the last failure is raised with the raylets'
+    own logs."""
+    for attempt in range(1, attempts + 1):
+        worker = _ray_start(
+            "ray-worker" if attempt == 1 else f"ray-worker-{attempt}",
+            WORKER_IP,
+            [f"--address={cluster.address}", "--resources=" + json.dumps({"worker_node": 2})],
+            tmp,
+            logs,
+            env,
+        )
+        cluster.nodes.append(worker)
+        try:
+            wait_until(lambda: _alive_nodes(cluster) >= 2, "Ray worker node", worker)
+            return
+        except RuntimeError as failed:
+            if worker.proc.poll() is None or attempt == attempts:
+                raylets = "\n".join(
+                    f"--- {log}\n{log.read_text(errors='replace')[-2000:]}"
+                    for log in sorted(tmp.glob("session_*/logs/raylet*.out"))
+                )
+                raise RuntimeError(f"{failed}\n{raylets}") from None
+            worker.stop()
+            cluster.nodes.remove(worker)
 
 
 def _alive_nodes(cluster: RayCluster) -> int:
