@@ -2,6 +2,6 @@
 
 import sys
 
-from jobs.cli.main import main
+from jobs.cli.main import command
 
-sys.exit(main())
+sys.exit(command())

@@ -117,7 +117,7 @@ def execute_inline(
             yield out
 
     started, outputs = time.perf_counter(), Prefetched(scored())
-    written = writer.write(iter(outputs), task=0)
+    written = writer.write(iter(outputs), task=0, in_order=True)
     written.add_seconds({**seconds, "write": time.perf_counter() - started - outputs.waited})
     return written
 

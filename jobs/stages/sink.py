@@ -126,10 +126,12 @@ class TableWriter:
         self.file_schema = file_schema or pa.schema([])  # how a failing row is read back, whole, for the quarantine
         self.target_file_bytes = max(1, int(target_file_mb * 2**20))
 
-    def write(self, blocks: Iterable[pa.Table], task: int) -> WrittenFiles:
-        """Write `blocks` (task `task`'s share of the scored rows) and describe what was written."""
+    def write(self, blocks: Iterable[pa.Table], task: int, in_order: bool = False) -> WrittenFiles:
+        """Write `blocks` (task `task`'s share of the scored rows) and describe what was written. `in_order`:
+        the blocks come partition after partition (the inline engine's single writer sees the whole run), so a
+        partition's last file is written when the next partition begins, not held until the end."""
         written = WrittenFiles()
-        scored_rows = _PartitionRows(self.output.input_partitioning, self.target_file_bytes)
+        scored_rows = _PartitionRows(self.output.input_partitioning, self.target_file_bytes, in_order)
         failing: list[pa.Table] = []
         for block in blocks:
             if block.num_rows == 0:
@@ -312,17 +314,22 @@ def quarantine(written: WrittenFiles, target: TableTarget, rows: pa.Table, run_i
 class _PartitionRows:
     """Scored rows of one write task gathered per input partition, until they fill a file."""
 
-    def __init__(self, partitioning: tuple[str, ...], target_bytes: int) -> None:
+    def __init__(self, partitioning: tuple[str, ...], target_bytes: int, in_order: bool = False) -> None:
         self.partitioning = partitioning
         self.target_bytes = target_bytes
+        self.in_order = in_order
         self.pending: dict[tuple[tuple[str, PartitionValue], ...], list[pa.Table]] = {}
 
     def add(self, table: pa.Table) -> Iterator[tuple[dict[str, PartitionValue], pa.Table]]:
-        """Take a block's rows; yield the partitions whose gathered rows reached the target size."""
+        """Take a block's rows; yield the partitions whose gathered rows reached the target size (in order:
+        also the partitions before this block's, which are complete)."""
         if table.num_rows == 0:
             return
         for values, group in _groups(table, self.partitioning):
             key = tuple(values.items())
+            if self.in_order:
+                for done in [k for k in self.pending if k != key]:
+                    yield from self._files(dict(done), self.pending.pop(done))
             parts = self.pending.setdefault(key, [])
             parts.append(group)
             if sum(part.nbytes for part in parts) >= self.target_bytes:
