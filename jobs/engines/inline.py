@@ -21,11 +21,11 @@ from typing import Any, Generic, TypeVar
 import pyarrow as pa
 
 from jobs.columns import PIECE_INDEX, REASONS
-from jobs.contracts.suite import cache_dir
+from jobs.contracts.suite import Verdict, cache_dir
 from jobs.models.text import Tokenize
 from jobs.plan.plan import Plan
 from jobs.spec.schema import JobSpec
-from jobs.stages.checking import check_pieces, verdicts_here
+from jobs.stages.checking import check_pieces, partition_verdicts, streams_with_verdicts
 from jobs.stages.scoring import ScoreBatches
 from jobs.stages.sink import WrittenFiles
 
@@ -90,11 +90,12 @@ def execute_inline(
     quarantining = plan.job.spec.on_failure == "quarantine"
 
     def checked() -> Iterator[pa.Table]:
-        started = time.perf_counter()
-        verdicts = verdicts_here(plan.checks)
-        if verdicts is not None:
-            seconds["tally"] = time.perf_counter() - started
-        for index in range(len(plan.checks.pieces)):
+        verdicts: dict[int, Verdict] | None = {} if streams_with_verdicts(plan.checks) else None
+        for index, piece in enumerate(plan.checks.pieces):
+            if verdicts is not None and piece.partition not in verdicts:
+                started = time.perf_counter()
+                verdicts.update(partition_verdicts(plan.checks, piece.partition))
+                seconds["tally"] = seconds.get("tally", 0.0) + time.perf_counter() - started
             batches = check_pieces(pa.table({PIECE_INDEX: [index]}), plan.checks, verdicts)
             while True:
                 started = time.perf_counter()

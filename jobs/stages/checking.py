@@ -111,7 +111,8 @@ class CheckTask:
 
 def check_pieces(batch: pa.Table, task: CheckTask, verdicts: dict[int, Verdict] | None = None) -> Iterator[pa.Table]:
     """Ray Data UDF over a dataset of piece indexes: yields each piece's rows with `_reasons`, in batches of at
-    most `task.batch_size` rows. `verdicts` (partition -> `Verdict`, from `settle`) when `task.needs_verdicts`.
+    most `task.batch_size` rows. `verdicts` (partition -> `Verdict`, from `settle` on Ray when
+    `task.needs_verdicts`, from `partition_verdicts` inline) lets a piece stream with partition-wide expectations.
 
     A piece is read batch by batch, unless the contract must see it whole: a partition of one piece (which needs
     no first pass) with partition-wide expectations, or a contract with Great Expectations' own (never split)."""
@@ -197,17 +198,30 @@ def settle(
     return verdicts
 
 
-def verdicts_here(task: CheckTask) -> dict[int, Verdict] | None:
-    """`settle` with every piece tallied in this process, one bucket of keys per partition (the inline engine:
-    small runs); None when `task.needs_verdicts` is false."""
-    if not task.needs_verdicts:
-        return None
-    tallies, keys = zip(*(tally_piece(task, piece, 1) for piece in task.pieces))
-    gathered: dict[tuple[int, int], list[pa.Array]] = {}
-    for piece, found in zip(task.pieces, keys):
-        for k, (values,) in found.items():
-            gathered.setdefault((piece.partition, k), []).append(values)
-    return settle(task, list(tallies), {key: [repeated_keys(*values)] for key, values in gathered.items()})
+def streams_with_verdicts(task: CheckTask) -> bool:
+    """Whether the inline engine settles each partition's verdicts before checking it (`partition_verdicts`), so
+    that its rows stream batch by batch: the contract has partition-wide expectations that merge, and partitions
+    are cut into pieces at all (`engine.piece_bytes` 0 keeps every partition whole, with no first pass)."""
+    return (
+        task.contract is not None
+        and task.piece_bytes > 0
+        and splittable(task.contract, task.engine)
+        and bool(validator(task).partition_wide)
+    )
+
+
+def partition_verdicts(task: CheckTask, partition: int) -> dict[int, Verdict]:
+    """One partition's `Verdict`, its pieces tallied in this process with one bucket of keys (the inline engine,
+    just before it checks the partition). Reading the few columns those expectations need once more costs less
+    than holding the partition whole: checking it whole kept the model waiting for every partition's last row."""
+    tally, gathered = Tally(), dict[int, list[pa.Array]]()
+    for piece in task.pieces:
+        if piece.partition == partition:
+            found, keys = tally_piece(task, piece, 1)
+            tally.merge(found)
+            for k, (values,) in keys.items():
+                gathered.setdefault(k, []).append(values)
+    return {partition: validator(task).verdict(tally, {k: repeated_keys(*v) for k, v in gathered.items()})}
 
 
 _validators: dict[tuple, ContractValidator] = {}  # one per process: GX contexts must not be shared by threads

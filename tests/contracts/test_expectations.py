@@ -204,3 +204,22 @@ def test_lengths_are_bounded_by_whole_numbers():
     lengths = {"type": "expect_column_value_lengths_to_be_between", "kwargs": {"column": "plan_tier", "min_value": 1.5}}
     with pytest.raises(UsageError, match="1.5 is not a length"):
         check_arguments(contract({"name": "lengths", "expectations": [lengths]}), anomalous_batch().schema)
+
+
+@pytest.mark.parametrize("type_", [pa.int64(), pa.int32(), pa.uint8()], ids=str)
+def test_repeated_integers_are_found_by_sorting_as_by_counting(type_):
+    """Guards the sort-based path of uniqueness for integer keys without nulls: the same repeated values and
+    the same count of rows holding them as Arrow's hash count, on keys with and without repeats."""
+    import pyarrow.compute as pc
+
+    from jobs.contracts.expectations import repeated_values
+
+    rng = np.random.default_rng(3)
+    for size, high in [(0, 1), (1, 1), (200, 10_000), (200, 150), (5_000, 100), (300, 1)]:
+        values = pa.chunked_array([pa.array(rng.integers(0, min(high, 256), size), type_)])
+        counts = pc.value_counts(values.combine_chunks())
+        repeated = counts.filter(pc.greater(counts.field("counts"), 1))
+        found, rows = repeated_values(values)
+        assert found.type == type_
+        assert sorted(found.to_pylist()) == sorted(repeated.field("values").to_pylist())
+        assert rows == sum(repeated.field("counts").to_pylist())

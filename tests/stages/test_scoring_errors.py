@@ -235,7 +235,14 @@ def test_on_error_fail_names_partition_file_and_row_and_commits_nothing(poisoned
 def test_on_error_fail_lists_five_rows_and_the_count_inline(poisoned):
     project, model, _, ids = poisoned
     day = DAYS[-3].isoformat()
-    job = _job(project, "errors_fail_inline", model, engine=INLINE, scoring={"batch_size": ROWS_PER_DAY})
+    # whole partitions (piece_bytes 0) and a batch as big as one: a single batch holds both files' poison rows
+    job = _job(
+        project,
+        "errors_fail_inline",
+        model,
+        engine={**INLINE, "piece_bytes": 0},
+        scoring={"batch_size": ROWS_PER_DAY},
+    )
     code, summary = project.run(job, partitions=f"ds={day}")
     assert code == 1 and summary["engine"] == "inline"
     files = [project.data / f"ds={day}" / f"part-{n}.parquet" for n in (0, 1)]
@@ -328,7 +335,13 @@ def test_nonfinite_scores_fail_the_run_by_default(fresh_project, log_model):
     day = DAYS[-1].isoformat()
     bad = _nonfinite_ids(project)
     assert bad, "the day must hold tenure 0 or 1"
-    job = _job(project, "nonfinite_fail", log_model, engine=INLINE, scoring={"batch_size": ROWS_PER_DAY})
+    job = _job(  # one batch for the day (whole partitions, a batch as big as one): one count for all its rows
+        project,
+        "nonfinite_fail",
+        log_model,
+        engine={**INLINE, "piece_bytes": 0},
+        scoring={"batch_size": ROWS_PER_DAY},
+    )
     code, summary = project.run(job)
     assert code == 1 and summary["status"] == "failed"
     assert f"the model returned NaN or infinite values for {len(bad)} of {ROWS_PER_DAY} rows" in summary["error"]
