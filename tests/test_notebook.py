@@ -8,7 +8,6 @@ machine has registered elsewhere (another interpreter, or none on a clean clone)
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import re
@@ -129,7 +128,7 @@ def test_adhoc_notebook_runs_in_a_kernel_from_the_notebooks_folder(fresh_project
     assert tracked["tag score.model_version"] == run["model_version"]
     assert tracked["tag score.run_key"] == delta.history(1)[0]["score.run_key"]
     listed = set(re.findall(r"^  (\S+)$", _text(cells["mlflow"]), re.MULTILINE))
-    assert {"charts/churn_probability.png", "contract/report.json", "spec/resolved.yaml", "input/files.json"} <= listed
+    assert {"charts/churn_probability.svg", "contract/report.json", "spec/resolved.yaml", "input/files.json"} <= listed
 
     scores = delta.to_pyarrow_table(columns=["churn_probability"], filters=[("ds", "=", LAST_DAY.isoformat())])
     expected_mean = pc.mean(scores.column("churn_probability")).as_py()
@@ -139,9 +138,12 @@ def test_adhoc_notebook_runs_in_a_kernel_from_the_notebooks_folder(fresh_project
     assert 0 < mean < 1
     assert abs(mean - expected_mean) < 1e-6
 
-    images = [o for o in cells["histogram"].outputs if "image/png" in o.get("data", {})]
+    images = [o for o in cells["histogram"].outputs if "image/svg+xml" in o.get("data", {})]
     assert images, _text(cells["histogram"])
-    assert base64.b64decode(images[0]["data"]["image/png"]).startswith(b"\x89PNG\r\n\x1a\n")
+    assert (
+        "<svg" in images[0]["data"]["image/svg+xml"]
+        and f"{day}: v0 {ROWS_PER_DAY:,} rows" in images[0]["data"]["image/svg+xml"]
+    )
     charted = _values(_text(cells["histogram"]))
     assert charted[f"{day} v0"].startswith(f"{ROWS_PER_DAY} rows, mean ")
     charted_mean = float(charted[f"{day} v0"].split("mean ")[1].split(",")[0])

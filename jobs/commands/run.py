@@ -10,6 +10,7 @@ import datetime as dt
 import logging
 import time
 from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -19,20 +20,21 @@ from jobs.commands.summary import RunSummary
 from jobs.contracts import reports
 from jobs.engines.endpoints import check_job
 from jobs.engines.execute import execute
-from jobs.engines.inline import inline_limit, runs_inline
+from jobs.engines.inline import InlineStages, inline_limit, runs_inline, start_inline
 from jobs.errors import EXIT_INTERRUPTED, ContractFailure, RuntimeFailure, ScoreError, one_line
 from jobs.faults import inject
 from jobs.plan.commits import commit_group, run_record
 from jobs.plan.plan import NothingToScore, Plan, Progress, make_plan, progress_of
 from jobs.plan.samples import sample_job
 from jobs.spec.load import LoadedSpec, load_spec
+from jobs.spec.schema import TrackingSpec
 from jobs.stages.sink import WrittenFiles
 from jobs.storage import redact_uri
 from jobs.tables.delta import discard_run_files
 from jobs.tables.lineage import parse_time
 from jobs.tracking.code_version import package_digest
 from jobs.tracking.connect import connect
-from jobs.tracking.orphans import reap
+from jobs.tracking.orphans import Reaped, reap
 
 log = logging.getLogger(__name__)
 
@@ -148,19 +150,62 @@ def _score(plan: Plan, summary: RunSummary, started: float, console: Console | N
         if inline
         else f"{spec.name}: starting Ray" + (f" on {spec.engine.address}" if spec.engine.address else "")
     )
+    ray_started = None
     if not inline:
         # Ray takes 0.9 s to import (with Ray Data): a run scored inline never imports it. A run that finds its
         # work done (already committed, up to date) never starts it.
         from jobs.engines import cluster
 
         ray_started = cluster.start_soon(spec.engine)  # while MLflow is imported and its run opened and recorded
-    with summary.timed("track"):
-        # MLflow takes 1.1 s to import: a run with nothing to score never imports it.
-        from jobs.tracking import records
+    # MLflow takes 1.9 s to import and connect (a run with nothing to score never imports it): in a thread, while
+    # Ray starts, or while the inline engine checks and scores the first group (its rows wait for the run's id).
+    connecting = ThreadPoolExecutor(1, thread_name_prefix="mlflow-connect")
+    connected = connecting.submit(_connect, spec.tracking)
+    connecting.shutdown(wait=False)
+    groups = plan.groups()  # one, unless output.commit_every: each group is one commit
+    early = start_inline(groups[0], _progress(console, plan, 0, 0)) if inline else None
+    try:
+        _track_and_score(plan, groups, early, ray_started, connected, summary, started, console)
+    finally:
+        if early is not None:
+            early.close()
 
-        connect(spec.tracking)
-        for dead in reap(spec.tracking):  # earlier runs whose driver was killed: marked failed, files deleted
+
+def _connect(tracking: TrackingSpec) -> list[Reaped]:
+    """Import MLflow (here, off the run's own thread), connect to the store, and reap the runs whose driver was
+    killed (marked failed, their files deleted): what was reaped, to report."""
+    from jobs.tracking import records  # noqa: F401  # MLflow, 1.1 s
+
+    connect(tracking)
+    return reap(tracking)
+
+
+def _progress(console: Console | None, plan: Plan, rows_checked: int, rows_quarantined: int) -> Any:
+    """The console's row counter for the next group, from the counts of the groups before it."""
+    return (
+        None if console is None else console.counting(Counts(rows_checked, rows_quarantined), plan.selection.num_rows)
+    )
+
+
+def _track_and_score(
+    plan: Plan,
+    groups: list[Plan],
+    early: InlineStages | None,
+    ray_started: Future[Any] | None,
+    connected: Future[list[Reaped]],
+    summary: RunSummary,
+    started: float,
+    console: Console | None,
+) -> None:
+    """Open the MLflow run and record the plan, then execute, check, commit and record each group: inline (the
+    first group's stages `early`, already started) or on Ray (`ray_started`)."""
+    spec = plan.job.spec
+    say = console.say if console is not None else log.info
+    with summary.timed("track"):
+        for dead in connected.result():
             say(f"earlier run {dead.run_id} ({dead.job}): {dead.why}")
+    from jobs.tracking import records  # imported by `_connect`
+
     read_versions = {redact_uri(t.uri): t.read_version for t in (plan.output, plan.quarantine) if t is not None}
     opened = time.monotonic()
     with records.mlflow_run(f"{spec.name} {plan.selection.labels[0]}", read_versions) as (run_id, experiment_id):
@@ -171,25 +216,25 @@ def _score(plan: Plan, summary: RunSummary, started: float, console: Console | N
                 records.record_plan(
                     plan.job, plan.selection, plan.model, plan.contract, plan.output, plan.quarantine, plan.run_key
                 )
-            if inline:
+            if ray_started is None:
                 pool, code_sha256 = None, package_digest()
                 records.record_engine({"engine": "inline"}, code_sha256)
             else:
+                from jobs.engines import cluster  # imported by `_score`, which started Ray
+
                 with summary.timed("start"):
                     ray_started.result()
                     pool = cluster.wait_for_pool(spec.scoring)
                     code_sha256 = cluster.workers_code(spec.engine)
                 records.record_engine(pool.params(), code_sha256)
             checked, rows_checked, marks, devices = WrittenFiles(), 0, [], Counter[str]()  # checked: every group so far
-            groups = plan.groups()  # one, unless output.commit_every: each group is one commit
-            for group in groups:
-                progress = (
-                    None
-                    if console is None
-                    else console.counting(Counts(rows_checked, checked.rows_quarantined), plan.selection.num_rows)
-                )
+            for n, group in enumerate(groups):
                 with summary.timed("pipeline"):
-                    written = execute(group, run_id, pool, progress)
+                    if n == 0 and early is not None:
+                        written = execute(group, run_id, None, started=early)
+                    else:
+                        progress = _progress(console, plan, rows_checked, checked.rows_quarantined)
+                        written = execute(group, run_id, pool, progress)
                 checked.merge(written)
                 summary.busy_seconds = {stage: round(spent, 3) for stage, spent in checked.seconds.items()}
                 rows_checked += group.selection.num_rows

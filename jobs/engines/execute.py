@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from jobs import errors
-from jobs.engines.inline import execute_inline
+from jobs.engines.inline import InlineStages, execute_inline
 from jobs.engines.pool import PoolSize
 from jobs.errors import ERROR_LINE, RuntimeFailure, ScoreError, SpecError
 from jobs.plan.plan import Plan
@@ -19,12 +19,17 @@ from jobs.stages.sink import WrittenFiles
 
 
 def execute(
-    plan: Plan, run_id: str, pool: PoolSize | None, on_progress: Callable[[dict[str, int]], None] | None = None
+    plan: Plan,
+    run_id: str,
+    pool: PoolSize | None,
+    on_progress: Callable[[dict[str, int]], None] | None = None,
+    started: InlineStages | None = None,
 ) -> WrittenFiles:
-    """Score one plan's rows on Ray (with `pool`), or in this process when `pool` is None."""
+    """Score one plan's rows on Ray (with `pool`), or in this process when `pool` is None (`started`: the inline
+    stages `jobs.engines.inline.start_inline` started for it, with their progress counter)."""
     try:
         if pool is None:
-            written = execute_inline(plan, run_id, on_progress)
+            written = execute_inline(plan, run_id, on_progress, started)
         else:
             # Ray Data takes 0.9 s to import: a run scored inline never imports it.
             from jobs.engines.pipeline import execute as execute_on_ray

@@ -168,7 +168,7 @@ def execute(
 ) -> WrittenFiles:
     """The run's rows through Ray Data: check tasks -> (tokenise actors) -> scoring actors -> write tasks."""
     spec = plan.job.spec
-    task = plan.scoring_task(run_id, pool.threads, pool.gpus_per_actor > 0)
+    task = plan.scoring_task(pool.threads, pool.gpus_per_actor > 0)
     progress = f"{run_id}-{uuid.uuid4().hex[:8]}"  # one counter per execution: a run committing in groups has several
     sink = DeltaFilesSink(plan.table_writer(run_id), progress)
     if not plan.checks.partitions:

@@ -101,7 +101,7 @@ class Plan:
             drifted={path: reasons for path, reasons in self.drifted.items() if path in paths},
         )
 
-    def scoring_task(self, run_id: str, threads: int, use_gpu: bool) -> ScoringTask:
+    def scoring_task(self, threads: int, use_gpu: bool) -> ScoringTask:
         """The scoring stage's task: what every scoring actor needs but the model's files."""
         spec = self.job.spec
         return ScoringTask(
@@ -112,7 +112,6 @@ class Plan:
             on_failure=spec.on_failure,
             null_inputs=spec.model.null_inputs,
             allow_nonfinite=spec.model.allow_nonfinite,
-            run_id=run_id,
             id_column=spec.input.id_column,
             partition_columns=tuple(spec.input.partitioning),
             event_time_column=spec.input.event_time_column,

@@ -4,12 +4,14 @@ lineage as the same run on Ray, only without starting Ray."""
 from __future__ import annotations
 
 import json
+import threading
 
 import numpy as np
 import pyarrow.compute as pc
 from deltalake import DeltaTable
 from mlflow import MlflowClient
 
+from jobs.engines.inline import Prefetched
 from tests.conftest import DAYS, ROWS_PER_DAY
 from tests.stages.test_quarantine import break_rows, reasons_by_id
 
@@ -67,3 +69,54 @@ def test_the_engine_is_chosen_by_the_rows_of_the_run(fresh_project):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert summary["engine"] == "inline" and summary["table_version"] == 1
+
+
+class _Block:
+    """A stand-in for an Arrow table: only its size matters to Prefetched."""
+
+    def __init__(self, n: int, nbytes: int) -> None:
+        self.n, self.nbytes = n, nbytes
+
+
+def test_prefetched_runs_ahead_by_its_byte_budget_and_no_further():
+    """While the writer waits for the run's id, the scored rows run ahead of it up to `ahead_bytes`, beyond the
+    `depth` items it keeps otherwise; what is queued when the producer asks for its next item never exceeds
+    either bound, and every item arrives once, in order."""
+    queued: list[tuple[int, int]] = []  # (items, bytes) queued whenever the producer makes its next item
+    asked = threading.Semaphore(0)
+    constructed = threading.Event()
+
+    def blocks():
+        constructed.wait()
+        for n in range(12):
+            if n:
+                queued.append((len(ahead._items), ahead._bytes))
+            asked.release()
+            yield _Block(n, 10 * 2**20)
+
+    ahead = Prefetched(blocks(), depth=2, ahead_bytes=35 * 2**20)
+    constructed.set()
+    for _ in range(4):  # the fourth block is made, and waits: three (30 MiB) are queued, a fourth would pass 35
+        assert asked.acquire(timeout=30)
+    got = [block.n for block in ahead]
+    assert got == list(range(12))
+    assert max(queued) <= (3, 30 * 2**20)
+    assert queued[:3] == [(1, 10 * 2**20), (2, 20 * 2**20), (3, 30 * 2**20)]  # beyond depth 2, within the budget
+
+
+def test_prefetched_close_stops_its_producer():
+    made: list[int] = []
+    stopped = threading.Event()
+
+    def blocks():
+        try:
+            for n in range(1_000):
+                made.append(n)
+                yield _Block(n, 1)
+        finally:
+            stopped.set()
+
+    ahead = Prefetched(blocks(), depth=2)
+    ahead.close()
+    assert stopped.wait(timeout=30)
+    assert len(made) <= 4  # at most the queue's depth ahead, and the one that found it closed

@@ -19,8 +19,9 @@ from deltalake import DeltaTable
 
 from jobs.columns import MODEL_ERROR
 from jobs.errors import SpecError
+from jobs.models.artifacts import InputBinding, ModelBinding
 from jobs.spec.load import load_spec
-from jobs.stages.scoring import RowFailure, isolate_failures
+from jobs.stages.scoring import RowFailure, build_feeds, isolate_failures
 from tests.conftest import DAYS, DELETE, ROWS_PER_DAY, Project
 
 FEATURES = ["age", "tenure_months", "household_size"]
@@ -386,3 +387,34 @@ def test_allow_nonfinite_keeps_them_as_scores(fresh_project, log_model):
     output = DeltaTable(str(project.warehouse / "nonfinite_kept")).to_pyarrow_table()
     scores = dict(zip(output.column("customer_id").to_pylist(), output.column("score").to_pylist()))
     assert {cid: str(scores[cid]) for cid in bad} == bad
+
+
+def test_string_inputs_reach_the_model_as_the_same_strings_whatever_their_cardinality_or_encoding():
+    """Categorical string inputs go to ONNX Runtime through their dictionary (one Python string per value), free
+    text through Arrow's own conversion; either way the model gets exactly the column's strings, nulls as ""."""
+    rng = np.random.default_rng(7)
+    rows = 5_000
+    categories = rng.choice(["basic", "pro", "ünïcode", None], rows).tolist()
+    free_text = [f"customer note {i}" if i % 7 else None for i in range(rows)]
+    table = pa.table(
+        {
+            "plan": pa.chunked_array([pa.array(categories[:1_200]), pa.array(categories[1_200:])]),
+            "note": pa.array(free_text, pa.large_string()),
+            "region": pa.array(categories).dictionary_encode(),  # as Spark's dictionary pages read back
+        }
+    )
+    binding = ModelBinding(
+        inputs=(
+            InputBinding("plan", ("plan",), "string", 1),
+            InputBinding("both", ("note", "region"), "string", 2),
+        ),
+        outputs=(),
+    )
+    feeds = build_feeds(binding, table)
+    expected = np.array(["" if v is None else v for v in categories], dtype=object)
+    assert feeds["plan"].dtype == object and feeds["plan"].tolist() == expected.tolist()
+    assert feeds["both"].shape == (rows, 2)
+    assert feeds["both"][:, 0].tolist() == ["" if v is None else v for v in free_text]
+    assert feeds["both"][:, 1].tolist() == expected.tolist()
+    empty = build_feeds(binding, table.slice(0, 0))
+    assert empty["plan"].shape == (0,) and empty["both"].shape == (0, 2)

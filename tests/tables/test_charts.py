@@ -1,9 +1,10 @@
 """Charts of a table's scores: the numbers behind each picture equal the table's own values, read back at
-each version, and the pictures are real, deterministic PNGs."""
+each version, and the pictures draw exactly those numbers, the same bytes for the same data."""
 
 from __future__ import annotations
 
 import io
+import xml.etree.ElementTree as ET
 
 import numpy as np
 import pyarrow as pa
@@ -25,6 +26,7 @@ from jobs.tables.charts import (
 DAYS = ["2026-11-25", "2026-11-26", "2026-11-27"]
 ROWS = {"2026-11-25": 2_000, "2026-11-26": 1_500, "2026-11-27": 1_800, "2026-11-28": 900}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+SVG = "{http://www.w3.org/2000/svg}"
 
 
 def _day(day: str, rng: np.random.Generator, first_id: int, shift: float = 0.0) -> pa.Table:
@@ -166,22 +168,50 @@ def _decode(png: bytes) -> np.ndarray:
     return image
 
 
-def test_pngs_decode_are_deterministic_and_cover_every_layout(scores, monkeypatch):
-    images = score_histograms(scores, 1, ["churn_probability", "churn_label"], ["ds"], _days(*DAYS), previous_version=0)
-    assert sorted(images) == ["churn_label.png", "churn_probability.png"]
-    heights = {name: _decode(png).shape[0] for name, png in images.items()}
-    again = score_histograms(scores, 1, ["churn_probability", "churn_label"], ["ds"], _days(*DAYS), previous_version=0)
+def _svg(image: bytes) -> ET.Element:
+    root = ET.fromstring(image)
+    assert root.tag == f"{SVG}svg" and int(root.get("width")) >= 400 and int(root.get("height")) > 150
+    return root
+
+
+def _bars(root: ET.Element) -> dict[tuple[str, int], list[tuple[int, float]]]:
+    """(partition, version) -> (count, drawn height) of each bar, in bin order."""
+    bars: dict[tuple[str, int], list[tuple[int, float]]] = {}
+    for rect in root.iter(f"{SVG}rect"):
+        if rect.get("data-count") is not None:
+            key = (rect.get("data-partition"), int(rect.get("data-version", -1)))
+            bars.setdefault(key, []).append((int(rect.get("data-count")), float(rect.get("height"))))
+    return bars
+
+
+def test_svgs_draw_every_count_to_scale_deterministically_in_every_layout(scores, monkeypatch):
+    columns = ["churn_probability", "churn_label", "segment"]
+    images = score_histograms(scores, 1, columns, ["ds"], _days(*DAYS), previous_version=0)
+    data = score_histogram_data(scores, 1, columns, ["ds"], _days(*DAYS), previous_version=0)
+    assert sorted(images) == ["churn_label.svg", "churn_probability.svg", "segment.svg"]
+    for column, chart in data.items():
+        bars = _bars(_svg(images[chart.file_name]))
+        expected = {(label, s.version): s.counts for label, s in [*chart.current.items(), *chart.previous.items()]}
+        assert {key: [count for count, _ in drawn] for key, drawn in bars.items()} == expected, column
+        for label in chart.current:  # one y scale per panel, both versions: heights proportional to counts
+            scale = [height / count for v in (1, 0) for count, height in bars.get((label, v), []) if count]
+            assert scale and max(scale) - min(scale) < 1e-3 * max(scale), (column, label)
+    again = score_histograms(scores, 1, columns, ["ds"], _days(*DAYS), previous_version=0)
     assert again == images
 
-    single = score_histograms(scores, 2, ["churn_probability"], ["ds"])["churn_probability.png"]
-    assert _decode(single).shape[0] < heights["churn_probability.png"]  # one panel, not three
+    single = score_histograms(scores, 2, ["churn_probability"], ["ds"])["churn_probability.svg"]
+    assert set(_bars(_svg(single))) == {(ALL_ROWS, 2)}
+    assert int(_svg(single).get("height")) < int(_svg(images["churn_probability.svg"]).get("height"))
 
     monkeypatch.setattr(charts, "MAX_PANELS", 2)  # many partitions: one heat map of partition x bin
-    heat = score_histograms(
-        scores, 2, ["churn_probability", "segment"], ["ds"], _days(*DAYS, "2026-11-28"), previous_version=1
-    )
-    for png in heat.values():
-        _decode(png)
+    days = _days(*DAYS, "2026-11-28")
+    heat = score_histograms(scores, 2, ["churn_probability", "segment"], ["ds"], days, previous_version=1)
+    heat_data = score_histogram_data(scores, 2, ["churn_probability", "segment"], ["ds"], days, previous_version=1)
+    for column, chart in heat_data.items():
+        cells = _bars(_svg(heat[chart.file_name]))
+        assert {label: [count for count, _ in cells[(label, -1)]] for label, _ in cells} == {
+            label: series.counts for label, series in chart.current.items()
+        }, column
 
 
 def test_unknown_column_version_or_partition_is_a_clear_error(scores):
