@@ -11,7 +11,8 @@ actor of the pool, does not repeat it):
 Points: `open_model` (a scoring actor, opening its model), `check_partition` (a check task, before it reads its
 partition), `score_batch` (a scoring actor, before it scores a batch), `write_files` (a write task, after writing
 its files, before reporting them), `commit` (the driver, with every file written, before the table commit) and
-`committed` (the driver, its commit landed, before the run's last MLflow records). Unset, `inject` costs one
+`committed` (the driver, its commit landed, before the run's last MLflow records) and `record` (the `score`
+command's MLflow sidecar, before each record it makes: `jobs.tracking.recorder`). Unset, `inject` costs one
 dictionary lookup. The variable is a `SCORE_*` one, so it reaches a cluster's workers like the storage settings do.
 """
 

@@ -46,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:
         return 2 if exc.code else 0
     native = hush_libraries(args.verbose, divert=args.command in QUIETED)
+    if args.command == "run":
+        from jobs.tracking.recorder import start_sidecar
+
+        start_sidecar()  # MLflow loads in the sidecar while this process imports the run's libraries and plans
     args.stdout = _reserve_stdout()
     signal.signal(signal.SIGTERM, _terminate)
     code = _handle(args)

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import time
 from collections import Counter
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +28,12 @@ from jobs.plan.commits import commit_group, run_record
 from jobs.plan.plan import NothingToScore, Plan, Progress, make_plan, progress_of
 from jobs.plan.samples import sample_job
 from jobs.spec.load import LoadedSpec, load_spec
-from jobs.spec.schema import TrackingSpec
 from jobs.stages.sink import WrittenFiles
 from jobs.storage import redact_uri
 from jobs.tables.delta import discard_run_files
 from jobs.tables.lineage import parse_time
 from jobs.tracking.code_version import package_digest
-from jobs.tracking.connect import connect
-from jobs.tracking.orphans import Reaped, reap
+from jobs.tracking.recorder import Recorder, recorder
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +67,23 @@ def run_job(
     if lock:
         with job_lock(loaded.root, spec.name):
             return run_job(loaded, partitions, overrides, run_key, force, console, limit, table)
+    with recorder() as recording:  # the `score` command's sidecar, which imported MLflow meanwhile, or this process
+        return _run(loaded, partitions, run_key, force, console, limit, table, started, recording)
+
+
+def _run(
+    loaded: LoadedSpec,
+    partitions: str | list[str] | None,
+    run_key: str | None,
+    force: bool,
+    console: Console | None,
+    limit: int | None,
+    table: str | None,
+    started: float,
+    recording: Recorder,
+) -> RunSummary:
+    """`run_job`'s body: plan, then `_score` what is not committed yet."""
+    spec = loaded.spec
     if console is not None:
         console.follow(spec.engine)
     say = console.say if console is not None else log.info
@@ -125,7 +141,7 @@ def run_job(
         )
         for warning in plan.warnings():
             say(f"{spec.name}: warning: {warning}")
-        _score(plan, summary, started, console)
+        _score(plan, summary, started, console, recording)
     except (Exception, KeyboardInterrupt) as exc:  # every failure carries its summary: `--json` prints it
         summary.exit_code = (
             exc.exit_code
@@ -139,7 +155,7 @@ def run_job(
     return summary
 
 
-def _score(plan: Plan, summary: RunSummary, started: float, console: Console | None) -> None:
+def _score(plan: Plan, summary: RunSummary, started: float, console: Console | None, recording: Recorder) -> None:
     """Track, execute, check, commit and record the run of `plan`, one group of partitions at a time."""
     spec = plan.job.spec
     say = console.say if console is not None else log.info
@@ -157,27 +173,16 @@ def _score(plan: Plan, summary: RunSummary, started: float, console: Console | N
         from jobs.engines import cluster
 
         ray_started = cluster.start_soon(spec.engine)  # while MLflow is imported and its run opened and recorded
-    # MLflow takes 1.9 s to import and connect (a run with nothing to score never imports it): in a thread, while
-    # Ray starts, or while the inline engine checks and scores the first group (its rows wait for the run's id).
-    connecting = ThreadPoolExecutor(1, thread_name_prefix="mlflow-connect")
-    connected = connecting.submit(_connect, spec.tracking)
-    connecting.shutdown(wait=False)
+    # MLflow takes 1.9 s to import and connect (a run with nothing to score never does): in the sidecar or a thread,
+    # while Ray starts, or while the inline engine checks and scores the first group (its rows wait for the run id).
+    recording.connect_soon(spec.tracking)
     groups = plan.groups()  # one, unless output.commit_every: each group is one commit
     early = start_inline(groups[0], _progress(console, plan, 0, 0)) if inline else None
     try:
-        _track_and_score(plan, groups, early, ray_started, connected, summary, started, console)
+        _track_and_score(plan, groups, early, ray_started, recording, summary, started, console)
     finally:
         if early is not None:
             early.close()
-
-
-def _connect(tracking: TrackingSpec) -> list[Reaped]:
-    """Import MLflow (here, off the run's own thread), connect to the store, and reap the runs whose driver was
-    killed (marked failed, their files deleted): what was reaped, to report."""
-    from jobs.tracking import records  # noqa: F401  # MLflow, 1.1 s
-
-    connect(tracking)
-    return reap(tracking)
 
 
 def _progress(console: Console | None, plan: Plan, rows_checked: int, rows_quarantined: int) -> Any:
@@ -192,7 +197,7 @@ def _track_and_score(
     groups: list[Plan],
     early: InlineStages | None,
     ray_started: Future[Any] | None,
-    connected: Future[list[Reaped]],
+    recording: Recorder,
     summary: RunSummary,
     started: float,
     console: Console | None,
@@ -202,23 +207,29 @@ def _track_and_score(
     spec = plan.job.spec
     say = console.say if console is not None else log.info
     with summary.timed("track"):
-        for dead in connected.result():
+        for dead in recording.connected():  # earlier runs whose driver was killed: marked failed, files deleted
             say(f"earlier run {dead.run_id} ({dead.job}): {dead.why}")
-    from jobs.tracking import records  # imported by `_connect`
-
     read_versions = {redact_uri(t.uri): t.read_version for t in (plan.output, plan.quarantine) if t is not None}
     opened = time.monotonic()
-    with records.mlflow_run(f"{spec.name} {plan.selection.labels[0]}", read_versions) as (run_id, experiment_id):
+    name = f"{spec.name} {plan.selection.labels[0]}"
+    with recording.run(name, read_versions, os.getpid()) as (run_id, experiment_id):
         summary.run_id = run_id
         try:
             with summary.timed("track"):
                 summary.seconds["track"] += time.monotonic() - opened  # and the MLflow run's start
-                records.record_plan(
-                    plan.job, plan.selection, plan.model, plan.contract, plan.output, plan.quarantine, plan.run_key
+                recording.record(
+                    "plan",
+                    plan.job,
+                    plan.selection,
+                    plan.model,
+                    plan.contract,
+                    plan.output,
+                    plan.quarantine,
+                    plan.run_key,
                 )
             if ray_started is None:
                 pool, code_sha256 = None, package_digest()
-                records.record_engine({"engine": "inline"}, code_sha256)
+                recording.record("engine", {"engine": "inline"}, code_sha256)
             else:
                 from jobs.engines import cluster  # imported by `_score`, which started Ray
 
@@ -226,7 +237,7 @@ def _track_and_score(
                     ray_started.result()
                     pool = cluster.wait_for_pool(spec.scoring)
                     code_sha256 = cluster.workers_code(spec.engine)
-                records.record_engine(pool.params(), code_sha256)
+                recording.record("engine", pool.params(), code_sha256)
             checked, rows_checked, marks, devices = WrittenFiles(), 0, [], Counter[str]()  # checked: every group so far
             for n, group in enumerate(groups):
                 with summary.timed("pipeline"):
@@ -241,7 +252,8 @@ def _track_and_score(
                 summary.contract = _contract_summary(plan, checked)
                 if plan.contract and spec.contract:
                     with summary.timed("record"):
-                        records.record_contract(
+                        recording.record(
+                            "contract",
                             reports.contract_report(
                                 plan.contract,
                                 rows_checked,
@@ -252,7 +264,7 @@ def _track_and_score(
                                 run_id=run_id,
                                 partitions=",".join(plan.selection.labels),
                                 on_failure=spec.contract.on_failure,
-                            )
+                            ),
                         )
                 _check_counts(group, written)
                 _check_contract(group, checked, rows_checked, summary)
@@ -268,7 +280,7 @@ def _track_and_score(
                 devices.update(written.devices)
                 summary.devices = dict(devices)
                 with summary.timed("record"):
-                    records.record_commit(summary.table_versions)
+                    recording.record("commit", summary.table_versions)
                 inject("committed")
                 if len(groups) > 1:
                     say(
@@ -276,7 +288,7 @@ def _track_and_score(
                         f"({', '.join(group.selection.labels)})"
                     )
             with summary.timed("record"):
-                records.record_devices(summary.devices)
+                recording.record("devices", summary.devices)
             summary.input_watermark = max(marks, key=parse_time) if marks else None
             if summary.input_watermark:
                 summary.freshness_lag_s = round((scored_at - parse_time(summary.input_watermark)).total_seconds(), 3)
@@ -289,15 +301,18 @@ def _track_and_score(
             elif left:
                 exc.add_note(left)
             summary.duration_s = round(time.monotonic() - started, 3)
-            records.record_failure(exc, summary.metrics())
+            recording.record(
+                "failure", str(exc), type(exc).__name__, isinstance(exc, KeyboardInterrupt), summary.metrics()
+            )
             raise
         if console is not None:
             console.done()
         summary.status = "succeeded"
         summary.duration_s = round(time.monotonic() - started, 3)
         summary.rows_per_s = round(summary.rows_in / summary.duration_s, 1) if summary.duration_s else 0.0
-        records.record_result(summary.metrics(), summary.quarantine_version, summary.input_watermark)
-        records.record_charts(
+        recording.record("result", summary.metrics(), summary.quarantine_version, summary.input_watermark)
+        recording.record(
+            "charts",
             plan.output,
             summary.table_version,
             [f.name for f in plan.binding.output_fields()],

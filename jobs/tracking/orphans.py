@@ -31,9 +31,10 @@ class Reaped:
     why: str  # the reason recorded on the MLflow run
 
 
-def driver_tags(read_versions: dict[str, int | None]) -> dict[str, str]:
-    """The tags that let a later process tell whether this run's driver is still alive."""
-    me = psutil.Process()
+def driver_tags(read_versions: dict[str, int | None], driver_pid: int) -> dict[str, str]:
+    """The tags that let a later process tell whether this run's driver (process `driver_pid`, on this host) is
+    still alive."""
+    me = psutil.Process(driver_pid)
     return {
         Tag.DRIVER: json.dumps({"host": socket.gethostname(), "pid": me.pid, "started": me.create_time()}),
         Tag.READ_VERSIONS: json.dumps(read_versions),

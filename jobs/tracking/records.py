@@ -43,11 +43,12 @@ log = logging.getLogger(__name__)
 
 
 @contextmanager
-def mlflow_run(name: str, read_versions: dict[str, int | None]) -> Iterator[tuple[str, str]]:
-    """The run's MLflow run, tagged with its driver and the table versions its plan read (`jobs.tracking.
-    orphans` finds it by them if the driver is killed); yields its run id and experiment id."""
+def mlflow_run(name: str, read_versions: dict[str, int | None], driver_pid: int) -> Iterator[tuple[str, str]]:
+    """The run's MLflow run, tagged with its driver (the process running it, `driver_pid`: the sidecar's
+    parent, `jobs.tracking.recorder`) and the table versions its plan read (`jobs.tracking.orphans` finds it by
+    them if the driver is killed); yields its run id and experiment id."""
     with mlflow.start_run(run_name=name) as run:
-        mlflow.set_tags(driver_tags(read_versions))
+        mlflow.set_tags(driver_tags(read_versions, driver_pid))
         yield run.info.run_id, run.info.experiment_id
 
 
@@ -138,12 +139,13 @@ def record_devices(devices: dict[str, int]) -> None:
     mlflow.set_tag(Tag.DEVICES, json.dumps(devices))
 
 
-def record_failure(exc: BaseException, metrics: dict[str, float]) -> None:
-    """Why the run failed, and its counts; an interrupted run (Ctrl-C, SIGTERM) ends KILLED: stopped, not
-    broken (a failed one ends FAILED when the `mlflow_run` block exits with the exception)."""
-    mlflow.set_tags({Tag.ERROR: str(exc)[:5000], Tag.ERROR_TYPE: type(exc).__name__})
+def record_failure(error: str, error_type: str, interrupted: bool, metrics: dict[str, float]) -> None:
+    """Why the run failed (its exception's text and type name), and its counts; an interrupted run (Ctrl-C,
+    SIGTERM) ends KILLED: stopped, not broken (a failed one ends FAILED when the `mlflow_run` block exits with
+    the exception)."""
+    mlflow.set_tags({Tag.ERROR: error[:5000], Tag.ERROR_TYPE: error_type})
     mlflow.log_metrics(metrics)
-    if isinstance(exc, KeyboardInterrupt):
+    if interrupted:
         mlflow.end_run("KILLED")
 
 
