@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import psutil
@@ -15,6 +13,7 @@ from deltalake import DeltaTable
 from mlflow import MlflowClient
 
 from tests.conftest import ROWS_PER_DAY
+from tests.test_faults import _start
 
 
 def _sidecars(root: Path) -> list[psutil.Process]:
@@ -28,14 +27,7 @@ def _sidecars(root: Path) -> list[psutil.Process]:
 
 def _run(project, job: Path, *args: str, env: dict | None = None) -> tuple[int, int, dict]:
     """`score run JOB --json ARGS` as its own process: its pid, exit code and summary."""
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "jobs.cli", "run", str(job), "--json", *args],
-        cwd=project.root,
-        env={**project.env, **(env or {})},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    driver = _start(project, job, *args, env=env)
     out, err = driver.communicate(timeout=600)
     assert out.strip(), err[-3000:]
     return driver.pid, driver.returncode, json.loads(out.strip().splitlines()[-1])
