@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from multiprocessing.connection import Connection
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from jobs.errors import RuntimeFailure
 from jobs.faults import inject
@@ -223,8 +223,8 @@ class _Collected(logging.Handler):
         self.records.append(record)
 
 
-def _serve(connection: Connection) -> None:
-    """Answer the run's calls, in order, until it closes the connection."""
+def _serve(connection: Connection) -> NoReturn:
+    """Answer the run's calls, in order, until it closes the connection; then exit the process."""
     collected = _Collected()
     logging.getLogger().addHandler(collected)
     logging.getLogger().setLevel(logging.INFO)
@@ -261,8 +261,9 @@ def _serve(connection: Connection) -> None:
         except OSError:  # the run is gone
             break
     # A run left open (its driver died before `end`) stays RUNNING for `jobs.tracking.orphans` to find: its driver
-    # is gone, so a later run marks it failed and deletes its files. MLflow's own exit handler would end it
-    # FINISHED: the sidecar leaves by os._exit.
+    # is gone, so a later run marks it failed and deletes its files. Leaving any other way would end it: the open
+    # run's generator, finalised with this frame, ends it FAILED, and MLflow's exit handler FINISHED.
+    os._exit(0)
 
 
 def _picklable(exc: BaseException) -> bool:
@@ -275,4 +276,3 @@ def _picklable(exc: BaseException) -> bool:
 
 if __name__ == "__main__":
     _serve(Connection(int(sys.argv[1])))
-    os._exit(0)
