@@ -7,12 +7,13 @@ core): on 2 CPUs a second instance would only split the same cores.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 
 import daft
 import pyarrow as pa
-from common import Task, args, score, session
+from common import Task, args, open_model, score
 from daft import col
 
 
@@ -24,15 +25,15 @@ def scorer(task: Task):
     @daft.cls(max_concurrency=1)
     class Scorer:
         def __init__(self) -> None:
-            self.session = session(task.model)
-            self.task = Task(**{**task.__dict__, "id_column": None})  # the id stays a column of the frame
+            self.runtime = open_model(task)
+            self.task = dataclasses.replace(task, id_column=None)  # the id stays a column of the frame
 
         @daft.method.batch(
             return_dtype=daft.DataType.from_arrow_type(pa.struct(outputs)), batch_size=task.batch_size, unnest=True
         )
         def __call__(self, *columns: daft.Series) -> daft.Series:
             table = pa.table({name: s.to_arrow() for name, s in zip(inputs, columns)})
-            scored = score(self.session, self.task, table)
+            scored = score(self.runtime, self.task, table)
             return daft.Series.from_arrow(scored.to_struct_array().combine_chunks())
 
     return Scorer(), inputs

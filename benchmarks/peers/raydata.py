@@ -12,17 +12,17 @@ import argparse
 
 import pyarrow as pa
 import ray
-from common import Task, args, score, session
+from common import Task, args, open_model, score
 
 
 class Scorer:
-    """One ONNX Runtime session per actor, loaded once in the constructor."""
+    """One model (ONNX Runtime session) per actor, loaded once in the constructor."""
 
     def __init__(self, task: Task, threads: int) -> None:
-        self.task, self.session = task, session(task.model, threads)
+        self.task, self.runtime = task, open_model(task, threads)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        return score(self.session, self.task, batch)
+        return score(self.runtime, self.task, batch)
 
 
 def main() -> None:

@@ -12,6 +12,7 @@ environment (`.venvs/<peer>`, made on first use, pinned), so that none of them s
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import importlib
 import importlib.metadata as metadata
@@ -37,6 +38,7 @@ import pyarrow.parquet as pq
 from benchmarks.workloads import default_out
 
 HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent  # the repository: the peers import `jobs.tools.bare_loop` from it (see common.py)
 PROJECT_PYTHON = sys.executable  # the project's .venv: the bare loop and `score run`
 RTOL, ATOL = 1e-5, 1e-6  # float outputs: ONNX Runtime's results move in the last bits with its thread count
 SHARED = [f"{p}=={metadata.version(p)}" for p in ("onnxruntime", "pyarrow", "numpy")]  # as in the project
@@ -54,7 +56,8 @@ class Contender:
 
     name: str
     venv: str | None = None  # a key of PEERS; None: the project's .venv
-    command: list[str] = field(default_factory=list)  # script and options, after TASK.json OUT_DIR
+    program: list[str] = field(default_factory=list)  # what python runs: a script of this folder, or -m MODULE
+    options: list[str] = field(default_factory=list)  # after TASK.json OUT_DIR
     job: list[str] | None = None  # `score run` overrides; None: not the job
     runs_s: list[float] = field(default_factory=list)
     peak_bytes: list[int] = field(default_factory=list)
@@ -67,19 +70,21 @@ def contenders(has_contract: bool) -> list[Contender]:
     """The bare loop first (the reference output), then the peers in the sizings a careful user tries here."""
     cpus = os.cpu_count() or 1
     found = [
-        Contender("bare loop", None, ["bare.py"]),
+        Contender("bare loop", None, ["-m", "jobs.tools.bare_loop"]),  # the same program as `score bench`'s
         Contender(
             f"ray data: 1 actor x {cpus} threads",
             "raydata",
-            ["raydata.py", "--actors", "1", "--cpus", "1", "--threads", str(cpus)],
+            [str(HERE / "raydata.py")],
+            ["--actors", "1", "--cpus", "1", "--threads", str(cpus)],
         ),
         Contender(
             f"ray data: {cpus} actors x 1 thread",
             "raydata",
-            ["raydata.py", "--actors", str(cpus), "--cpus", str(1 / cpus), "--threads", "1"],
+            [str(HERE / "raydata.py")],
+            ["--actors", str(cpus), "--cpus", str(1 / cpus), "--threads", "1"],
         ),
-        Contender("daft (native runner)", "daft", ["daft_peer.py"]),
-        Contender(f"spark local[{cpus}]", "spark", ["spark_peer.py"]),
+        Contender("daft (native runner)", "daft", [str(HERE / "daft_peer.py")]),
+        Contender(f"spark local[{cpus}]", "spark", [str(HERE / "spark_peer.py")]),
     ]
     # our job on each engine of one machine: in this process, and on a local Ray (what `engine.inline_max_rows`
     # chooses between; `score bench` measures the crossover)
@@ -109,9 +114,11 @@ def prepare(workload: str, scale: float) -> Path:
 
 
 def write_task(job_file: Path, path: Path) -> dict[str, Any]:
-    """The job's input files, id, model and binding (the project's own `bind_model`) as the peers' task file."""
+    """The job's input files, id, model and binding (the project's own `bind_model`) as the bare loop's task
+    file, which the peers read too."""
     from jobs.models.artifacts import bind_model
     from jobs.spec.load import load_spec
+    from jobs.tools.bare_loop import Task
     from jobs.tracking.registry import resolve_model
 
     loaded = load_spec(job_file)
@@ -119,20 +126,13 @@ def write_task(job_file: Path, path: Path) -> dict[str, Any]:
     files = sorted(str(p) for p in Path(spec.input.path).rglob("*.parquet"))
     model = resolve_model(spec.model, spec.tracking)
     binding = bind_model(model, spec.model, pq.read_schema(files[0]), spec.input.path)
-    if binding.text or binding.batch or any(o.as_list or o.pooling for o in binding.outputs):
-        raise SystemExit("peers: only column inputs and per-column outputs are supported (the demo and mlp workloads)")
-    task = {
-        "files": files,
-        "id_column": spec.input.id_column,
-        "model": model.path,
-        "batch_size": spec.scoring.batch_size,
-        "inputs": [
-            {"name": b.name, "columns": list(b.columns), "dtype": b.dtype, "rank": b.rank} for b in binding.inputs
-        ],
-        "outputs": [{"name": o.name, "columns": list(o.columns), "per_index": o.per_index} for o in binding.outputs],
-    }
-    path.write_text(json.dumps(task, indent=1))
-    return {**task, "has_contract": spec.contract is not None, "root": loaded.root}
+    task = Task.of(model, binding, files, spec.input.id_column, spec.scoring.batch_size)
+    if task.binding is not None or task.runtime != "onnx" or any(o.as_list for o in binding.outputs):
+        raise SystemExit(
+            "peers: only ONNX models with column inputs and per-column outputs (the demo and mlp workloads)"
+        )
+    task.save(path)
+    return {**dataclasses.asdict(task), "has_contract": spec.contract is not None, "root": loaded.root}
 
 
 # -- virtual environments ---------------------------------------------------------------------------------------
@@ -158,10 +158,14 @@ def venv_python(peer: str) -> Path:
 def run_process(command: list[str], cwd: Path, log: Path, timeout_s: float, peer: bool) -> tuple[float, int, int]:
     """Run to exit; wall seconds, exit code, peak memory (PSS of the process tree, sampled as `score bench`
     samples the job). Past the timeout its whole tree is killed, each process by its pid. A peer's workers (Ray
-    actors, Spark's Python workers) find `common` through PYTHONPATH."""
+    actors, Spark's Python workers) find `common` and `jobs.tools.bare_loop` through PYTHONPATH."""
     from jobs.tools.bench import Sampler
 
-    env = {**os.environ, "RAY_DATA_DISABLE_PROGRESS_BARS": "1", **({"PYTHONPATH": str(HERE)} if peer else {})}
+    env = {
+        **os.environ,
+        "RAY_DATA_DISABLE_PROGRESS_BARS": "1",
+        **({"PYTHONPATH": os.pathsep.join([str(HERE), str(ROOT)])} if peer else {}),
+    }
     with log.open("w") as out:
         started = time.perf_counter()
         process = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -242,7 +246,7 @@ def run_once(
     out, log = work / f"{slug}-{r}", work / f"{slug}-{r}.log"
     if c.job is None:
         python = PROJECT_PYTHON if c.venv is None else str(venv_python(c.venv))
-        command = [python, str(HERE / c.command[0]), str(task_file), str(out), *c.command[1:]]
+        command = [python, *c.program, str(task_file), str(out), *c.options]
     else:
         command = job_command(task, out, c.job)
     wall, code, peak = run_process(command, task["root"] if c.job else work, log, timeout_s, peer=c.job is None)

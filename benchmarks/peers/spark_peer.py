@@ -1,8 +1,8 @@
 """Spark local[2] with mapInArrow: read the Parquet (projected), score Arrow batches of the job's batch size in
 the Python workers, write Parquet.
 
-Two task slots mean two Python workers at once, so each ONNX Runtime session gets one thread (`--threads`); a
-session is loaded once per worker (`common.session` is cached), not once per task. The workers must run this
+Two task slots mean two Python workers at once, so each ONNX Runtime session gets one thread (`--threads`); the
+model is loaded once per worker (`open_model` is cached), not once per task. The workers must run this
 venv's python (`PYSPARK_PYTHON`), or they start the system one, without pyarrow.
 """
 
@@ -14,7 +14,7 @@ import sys
 from collections.abc import Iterator
 
 import pyarrow as pa
-from common import args, score, session
+from common import args, open_model, score
 
 SPARK_TYPES = {pa.int64(): "bigint", pa.float32(): "float", pa.float64(): "double"}
 
@@ -40,9 +40,9 @@ def main() -> None:
     schema = ", ".join(f"{name} {SPARK_TYPES[t]}" for name, t in task.output_types().items())
 
     def score_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        sess = session(task.model, threads)
+        runtime = open_model(task, threads)
         for batch in batches:
-            yield from score(sess, task, batch).to_batches()
+            yield from score(runtime, task, batch).to_batches()
 
     try:
         df = spark.read.parquet(*task.files).select(*task.columns)

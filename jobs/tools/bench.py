@@ -4,10 +4,11 @@ Performance is a ratio, never an absolute time (DESIGN.md). On one sample, in on
 `repeat` times, interleaved (warm-up and cache effects fall on all of them), and medians are compared:
 
 - model alone: the model called on in-memory batches whose feeds were built beforehand: the ceiling;
-- bare loop: one process reading the sample's Parquet with pyarrow, calling the same model with its
-  runtime's default threads (ONNX Runtime: one per physical core; torch: its default) and writing the id and
-  the outputs as Parquet: the same work as the job minus contract, commit and lineage, and the yardstick every
-  ratio is taken against;
+- bare loop: `jobs.tools.bare_loop` as a process of its own, timed from start to exit as the job is: pyarrow
+  reads the sample's Parquet, the same model scores it with its runtime's default threads (ONNX Runtime: one
+  per physical core; torch: its default) and pyarrow writes the id and the outputs as Parquet: the same work as
+  the job minus contract, commit and lineage, and the yardstick every ratio is taken against (`make
+  bench-peers` takes its ratios against the same program);
 - job: `score run` in a subprocess against a temporary warehouse and MLflow store (never the user's),
   timed from process start to exit: what a scheduler pays, imports and Ray start-up included. Its summary
   says where the time went (driver phases, and each stage's busy seconds);
@@ -54,7 +55,8 @@ from jobs.models.text import Tokenize
 from jobs.plan.samples import write_sample
 from jobs.spec.load import load_spec
 from jobs.spec.schema import ActorsSpec, JobSpec, TrackingSpec
-from jobs.stages.scoring import build_feeds, score_table
+from jobs.stages.scoring import build_feeds
+from jobs.tools.bare_loop import Task
 from jobs.tracking.connect import connect
 from jobs.tracking.registry import resolve_model
 
@@ -133,6 +135,8 @@ def bench_job(
             build_feeds(binding, table.slice(o, spec.scoring.batch_size))
             for o in range(0, table.num_rows, spec.scoring.batch_size)
         ]
+        task_file = work / "bare_loop.json"
+        Task.of(model, binding, sample["files"], spec.input.id_column, spec.scoring.batch_size, use_gpu).save(task_file)
         timings: dict[str, list[float]] = {name: [] for name in ["model_alone", "bare_loop", *variants]}
         gpu: dict[str, list[dict]] = {name: [] for name in timings}
         jobs: dict[str, list[dict]] = {name: [] for name in variants}
@@ -140,19 +144,9 @@ def bench_job(
             with Sampler(None) as sampler:
                 timings["model_alone"].append(_time_batches(alone_runtime, feeds))
             gpu["model_alone"].append(sampler.result())
-            with Sampler(None) as sampler:
-                loop_rows, seconds = bare_loop(
-                    model,
-                    binding,
-                    sample["files"],
-                    spec.scoring.batch_size,
-                    work / "bare" / str(r),
-                    spec.input.id_column,
-                    use_gpu,
-                    loop_threads,
-                )
+            loop_rows, seconds, sampled = bare_loop(task_file, work / "bare" / str(r))
             timings["bare_loop"].append(seconds)
-            gpu["bare_loop"].append(sampler.result())
+            gpu["bare_loop"].append(sampled)
             for name, extra in variants.items():
                 done = run_job_process(
                     loaded.file,
@@ -213,6 +207,8 @@ def bench_job(
         else:
             entry["threads"] = "default" if not loop_threads else loop_threads
             entry["gpu"] = _gpu_summary(gpu[name])
+            if name == "bare_loop":
+                entry["peak_memory_bytes"] = max(g["peak_memory_bytes"] for g in gpu[name])
         report["variants"][name] = entry
     if WITHOUT_CONTRACT in report["variants"]:
         with_it, without = report["variants"][JOB]["median_s"], report["variants"][WITHOUT_CONTRACT]["median_s"]
@@ -248,36 +244,21 @@ def _open(model: ModelArtifact, use_gpu: bool, threads: int) -> Runtime:
     )
 
 
-def bare_loop(
-    model: ModelArtifact,
-    binding: ModelBinding,
-    files: list[str],
-    batch_size: int,
-    out: Path,
-    id_column: str | None = None,
-    use_gpu: bool = False,
-    threads: int | None = None,
-) -> tuple[int, float]:
-    """One process: load the model, read each file with pyarrow in batches, score them, and write the id and
-    the outputs of each input file as one Parquet file in `out`. Rows and seconds."""
-    started = time.perf_counter()
-    runtime = _open(model, use_gpu, default_threads(model.runtime) if threads is None else threads)
-    tokenize = Tokenize(binding.text) if binding.text is not None else None
-    columns = list(dict.fromkeys([*([id_column] if id_column else []), *binding.input_columns]))
-    out.mkdir(parents=True, exist_ok=True)
-    rows = 0
-    for n, path in enumerate(files):
-        writer = None
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=columns):
-            table = pa.Table.from_batches([batch])
-            scores = score_table(runtime, binding, tokenize(table) if tokenize else table)
-            written = pa.table({**({id_column: table.column(id_column)} if id_column else {}), **scores})
-            writer = writer or pq.ParquetWriter(out / f"part-{n}.parquet", written.schema)
-            writer.write_table(written)
-            rows += batch.num_rows
-        if writer is not None:
-            writer.close()
-    return rows, time.perf_counter() - started
+def bare_loop(task_file: Path, out: Path) -> tuple[int, float, dict]:
+    """`python -m jobs.tools.bare_loop` on the sample, timed from process start to exit as the job is: the
+    rows it read, its wall seconds, and its sampled GPU use."""
+    command = [sys.executable, "-m", "jobs.tools.bare_loop", str(task_file), str(out)]
+    with tempfile.TemporaryFile("w+") as stderr:
+        started = time.perf_counter()
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True)
+        with Sampler(process.pid) as sampler:
+            stdout, _ = process.communicate()
+        wall = time.perf_counter() - started
+        stderr.seek(0)
+        errors = stderr.read()
+    if process.returncode != 0:
+        raise RuntimeFailure(f"bench: the bare loop failed (exit {process.returncode}): {errors.strip()[-2000:]}")
+    return json.loads(stdout.splitlines()[-1])["rows"], wall, sampler.result()
 
 
 def default_variants(spec: JobSpec, rows: int, contract: bool) -> dict[str, list[str]]:

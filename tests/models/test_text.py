@@ -6,9 +6,12 @@ Embeddings must equal the tokenizer + model called directly, pooled in numpy; a 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
@@ -167,3 +170,35 @@ def test_text_models_are_checked_before_any_row_is_read(text_project):
         bind(tokenizer={**tokenizer, "max_length": 8}, pooling="mean")
     with pytest.raises(UsageError, match="model.tokenizer.column: column 'score' is double in input, not text"):
         bind(tokenizer={**tokenizer, "column": "score"}, pooling="mean")
+
+
+def test_the_bare_loop_scores_a_text_model_with_the_jobs_tokenizer(text_project, tmp_path):
+    """`score bench`'s yardstick on a text model: the plain conversion cannot make token inputs, so the task
+    carries the job's binding and the bare loop process (run as `score bench` runs it) tokenizes and pools as
+    the job does."""
+    from jobs.spec.load import load_spec
+    from jobs.tools.bare_loop import Task
+
+    project, folder, texts = text_project
+    spec = load_spec(text_job(project, folder, "reviews_bare", "encoder.onnx", "mean")).spec
+    source = pq.read_table(next((project.root / "data" / "reviews").rglob("*.parquet")))
+    kept = source.filter(pc.is_valid(source.column("text")))  # the job quarantines the null text
+    pq.write_table(kept, tmp_path / "in.parquet", row_group_size=100)
+    model = resolve_model(spec.model, spec.tracking)
+    binding = bind_model(model, spec.model, kept.schema, "the test")
+    task = Task.of(model, binding, [str(tmp_path / "in.parquet")], "review_id", 64)
+    assert task.binding is not None and task.columns == ["review_id", "text"]
+    task.save(tmp_path / "task.json")
+    done = subprocess.run(
+        [sys.executable, "-m", "jobs.tools.bare_loop", str(tmp_path / "task.json"), str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"rows": ROWS - 1}
+    written = pq.read_table(tmp_path / "out" / "part-00000.parquet")
+    ids = written.column("review_id").to_numpy()
+    np.testing.assert_array_equal(ids, [i for i in range(ROWS) if i != NULL_ID])
+    got = np.array(written.column("embedding").to_pylist(), dtype=np.float32)
+    expected = expected_embeddings(folder, "encoder.onnx", [texts[i] for i in ids], "mean")
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
