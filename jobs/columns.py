@@ -29,6 +29,7 @@ LINEAGE_FIELDS = [
     pa.field(MODEL_VERSION, pa.string()),
     pa.field(SCORED_AT, pa.timestamp("us", tz="UTC")),
 ]
+LINEAGE_TYPES = {f.name: f.type for f in LINEAGE_FIELDS}
 REASON_TYPE = pa.list_(pa.struct([("expectation", pa.string()), ("column", pa.string()), ("value", pa.string())]))
 
 # Reasons that do not come from the contract's expectations.

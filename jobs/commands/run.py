@@ -21,7 +21,7 @@ from jobs.commands.summary import RunSummary
 from jobs.contracts import reports
 from jobs.engines.endpoints import check_job
 from jobs.engines.execute import execute
-from jobs.engines.inline import InlineStages, inline_limit, runs_inline, start_inline
+from jobs.engines.inline import InlineStages, inline_limit, runs_inline
 from jobs.errors import EXIT_INTERRUPTED, ContractFailure, RuntimeFailure, ScoreError, one_line
 from jobs.faults import inject
 from jobs.plan.commits import commit_group, run_record
@@ -172,12 +172,12 @@ def _score(plan: Plan, summary: RunSummary, started: float, console: Console | N
         # work done (already committed, up to date) never starts it.
         from jobs.engines import cluster
 
-        ray_started = cluster.start_soon(spec.engine)  # while MLflow is imported and its run opened and recorded
+        ray_started = cluster.start_soon(spec.engine, spec.scoring)  # while MLflow loads, opens its run, records
     # MLflow takes 1.9 s to import and connect (a run with nothing to score never does): in the sidecar or a thread,
     # while Ray starts, or while the inline engine checks and scores the first group (its rows wait for the run id).
     recording.connect_soon(spec.tracking)
     groups = plan.groups()  # one, unless output.commit_every: each group is one commit
-    early = start_inline(groups[0], _progress(console, plan, 0, 0)) if inline else None
+    early = InlineStages(groups[0], _progress(console, plan, 0, 0)) if inline else None
     try:
         _track_and_score(plan, groups, early, ray_started, recording, summary, started, console)
     finally:
@@ -231,12 +231,8 @@ def _track_and_score(
                 pool, code_sha256 = None, package_digest()
                 recording.record("engine", {"engine": "inline"}, code_sha256)
             else:
-                from jobs.engines import cluster  # imported by `_score`, which started Ray
-
                 with summary.timed("start"):
-                    ray_started.result()
-                    pool = cluster.wait_for_pool(spec.scoring)
-                    code_sha256 = cluster.workers_code(spec.engine)
+                    pool, code_sha256 = ray_started.result()
                 recording.record("engine", pool.params(), code_sha256)
             checked, rows_checked, marks, devices = WrittenFiles(), 0, [], Counter[str]()  # checked: every group so far
             for n, group in enumerate(groups):

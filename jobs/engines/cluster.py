@@ -104,21 +104,23 @@ def _configure_data(engine: EngineSpec, verbose: bool) -> None:
                 handler.setLevel(logging.CRITICAL + 1)
 
 
-def start_soon(engine: EngineSpec) -> Future:
-    """`start` on a thread of its own, so that the driver's MLflow logging overlaps Ray's start-up; the
-    future's `result()` waits for it and raises what `start` raised. The thread then lives as long as the
-    process: Ray binds the processes it starts to the thread that started them (Linux's parent-death signal
-    is per thread), and they died with a thread that returned (found by hand)."""
-    started: Future = Future()
+def start_soon(engine: EngineSpec, scoring: ScoringSpec) -> Future[tuple[PoolSize, str]]:
+    """`start`, `wait_for_pool` and `workers_code` on a thread of its own, so that the driver's MLflow logging
+    overlaps Ray's start-up; the future's `result()` is the pool and the workers' code digest, or raises what
+    they raised. The thread then lives as long as the process: Ray binds the processes it starts to the thread
+    that started them (Linux's parent-death signal is per thread), and they died with a thread that returned
+    (found by hand)."""
+    started: Future[tuple[PoolSize, str]] = Future()
 
     def run() -> None:
         try:
             start(engine)
+            ready = wait_for_pool(scoring), workers_code(engine)
         except BaseException as exc:  # handed to the waiting driver thread, which raises it
             started.set_exception(exc)
-            return
-        started.set_result(None)
-        threading.Event().wait()
+        else:
+            started.set_result(ready)
+        threading.Event().wait()  # even after a failure: a Ray that started stays up until the driver is done
 
     threading.Thread(target=run, name="ray-start", daemon=True).start()
     return started

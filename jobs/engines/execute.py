@@ -26,7 +26,7 @@ def execute(
     started: InlineStages | None = None,
 ) -> WrittenFiles:
     """Score one plan's rows on Ray (with `pool`), or in this process when `pool` is None (`started`: the inline
-    stages `jobs.engines.inline.start_inline` started for it, with their progress counter)."""
+    stages `jobs.engines.inline.InlineStages` started for it, with their progress counter)."""
     try:
         if pool is None:
             written = execute_inline(plan, run_id, on_progress, started)

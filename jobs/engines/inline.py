@@ -79,12 +79,12 @@ AHEAD_BYTES = 256 * 2**20  # scored rows (ids, scores, lineage: ~100 bytes a row
 
 
 class InlineStages:
-    """The inline engine's checking and scoring threads, started before the run has an id (`start_inline`): the
+    """The inline engine's checking and scoring threads, started before the run has an id (`score run`): the
     rows they score wait, up to AHEAD_BYTES, for the writer, which needs the run id (it names the files and
     stamps every row). So a run checks and scores on one core while MLflow loads on the other (1.8 s of
     a 7 s demo run, measured). `close` stops them when the run fails before it writes."""
 
-    def __init__(self, plan: Plan, on_progress: Callable[[dict[str, int]], None] | None) -> None:
+    def __init__(self, plan: Plan, on_progress: Callable[[dict[str, int]], None] | None = None) -> None:
         cores = os.cpu_count() or 1
         scorer = ScoreBatches(plan.scoring_task(cores, use_gpu=False), plan.model.files())
         tokenize = Tokenize(plan.binding.text, cores) if plan.binding.text is not None else None
@@ -126,11 +126,6 @@ class InlineStages:
         self.outputs.close()
 
 
-def start_inline(plan: Plan, on_progress: Callable[[dict[str, int]], None] | None = None) -> InlineStages:
-    """Start checking and scoring `plan`'s rows in this process; `execute_inline` writes them."""
-    return InlineStages(plan, on_progress)
-
-
 def execute_inline(
     plan: Plan,
     run_id: str,
@@ -140,8 +135,8 @@ def execute_inline(
     """The plan's pieces one after the other, into one writer (files of the target size, as on Ray). Checking,
     scoring and writing run in threads of their own, a couple of batches apart, so that reading and writing
     overlap the model's compute as Ray's stages do. `on_progress` gets the counts (stage -> rows) after each
-    batch. `started`: the stages `start_inline` started for this plan before the run had its id."""
-    stages = started or start_inline(plan, on_progress)
+    batch. `started`: the stages started for this plan before the run had its id."""
+    stages = started or InlineStages(plan, on_progress)
     begun = time.perf_counter()
     try:
         written = plan.table_writer(run_id).write(iter(stages.outputs), task=0, in_order=True)

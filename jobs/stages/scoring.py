@@ -30,7 +30,7 @@ from jobs import hive
 from jobs.columns import (
     DEVICE,
     EVENT_TIME,
-    LINEAGE_FIELDS,
+    LINEAGE_TYPES,
     MODEL_ERROR,
     MODEL_VERSION,
     NULL_INPUT,
@@ -259,10 +259,9 @@ class ScoreBatches:
         valid_positions = np.flatnonzero(~skipped)
         for field in task.binding.output_fields():
             columns[field.name] = _spread(scores.get(field.name), valid_positions, rows, field.type)
-        lineage = {MODEL_VERSION: task.model_version, SCORED_AT: dt.datetime.now(dt.UTC)}  # RUN_ID: the writer's
-        for field in LINEAGE_FIELDS:
-            if field.name in lineage:
-                columns[field.name] = pa.repeat(pa.scalar(lineage[field.name], field.type), rows)
+        columns[MODEL_VERSION] = pa.repeat(pa.scalar(task.model_version, LINEAGE_TYPES[MODEL_VERSION]), rows)
+        columns[SCORED_AT] = pa.repeat(pa.scalar(dt.datetime.now(dt.UTC), LINEAGE_TYPES[SCORED_AT]), rows)
+        # RUN_ID: the writer stamps it (this stage may run before the run has an id)
         if task.event_time_column:
             columns[EVENT_TIME] = batch.column(task.event_time_column)
         columns[REASONS] = batch.column(REASONS)

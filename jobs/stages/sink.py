@@ -161,9 +161,8 @@ class TableWriter:
     ) -> None:
         """One file of scored rows, stamped with the run's id here: the scoring stage may run before the run has
         one (the inline engine scores while the MLflow run opens)."""
-        if RUN_ID in self.output.schema.names:
-            run_id = pa.scalar(self.run_id, self.output.schema.field(RUN_ID).type)
-            rows = rows.append_column(RUN_ID, pa.repeat(run_id, rows.num_rows))
+        run_id = pa.scalar(self.run_id, self.output.schema.field(RUN_ID).type)
+        rows = rows.append_column(RUN_ID, pa.repeat(run_id, rows.num_rows))
         file = write_file(self.output, partition, rows, self.run_id, task)
         written.files.append(file)
         written.rows_scored += file["rows"]

@@ -91,10 +91,12 @@ def test_pieces_give_the_whole_partitions_verdicts(fresh_project):
         assert len(pieces) == (2 if piece_bytes == 0 else 3 * 8 + 1), name
         code, summary = project.run(job)
         assert code == 0, summary["error"]
-        # where the time went: the driver's phases, and the stages' busy seconds (a first pass only in pieces)
-        assert {"plan", "track", "pipeline", "commit", "record"} <= summary["seconds"].keys() and all(
-            spent > 0 for spent in summary["seconds"].values()
-        )
+        # where the time went: the driver's phases, and the stages' busy seconds (a first pass only in pieces);
+        # `start` is the driver's wait for Ray, which starts while MLflow loads: nothing when it was ready first
+        phases = summary["seconds"]
+        assert {"plan", "track", "pipeline", "commit", "record"} <= phases.keys()
+        assert all(spent > 0 for phase, spent in phases.items() if phase != "start")
+        assert ("start" in phases) == (not inline) and phases.get("start", 0) >= 0
         assert sum(summary["seconds"].values()) <= summary["duration_s"] * 1.01 + 0.01
         busy = {stage for stage, spent in summary["busy_seconds"].items() if spent > 0}
         assert busy == {"check", "score", "write"} | ({"tally"} if piece_bytes else set()), name

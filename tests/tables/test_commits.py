@@ -212,11 +212,12 @@ def test_written_row_counts_are_the_rows_in_the_files(tmp_path, monkeypatch):
     """Guards: the row-count invariant counted rows before they were split into files, so a group lost
     in the split would still have passed the check."""
     import jobs.stages.sink
-    from jobs.columns import DEVICE, REASON_TYPE, REASONS
+    from jobs.columns import DEVICE, REASON_TYPE, REASONS, RUN_ID
     from jobs.stages.sink import TableWriter
     from jobs.tables.delta import TableTarget
 
-    target = TableTarget(str(tmp_path / "t"), pa.schema([("id", pa.int64()), ("ds", pa.string())]), ("ds",), ("ds",))
+    schema = pa.schema([("id", pa.int64()), ("ds", pa.string()), (RUN_ID, pa.string())])  # the writer stamps the id
+    target = TableTarget(str(tmp_path / "t"), schema, ("ds",), ("ds",))
     block = pa.table(
         {
             "id": [1, 2, 3],
