@@ -50,7 +50,7 @@ bench: install
 	$(VENV)/bin/python -m pytest -m benchmarks -s
 
 # The same read -> score -> write by a bare loop, Ray Data by hand, Daft, Spark and `score run`, side by side, outputs
-# checked equal (benchmarks/peers/README.md; each peer in its own venv, made on first use). About 25 minutes on 2
+# checked equal (benchmarks/peers/README.md; each peer in its own venv, made on first use). About 12 minutes on 2
 # cores; PEERS_SCALE=0.02 checks the harness in about 2 minutes.
 PEERS_SCALE ?= 1
 bench-peers: install
