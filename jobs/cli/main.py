@@ -25,6 +25,11 @@ from jobs.errors import EXIT_INTERRUPTED, ScoreError
 # Commands whose libraries' native stderr is kept off the terminal unless -v: those that run a job's stages.
 # (`bench` is a diagnostic and keeps everything, faulthandler stacks of crashed runtimes included.)
 QUIETED = {"run", "validate", "plan", "init"}
+# Commands that leave without the interpreter's teardown once their output is flushed (`command` only): `query`
+# crashed there (SIGSEGV after printing its rows, 1 run in 100 with a LIMIT over a multi-file table) when the
+# scan DuckDB stopped early still had Arrow reads in flight as native libraries tore down. It holds nothing
+# that needs an exit hook: it only reads.
+NO_TEARDOWN = {"query"}
 
 
 def command() -> int:
@@ -33,13 +38,15 @@ def command() -> int:
     Python's teardown collects garbage over every object of the ~2,900 modules a run imports (MLflow alone pulls
     in FastAPI, polars and scipy): 0.6 to 0.9 s, a fifth of a small run, measured. Those objects are frozen out of
     the collector instead; exit handlers, finalizers and thread joins all still run."""
-    code = main()
+    code = main(own_process=True)
     gc.disable()
     gc.freeze()
     return code
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, own_process: bool = False) -> int:
+    """Parse and run one command; its exit code. `own_process`: the caller exits next (`command`), so a
+    NO_TEARDOWN command leaves at once."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -54,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     code = _handle(args)
     settle_native_output(native, code)
-    if code == EXIT_INTERRUPTED:
+    if code == EXIT_INTERRUPTED or (own_process and args.command in NO_TEARDOWN):
         _leave_now(code, args.stdout)
     return code
 
@@ -92,8 +99,9 @@ def _handle(args: argparse.Namespace) -> int:
 
 
 def _leave_now(code: int, stdout) -> None:
-    """Exit an interrupted run (cleaned up, summary printed): stop Ray here, then exit without Python's exit
-    hooks, which after SIGTERM aborted the process (SIGABRT) instead of exiting with 130."""
+    """Exit now, output flushed: an interrupted run (cleaned up, summary printed; Python's exit hooks after
+    SIGTERM aborted the process, SIGABRT, instead of exiting with 130) or a NO_TEARDOWN command. Ray, if this
+    process used it, is stopped here first."""
     for stream in (stdout, sys.stdout, sys.stderr):
         stream.flush()
     ray = sys.modules.get("ray")  # imported by the command if it used Ray; never imported here to stop it
