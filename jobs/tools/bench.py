@@ -25,6 +25,7 @@ GPU utilisation (of the whole device, from `nvidia-smi`) is sampled the same way
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -249,18 +250,10 @@ def _open(model: ModelArtifact, use_gpu: bool, threads: int) -> Runtime:
 def bare_loop(task_file: Path, out: Path) -> tuple[int, float, dict]:
     """`python -m jobs.tools.bare_loop` on the sample, timed from process start to exit as the job is: the
     rows it read, its wall seconds, and its sampled GPU use."""
-    command = [sys.executable, "-m", "jobs.tools.bare_loop", str(task_file), str(out)]
-    with tempfile.TemporaryFile("w+") as stderr:
-        started = time.perf_counter()
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True)
-        with Sampler(process.pid) as sampler:
-            stdout, _ = process.communicate()
-        wall = time.perf_counter() - started
-        stderr.seek(0)
-        errors = stderr.read()
-    if process.returncode != 0:
-        raise RuntimeFailure(f"bench: the bare loop failed (exit {process.returncode}): {errors.strip()[-2000:]}")
-    return json.loads(stdout.splitlines()[-1])["rows"], wall, sampler.result()
+    done = timed_process([sys.executable, "-m", "jobs.tools.bare_loop", str(task_file), str(out)])
+    if done.code != 0:
+        raise RuntimeFailure(f"bench: the bare loop failed (exit {done.code}): {done.stderr.strip()[-2000:]}")
+    return json.loads(done.stdout.splitlines()[-1])["rows"], done.wall_s, done.sampled
 
 
 def default_variants(spec: JobSpec, rows: int, no_expectations: Path | None) -> dict[str, list[str]]:
@@ -331,7 +324,28 @@ def run_job_process(job_file: Path, overrides: list[str], cwd: Path) -> dict:
     command = [sys.executable, "-m", "jobs.cli", "run", str(job_file), "--json", "--force"]
     for item in overrides:
         command += ["--set", item]
-    env = {**os.environ, "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
+    done = timed_process(command, cwd, {**os.environ, "RAY_DATA_DISABLE_PROGRESS_BARS": "1"})
+    lines = [line for line in done.stdout.splitlines() if line.strip()]
+    summary = json.loads(lines[-1]) if lines else {}
+    if done.code != 0 or summary.get("status") != "succeeded":
+        why = summary.get("error") or summary.get("message") or done.stderr.strip()[-2000:] or "no output"
+        failure = {2: UsageError, 3: ContractFailure}.get(done.code, RuntimeFailure)
+        raise failure(f"bench: `score run {job_file}` on the sample failed (exit {done.code}): {why}")
+    return {"wall_s": done.wall_s, "summary": summary, "sampled": done.sampled}
+
+
+@dataclasses.dataclass(frozen=True)
+class TimedProcess:
+    code: int
+    stdout: str
+    stderr: str
+    wall_s: float  # from start to exit
+    sampled: dict  # the Sampler's result over its process tree
+
+
+def timed_process(command: list[str], cwd: Path | None = None, env: dict[str, str] | None = None) -> TimedProcess:
+    """Run `command` to its exit, timed, its process tree's memory (and the GPU) sampled meanwhile; stderr goes
+    through a file, so that a chatty process never blocks on a full pipe."""
     with tempfile.TemporaryFile("w+") as stderr:
         started = time.perf_counter()
         process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True)
@@ -339,14 +353,7 @@ def run_job_process(job_file: Path, overrides: list[str], cwd: Path) -> dict:
             stdout, _ = process.communicate()
         wall = time.perf_counter() - started
         stderr.seek(0)
-        errors = stderr.read()
-    lines = [line for line in stdout.splitlines() if line.strip()]
-    summary = json.loads(lines[-1]) if lines else {}
-    if process.returncode != 0 or summary.get("status") != "succeeded":
-        why = summary.get("error") or summary.get("message") or errors.strip()[-2000:] or "no output"
-        failure = {2: UsageError, 3: ContractFailure}.get(process.returncode, RuntimeFailure)
-        raise failure(f"bench: `score run {job_file}` on the sample failed (exit {process.returncode}): {why}")
-    return {"wall_s": wall, "summary": summary, "sampled": sampler.result()}
+        return TimedProcess(process.returncode, stdout, stderr.read(), wall, sampler.result())
 
 
 # -- sampling memory and GPU ----------------------------------------------------------------------------------
