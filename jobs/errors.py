@@ -60,6 +60,14 @@ class Stale(ScoreError):
     exit_code = 4
 
 
+class DriftFailure(ScoreError):
+    """The scored rows drifted from the baseline past a threshold under `monitoring.on_drift: fail`; nothing was
+    committed. Not retried: the same input drifts again; look at the report, then change the input, the baseline
+    or the thresholds."""
+
+    exit_code = 5
+
+
 EXIT_OK = 0
 EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM: the run cleaned up, nothing was committed
 

@@ -12,7 +12,7 @@ import argparse
 from importlib.metadata import PackageNotFoundError, version
 
 # The commands that read or change the warehouse's tables (`jobs.cli.table_commands`).
-TABLE_COMMANDS = ("tables", "history", "query", "rollback", "vacuum", "optimize", "lineage", "freshness")
+TABLE_COMMANDS = ("tables", "history", "query", "rollback", "vacuum", "optimize", "lineage", "freshness", "drift")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -200,6 +200,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     lineage.add_argument("table")
     lineage.add_argument("--version", type=int, help="a table version (default: the latest)")
+    drift = command(
+        "drift",
+        "how far a version's scored rows drifted from its baseline, per model input and output column",
+        warehouse,
+    )
+    drift.add_argument("table")
+    drift.add_argument("--version", type=int, help="a table version a run committed (default: the latest)")
     freshness = command(
         "freshness", "exit 0 when the newest partition is younger than --max-age, 4 when not", warehouse
     )

@@ -1,4 +1,4 @@
-"""What `score tables | history | query | rollback | vacuum | optimize | lineage | freshness` print: the table
+"""What `score tables | history | query | rollback | vacuum | optimize | lineage | freshness | drift` print: the table
 commands, over the warehouse of the project around the current folder (or `--warehouse`). Results go to stdout
 (a text table, CSV or JSON); notes and errors to stderr.
 """
@@ -22,6 +22,7 @@ from jobs.tables import freshness as freshness_check
 from jobs.tables.charts import history_plot
 from jobs.tables.delta import optimize as compact
 from jobs.tables.lineage import parse_time, table_state
+from jobs.tables.profile_table import recorded_drift
 from jobs.tables.query import run_query
 from jobs.tables.warehouse import describe, table_names, table_uri, versions
 from jobs.tables.warehouse import rollback as restore
@@ -226,6 +227,36 @@ def freshness(args: argparse.Namespace) -> int:
         _print_json(result.to_dict(), args.stdout)
     print(result.message, file=sys.stderr if args.json else args.stdout)
     return 0 if result.fresh else 4
+
+
+def drift(args: argparse.Namespace) -> int:
+    result = recorded_drift(_table(args), args.version)
+    if args.json:
+        _print_json(result, args.stdout)
+        return 0
+    baseline = result["baseline"]
+    out = args.stdout
+    if baseline["version"] is None:
+        print(f"{args.table} version {result['version']}: no baseline (the table's first profiled run)", file=out)
+        return 0
+    print(
+        f"{args.table} version {result['version']} (run {result['run_id']}, {_span(','.join(result['partitions']))}) against "
+        f"{baseline['table']} version {baseline['version']}: {len(result['drifted'])} of {len(result['columns'])} "
+        "columns drifted",
+        file=out,
+    )
+    rows = [
+        {
+            **c,
+            "statistic": "n/a" if c["statistic"] is None else f"{c['statistic']:.4f}",
+            "psi": "n/a" if c["psi"] is None else f"{c['psi']:.4f}",
+            "nulls": f"{c['null_fraction'][0]:.2%} -> {c['null_fraction'][1]:.2%}",
+            "drifted": "drifted" if c["drifted"] else "",
+        }
+        for c in result["columns"]
+    ]
+    _print_rows(rows, ["column", "method", "statistic", "threshold", "psi", "nulls", "drifted"], out)
+    return 0
 
 
 def _warehouse(args: argparse.Namespace) -> str:

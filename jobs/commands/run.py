@@ -22,8 +22,11 @@ from jobs.contracts import reports
 from jobs.engines.endpoints import check_job
 from jobs.engines.execute import execute
 from jobs.engines.inline import InlineStages, inline_limit, runs_inline
-from jobs.errors import EXIT_INTERRUPTED, ContractFailure, RuntimeFailure, ScoreError, one_line
+from jobs.errors import EXIT_INTERRUPTED, ContractFailure, DriftFailure, RuntimeFailure, ScoreError, one_line
 from jobs.faults import inject
+from jobs.monitoring.drift import ColumnDrift
+from jobs.monitoring.profiles import ColumnProfile, merge_profiles
+from jobs.plan.baseline import Baseline, load_baseline, measure_drift
 from jobs.plan.commits import commit_group, run_record
 from jobs.plan.plan import NothingToScore, Plan, Progress, make_plan, progress_of
 from jobs.plan.samples import sample_job
@@ -32,6 +35,7 @@ from jobs.stages.sink import WrittenFiles
 from jobs.storage import redact_uri
 from jobs.tables.delta import discard_run_files
 from jobs.tables.lineage import parse_time
+from jobs.tables.profile_table import profiles_table, store_profiles
 from jobs.tracking.code_version import package_digest
 from jobs.tracking.recorder import Recorder, recorder
 
@@ -179,7 +183,11 @@ def _score(plan: Plan, summary: RunSummary, started: float, console: Console | N
     groups = plan.groups()  # one, unless output.commit_every: each group is one commit
     early = InlineStages(groups[0], _progress(console, plan, 0, 0)) if inline else None
     try:
-        _track_and_score(plan, groups, early, ray_started, recording, summary, started, console)
+        baseline = None
+        if spec.monitoring.drift:
+            with summary.timed("plan"):
+                baseline = load_baseline(plan)
+        _track_and_score(plan, groups, early, ray_started, baseline, recording, summary, started, console)
     finally:
         if early is not None:
             early.close()
@@ -197,13 +205,15 @@ def _track_and_score(
     groups: list[Plan],
     early: InlineStages | None,
     ray_started: Future[Any] | None,
+    baseline: Baseline | None,
     recording: Recorder,
     summary: RunSummary,
     started: float,
     console: Console | None,
 ) -> None:
     """Open the MLflow run and record the plan, then execute, check, commit and record each group: inline (the
-    first group's stages `early`, already started) or on Ray (`ray_started`)."""
+    first group's stages `early`, already started) or on Ray (`ray_started`). With a `baseline` (monitoring.drift),
+    each group's drift is measured before it commits, and its profiles stored after."""
     spec = plan.job.spec
     say = console.say if console is not None else log.info
     with summary.timed("track"):
@@ -264,12 +274,29 @@ def _track_and_score(
                         )
                 _check_counts(group, written)
                 _check_contract(group, checked, rows_checked, summary)
+                monitoring = None
+                if baseline is not None:
+                    with summary.timed("monitor"):
+                        drift = measure_drift(group, baseline, checked.profiles)
+                        summary.drift = _drift_summary(baseline, drift)
+                        monitoring = {"baseline": baseline.to_dict(), "drift": summary.drift["columns"]}
+                    with summary.timed("record"):
+                        current: dict[str, ColumnProfile] = {}
+                        for profiles in checked.profiles.values():
+                            merge_profiles(current, profiles)
+                        recording.record_soon("drift", summary.drift, baseline.profiles, current)
+                    _check_drift(group, drift, baseline, summary)
                 scored_at = dt.datetime.now(dt.UTC)
                 with summary.timed("commit"):
-                    record = run_record(group, written, run_id, experiment_id, scored_at, code_sha256, summary.engine)
+                    record = run_record(
+                        group, written, run_id, experiment_id, scored_at, code_sha256, summary.engine, monitoring
+                    )
                     marks += [r.watermark for r in record.outputs if r.watermark]
                     inject("commit")
                     summary.table_version, summary.quarantine_version = commit_group(group, written, record)
+                if baseline is not None:
+                    with summary.timed("monitor"):
+                        _store_profiles(group, written, run_id, summary)
                 summary.table_versions.append(summary.table_version)
                 summary.rows_scored += written.rows_scored  # the summary counts committed rows only
                 summary.rows_quarantined += written.rows_quarantined
@@ -335,6 +362,54 @@ def _discard_files(plan: Plan, run_id: str) -> str | None:
     )
 
 
+def _drift_summary(baseline: Baseline, drift: list[ColumnDrift]) -> dict[str, Any]:
+    return {
+        "baseline": baseline.to_dict(),
+        "columns": [d.to_dict() for d in drift],
+        "drifted": [d.column for d in drift if d.drifted],
+        "profiles_version": None,
+        "profiles_error": None,
+    }
+
+
+def _check_drift(plan: Plan, drift: list[ColumnDrift], baseline: Baseline, summary: RunSummary) -> None:
+    """Fail the run (commit nothing more) when a column drifted under `monitoring.on_drift: fail`."""
+    drifted = [d for d in drift if d.drifted]
+    if not drifted or plan.job.spec.monitoring.on_drift != "fail":
+        return
+    shown = "; ".join(f"{d.column} {d.method} {d.statistic:.3f} >= {d.threshold:g}" for d in drifted[:5])
+    more = f" and {len(drifted) - 5} more" if len(drifted) > 5 else ""
+    raise DriftFailure(
+        f"drift: {len(drifted)} of {len(drift)} columns drifted from {baseline.table} version {baseline.version} "
+        f"({shown}{more}); {_not_committed(plan, summary)} (monitoring.on_drift: fail; `score drift "
+        f"{plan.job.spec.output.table}` shows the last committed comparison, the run's MLflow run this one)"
+    )
+
+
+def _store_profiles(plan: Plan, written: WrittenFiles, run_id: str, summary: RunSummary) -> None:
+    """Append the group's profiles under its output version. The version is committed already: a failure here
+    loses the profiles (later runs compare with an older version), never the rows, and the summary says so."""
+    spec = plan.job.spec
+    uri = spec.table_uri(profiles_table(spec.output.table))
+    try:
+        version = store_profiles(uri, written.profiles, plan.profiling().roles, summary.table_version, run_id)
+        summary.drift["profiles_version"] = version
+    except Exception as exc:  # noqa: BLE001 - the committed version stands; its profiles are lost, and said so
+        summary.drift["profiles_error"] = f"{redact_uri(uri)}: {one_line(exc)}"
+        log.warning("profiles of %s version %s not stored: %s", spec.output.table, summary.table_version, exc)
+
+
+def _not_committed(plan: Plan, summary: RunSummary) -> str:
+    """What a group that fails before its commit leaves: nothing, or the groups committed before it."""
+    if not summary.table_versions:
+        return "nothing was committed"
+    return (
+        f"partitions {', '.join(plan.selection.labels)} were not committed; the groups committed before "
+        f"them stay ({plan.job.spec.output.table} {versions_text(summary.table_versions)}), and a re-run "
+        f"with run key {plan.run_key} scores only what is missing"
+    )
+
+
 def _check_contract(plan: Plan, checked: WrittenFiles, rows_checked: int, summary: RunSummary) -> None:
     """Fail the run when the rows that failed the contract (or, without one, any) exceed its policy's limits.
 
@@ -348,13 +423,7 @@ def _check_contract(plan: Plan, checked: WrittenFiles, rows_checked: int, summar
     if not why:
         return
     name = f"contract {Path(plan.contract.path).name}" if plan.contract else "input"
-    what = "nothing was committed"
-    if summary.table_versions:
-        what = (
-            f"partitions {', '.join(plan.selection.labels)} were not committed; the groups committed before "
-            f"them stay ({plan.job.spec.output.table} {versions_text(summary.table_versions)}), and a re-run "
-            f"with run key {plan.run_key} scores only what is missing"
-        )
+    what = _not_committed(plan, summary)
     raise ContractFailure(
         f"{name}: {checked.rows_failed} of {rows_checked} rows failed, {why} ({_top_reasons(checked)}); {what}"
     )

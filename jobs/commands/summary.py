@@ -41,6 +41,9 @@ class RunSummary:
     contract: dict[str, Any] | None = None
     engine: str | None = None  # ray, or inline (a small local run scored in the driver: engine.inline_max_rows)
     devices: dict[str, int] = field(default_factory=dict)  # rows by the device the model ran on
+    # monitoring.drift: {baseline: {table, version}, columns: [ColumnDrift.to_dict(), ...] (most drifted first),
+    # drifted: [column, ...], profiles_version, profiles_error}; None when drift is off
+    drift: dict[str, Any] | None = None
     duration_s: float = 0.0
     # where the run's time went: the driver's phases (plan, track, start, pipeline, commit, record; they add up
     # to about duration_s), and in busy_seconds the seconds the pipeline's workers spent in each stage (tally,

@@ -16,7 +16,8 @@ A column drifts when its statistic reaches its threshold (default 0.1 for both, 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy.spatial.distance import jensenshannon
@@ -45,6 +46,43 @@ class ColumnDrift:
     @property
     def drifted(self) -> bool:
         return bool(self.statistic >= self.threshold)  # NaN: no
+
+    def to_dict(self) -> dict:
+        """As JSON holds it (a table's lineage, `--json`): NaN as null."""
+        out = asdict(self)
+        out.update(statistic=_number(self.statistic), psi=_number(self.psi), null_fraction=list(self.null_fraction))
+        return {**out, "drifted": self.drifted}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ColumnDrift:
+        nan = float("nan")
+        statistic, psi_ = data["statistic"], data["psi"]
+        return cls(
+            data["column"],
+            data["method"],
+            nan if statistic is None else statistic,
+            nan if psi_ is None else psi_,
+            data["threshold"],
+            tuple(data["null_fraction"]),
+        )
+
+
+def _number(value: float) -> float | None:
+    return None if np.isnan(value) else float(value)
+
+
+def table_drift(
+    baseline: dict[str, ColumnProfile],
+    current: dict[str, ColumnProfile],
+    threshold_of: Callable[[str], float] = lambda column: THRESHOLD,
+) -> list[ColumnDrift]:
+    """The drift of every column profiled on both sides, the most drifted (relative to its threshold) first."""
+    found = [
+        column_drift(column, baseline[column], profile, threshold_of(column))
+        for column, profile in current.items()
+        if column in baseline and baseline[column].kind == profile.kind
+    ]
+    return sorted(found, key=lambda d: -(d.statistic / d.threshold) if not np.isnan(d.statistic) else 0.0)
 
 
 def column_drift(

@@ -62,6 +62,11 @@ class ColumnProfile:
             sketch = kll_doubles_sketch(KLL_K)
             sketch.update(finite[::stride] if stride > 1 else finite)
             profile.sketch = sketch.serialize()
+        elif pa.types.is_boolean(column.type):  # two values: counted, not cast to text (10x faster)
+            profile.nulls = column.null_count
+            trues = pc.sum(column).as_py() or 0
+            present = len(column) - profile.nulls
+            profile.values = {v: c for v, c in (("false", present - trues), ("true", trues)) if c}
         else:
             profile.nulls = column.null_count
             counts = pc.value_counts(pc.cast(column, pa.string()) if not pa.types.is_string(column.type) else column)
@@ -160,3 +165,28 @@ def merge_profiles(into: dict[str, ColumnProfile], more: dict[str, ColumnProfile
     """Merge `more` into `into`, column by column."""
     for column, profile in more.items():
         into[column] = into[column].merge(profile) if column in into else profile
+
+
+INPUT, OUTPUT = "input", "output"  # a profiled column's role: a model input, or a model output
+SKETCH_ROWS = 65_536  # values a partition's sketch takes at least: bigger partitions are sampled (`stride`)
+
+
+@dataclass(frozen=True)
+class Profiling:
+    """What the write stage profiles: the model's input and output columns (column -> role) of the rows it
+    writes, per input partition, each partition's sketches taking every `strides[label]`-th value."""
+
+    roles: dict[str, str]
+    strides: dict[str, int]
+
+    @classmethod
+    def of(cls, inputs: list[str], outputs: list[str], partition_rows: dict[str, int]) -> Profiling:
+        roles = {**{c: INPUT for c in inputs}, **{c: OUTPUT for c in outputs}}
+        return cls(roles, {label: max(1, rows // SKETCH_ROWS) for label, rows in partition_rows.items()})
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return tuple(c for c, role in self.roles.items() if role == INPUT)
+
+    def profile(self, rows: pa.Table, label: str) -> dict[str, ColumnProfile]:
+        return profile_table(rows, list(self.roles), self.strides.get(label, 1))

@@ -87,6 +87,7 @@ def run_record(
     scored_at: dt.datetime,
     code_sha256: str,
     engine: str,
+    monitoring: dict | None = None,
 ) -> RunRecord:
     """The lineage of one group of a run as its output commit will record it."""
     spec, model, contract = plan.job.spec, plan.model, plan.contract
@@ -142,6 +143,7 @@ def run_record(
         code_sha256=code_sha256,
         engine=engine,
         devices=dict(written.devices),
+        monitoring=monitoring,
     )
 
 

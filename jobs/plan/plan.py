@@ -34,6 +34,7 @@ from jobs.models.artifacts import (
     precision_warnings,
 )
 from jobs.models.precision import with_precision
+from jobs.monitoring.profiles import Profiling
 from jobs.spec.durations import parse_duration
 from jobs.spec.load import LoadedSpec
 from jobs.spec.schema import JobSpec
@@ -119,14 +120,30 @@ class Plan:
             use_gpu=use_gpu,
             on_error=spec.scoring.on_error,
             sources=self.checks.partitions,
+            carried=self.profiling().inputs if spec.monitoring.drift else (),
         )
 
     def table_writer(self, run_id: str) -> TableWriter:
         """The write stage's writer: output rows to the output table, failing rows to the quarantine table."""
         spec = self.job.spec
         return TableWriter(
-            self.output, self.quarantine, spec.on_failure, run_id, self.checks.file_schema, spec.output.target_file_mb
+            self.output,
+            self.quarantine,
+            spec.on_failure,
+            run_id,
+            self.checks.file_schema,
+            spec.output.target_file_mb,
+            self.profiling() if spec.monitoring.drift else None,
         )
+
+    def profiling(self) -> Profiling:
+        """What the writer profiles for drift: the columns the model reads (token inputs aside: a text's tokens
+        have no distribution worth comparing) and its scalar outputs, of every input partition."""
+        inputs = [c for b in self.binding.inputs if not b.tokens for c in b.columns]
+        outputs = [f.name for f in self.binding.output_fields() if not pa.types.is_nested(f.type)]
+        inputs = [c for c in dict.fromkeys(inputs) if c not in outputs]
+        rows = {label: sum(f.num_rows for f in files) for label, files in self.selection.by_partition().items()}
+        return Profiling.of(inputs, outputs, rows)
 
     def warnings(self) -> list[str]:
         """What the run will do that the user may not expect, though no row fails for it."""

@@ -6,6 +6,7 @@ What a key means is written here, once; `jobs.spec.load` reads the YAML layers i
 from __future__ import annotations
 
 import os
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -182,6 +183,47 @@ class OutputSpec(_Strict):
     commit_every: int | None = Field(None, ge=1)
 
 
+class MonitoringSpec(_Strict):
+    """Drift of the model's inputs and outputs (jobs.monitoring): every run profiles the rows it scores, per input
+    partition, into `<table>__profiles`, and compares them with a baseline's profiles before it commits."""
+
+    drift: bool = True
+    # previous: the profiles of the last run in the table's history before this one (what it replaces or follows);
+    # `version N`: those of this table's version N; `TABLE@N`: those of version N of another table of the warehouse.
+    baseline: str = "previous"
+    # warn: drifted columns are reported (console, --json, MLflow) and the run commits; fail: the run commits
+    # nothing and exits 5 (DriftFailure).
+    on_drift: Literal["warn", "fail"] = "warn"
+    # A column drifts when its statistic (normed Wasserstein for numbers, Jensen-Shannon for categories) reaches
+    # its threshold: `threshold` for every column, `thresholds` per column.
+    threshold: float = Field(0.1, gt=0)
+    thresholds: dict[str, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)
+
+    @field_validator("baseline")
+    @classmethod
+    def _baseline(cls, value: str) -> str:
+        baseline_of(value)
+        return value
+
+    def threshold_of(self, column: str) -> float:
+        return self.thresholds.get(column, self.threshold)
+
+
+def baseline_of(value: str) -> tuple[str | None, int | None]:
+    """`monitoring.baseline` as (table, version): (None, None) for previous, (None, N) for `version N`, (TABLE, N)
+    for `TABLE@N`."""
+    text = value.strip()
+    if text == "previous":
+        return None, None
+    words = text.split()
+    if len(words) == 2 and words[0] == "version" and words[1].isdigit():
+        return None, int(words[1])
+    table, _, version = text.partition("@")
+    if version.isdigit() and re.fullmatch(TABLE_NAME, table):
+        return table, int(version)
+    raise ValueError(f"{value!r} is not previous, `version N` or `TABLE@N` (a table of the warehouse at version N)")
+
+
 class EngineSpec(_Strict):
     ray_address: str | None = None
     # `score run`'s progress: auto (a line redrawn in place on a terminal; a timestamped line every
@@ -243,6 +285,7 @@ class JobSpec(_Strict):
     model: ModelSpec
     scoring: ScoringSpec = ScoringSpec()
     output: OutputSpec
+    monitoring: MonitoringSpec = MonitoringSpec()
     engine: EngineSpec = EngineSpec()
     tracking: TrackingSpec
     warehouse: WarehouseSpec

@@ -75,6 +75,8 @@ class ScoringTask:
     # Each input partition and its files: where a failure message finds the file of a row it names, when the
     # rows do not carry their file (SOURCE_FILE travels only with the quarantine on).
     sources: tuple[tuple[Partition, tuple[str, ...]], ...] = ()
+    # Input columns passed on to the writer, which profiles them (monitoring.drift) and does not store them.
+    carried: tuple[str, ...] = ()
 
 
 class ModelRowError(Exception):
@@ -255,6 +257,7 @@ class ScoreBatches:
         kept = [task.id_column, *task.partition_columns]
         if task.on_failure == "quarantine":
             kept += [SOURCE_FILE, SOURCE_ROW]
+        kept += [c for c in task.carried if c not in kept]
         columns: dict[str, pa.Array] = {c: batch.column(c) for c in kept}
         valid_positions = np.flatnonzero(~skipped)
         for field in task.binding.output_fields():

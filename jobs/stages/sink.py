@@ -34,6 +34,7 @@ from jobs.columns import DEVICE, EVENT_TIME, QUARANTINED_AT, REASONS, RUN_ID, SO
 from jobs.contracts.suite import expectation_key
 from jobs.hive import PartitionValue
 from jobs.inputs import partition_label, read_columns
+from jobs.monitoring.profiles import ColumnProfile, Profiling, merge_profiles
 from jobs.spec.schema import TARGET_FILE_MB
 from jobs.storage import filesystem
 from jobs.tables.delta import TableTarget, run_marker
@@ -54,6 +55,8 @@ class WrittenFiles:
     watermarks: dict[str, str] = field(default_factory=dict)  # partition label -> max event time (ISO)
     devices: Counter = field(default_factory=Counter)  # where the actors ran the model -> rows
     seconds: dict[str, float] = field(default_factory=dict)  # stage -> seconds its workers spent on it, summed
+    # input partition label -> column -> profile of the scored rows' model inputs and outputs (monitoring.drift)
+    profiles: dict[str, dict[str, ColumnProfile]] = field(default_factory=dict)
 
     def merge(self, other: WrittenFiles) -> None:
         self.files += other.files
@@ -69,6 +72,8 @@ class WrittenFiles:
             self.add_examples(key, values)
         for label, mark in other.watermarks.items():
             self._watermark(label, mark)
+        for label, profiles in other.profiles.items():
+            merge_profiles(self.profiles.setdefault(label, {}), profiles)
 
     def add_seconds(self, seconds: dict[str, float]) -> None:
         for stage, spent in seconds.items():
@@ -118,6 +123,7 @@ class TableWriter:
         run_id: str,
         file_schema: pa.Schema | None = None,
         target_file_mb: float = TARGET_FILE_MB,
+        profiling: Profiling | None = None,
     ) -> None:
         self.output = output
         self.quarantine = quarantine
@@ -125,6 +131,7 @@ class TableWriter:
         self.run_id = run_id
         self.file_schema = file_schema or pa.schema([])  # how a failing row is read back, whole, for the quarantine
         self.target_file_bytes = max(1, int(target_file_mb * 2**20))
+        self.profiling = profiling
 
     def write(self, blocks: Iterable[pa.Table], task: int, in_order: bool = False) -> WrittenFiles:
         """Write `blocks` (task `task`'s share of the scored rows) and describe what was written. `in_order`:
@@ -145,6 +152,8 @@ class TableWriter:
                 failed = block.filter(failed_mask)
                 scored = block if self.on_failure == "warn" else block.filter(pc.invert(failed_mask))
             written.count_failed(failed)
+            if self.profiling is not None:
+                scored = self._profile(written, scored)
             for values, rows in scored_rows.add(scored):
                 self._write_scored(written, values, rows, task)
             if self.quarantine is not None and failed.num_rows:
@@ -155,6 +164,14 @@ class TableWriter:
             self._write_scored(written, values, rows, task)
         self._quarantine(written, failing, task)
         return written
+
+    def _profile(self, written: WrittenFiles, scored: pa.Table) -> pa.Table:
+        """Profile the model inputs and outputs of the rows to write, per input partition; return the rows without
+        the input columns the scoring stage carried here for it."""
+        for values, rows in _groups(scored, self.output.input_partitioning):
+            label = partition_label(tuple(values.items()))
+            merge_profiles(written.profiles.setdefault(label, {}), self.profiling.profile(rows, label))
+        return scored.drop_columns([c for c in self.profiling.inputs if c not in self.output.schema.names])
 
     def _write_scored(
         self, written: WrittenFiles, partition: dict[str, PartitionValue], rows: pa.Table, task: int

@@ -103,6 +103,9 @@ class RunRecord:
     code_sha256: str | None = None  # the `jobs` package the workers ran (`jobs.engines.cluster.package_digest`)
     engine: str | None = None  # ray, or inline (a small local run, scored in the driver process)
     devices: dict[str, int] | None = None  # rows by the device the model ran on ("cpu", "cuda:0 (NVIDIA H200)")
+    # monitoring.drift: {baseline: {table, version}, drift: [ColumnDrift.to_dict(), ...]}; the profiles are in
+    # `<table>__profiles` (jobs.tables.profile_table), under this commit's version
+    monitoring: dict[str, Any] | None = None
     table_version: int | None = field(default=None, compare=False)  # filled in when read from the log
 
     def to_json(self) -> str:

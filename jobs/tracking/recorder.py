@@ -77,6 +77,11 @@ class Recorder:
 
         getattr(records, f"record_{what}")(*args)
 
+    def record_soon(self, what: str, *args: Any) -> None:
+        """`record`, without waiting for it where the records are made in another process (its failure is raised
+        by the next call): for records that take long to make (a drawn chart) and that nothing waits on."""
+        self.record(what, *args)
+
     def close(self) -> None:
         """Nothing to stop here."""
 
@@ -131,6 +136,9 @@ class SidecarRecorder(Recorder):
 
     def record(self, what: str, *args: Any) -> None:
         self._call("record", what, *args)
+
+    def record_soon(self, what: str, *args: Any) -> None:
+        self._send("record", what, *args)
 
     def close(self) -> None:
         """Let the sidecar exit and wait for it; one that was only importing (the run found nothing to score) is

@@ -30,6 +30,8 @@ from jobs.contracts.suite import Contract
 from jobs.hive import PartitionValue
 from jobs.inputs import InputSelection
 from jobs.models.artifacts import ModelArtifact
+from jobs.monitoring import report
+from jobs.monitoring.profiles import ColumnProfile
 from jobs.spec.load import LoadedSpec
 from jobs.storage import redact_uri
 from jobs.tables.charts import score_histograms
@@ -128,6 +130,25 @@ def record_contract(report: dict[str, Any]) -> None:
     mlflow.log_dict(report, "contract/report.json")
     mlflow.log_text(reports.to_html(report), "contract/report.html")
     mlflow.log_metrics(reports.metrics(report))
+
+
+def record_drift(drift: dict[str, Any], baseline: dict[str, ColumnProfile], current: dict[str, ColumnProfile]) -> None:
+    """The drift of the rows scored so far against the baseline (`RunSummary.drift`): a metric per column
+    (`drift/<column>`, its statistic), the count drifted, the HTML report and a PNG of the most drifted columns."""
+    mlflow.log_dict(drift, "drift/drift.json")
+    if drift["baseline"]["version"] is None:
+        return
+    metrics = {f"drift/{c['column']}": c["statistic"] for c in drift["columns"] if c["statistic"] is not None}
+    mlflow.log_metrics({**metrics, "drift_columns_drifted": len(drift["drifted"])})
+    mlflow.log_text(report.to_html(drift, "Drift of the model's inputs and outputs"), "drift/report.html")
+    try:
+        image = report.most_drifted_png(drift, baseline, current)
+        if image is not None:
+            with tempfile.TemporaryDirectory(prefix="score-drift-") as folder:
+                Path(folder, "most_drifted.png").write_bytes(image)
+                mlflow.log_artifacts(folder, "drift")
+    except Exception as exc:  # the numbers are recorded; a picture is not worth failing the run
+        log.warning("drift chart not recorded: %s: %s", type(exc).__name__, exc)
 
 
 def record_commit(versions: list[int]) -> None:
