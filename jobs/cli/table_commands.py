@@ -73,6 +73,7 @@ def history(args: argparse.Namespace) -> int:
                 "rows",
                 "restored_version",
                 "reason",
+                "cost",
             ],
             args.stdout,
         )
@@ -239,8 +240,9 @@ def drift(args: argparse.Namespace) -> int:
     if baseline["version"] is None:
         print(f"{args.table} version {result['version']}: no baseline (the table's first profiled run)", file=out)
         return 0
+    partitions = _span(",".join(result["partitions"]))
     print(
-        f"{args.table} version {result['version']} (run {result['run_id']}, {_span(','.join(result['partitions']))}) against "
+        f"{args.table} version {result['version']} (run {result['run_id']}, {partitions}) against "
         f"{baseline['table']} version {baseline['version']}: {len(result['drifted'])} of {len(result['columns'])} "
         "columns drifted",
         file=out,

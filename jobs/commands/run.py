@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from jobs.commands.console import Console, Counts, describe_model, describe_selection, versions_text
+from jobs.commands.cost import run_cost
 from jobs.commands.locks import job_lock
 from jobs.commands.summary import RunSummary
 from jobs.contracts import reports
@@ -255,6 +256,7 @@ def _track_and_score(
                 checked.merge(written)
                 summary.busy_seconds = {stage: round(spent, 3) for stage, spent in checked.seconds.items()}
                 rows_checked += group.selection.num_rows
+                summary.cost = run_cost(spec, summary.busy_seconds, rows_checked)
                 summary.contract = _contract_summary(plan, checked)
                 if plan.contract and spec.contract:
                     with summary.timed("record"):
@@ -288,8 +290,9 @@ def _track_and_score(
                     _check_drift(group, drift, baseline, summary)
                 scored_at = dt.datetime.now(dt.UTC)
                 with summary.timed("commit"):
+                    cost = run_cost(spec, written.seconds, group.selection.num_rows)
                     record = run_record(
-                        group, written, run_id, experiment_id, scored_at, code_sha256, summary.engine, monitoring
+                        group, written, run_id, experiment_id, scored_at, code_sha256, summary.engine, monitoring, cost
                     )
                     marks += [r.watermark for r in record.outputs if r.watermark]
                     inject("commit")

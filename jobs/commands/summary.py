@@ -51,6 +51,9 @@ class RunSummary:
     seconds: dict[str, float] = field(default_factory=dict)
     busy_seconds: dict[str, float] = field(default_factory=dict)
     rows_per_s: float = 0.0
+    # CPU- and GPU-seconds by stage (busy_seconds times what one worker of the stage holds), and with prices in
+    # `cost`, the run's cost and cost per million input rows (jobs.commands.cost)
+    cost: dict[str, Any] | None = None
     exit_code: int = 0
     error: str | None = None
 
@@ -77,6 +80,13 @@ class RunSummary:
         }
         metrics.update({f"seconds/{phase}": spent for phase, spent in self.seconds.items()})
         metrics.update({f"busy_seconds/{stage}": spent for stage, spent in self.busy_seconds.items()})
+        if self.cost:
+            metrics.update({f"cpu_seconds/{stage}": spent for stage, spent in self.cost["cpu_seconds"].items()})
+            metrics.update({f"gpu_seconds/{stage}": spent for stage, spent in self.cost["gpu_seconds"].items()})
+            if self.cost["total"] is not None:
+                metrics["cost"] = self.cost["total"]
+            if self.cost["per_million_rows"] is not None:
+                metrics["cost_per_million_rows"] = self.cost["per_million_rows"]
         if self.status == "succeeded":
             metrics["rows_per_s"] = self.rows_per_s
             if self.table_version is not None:

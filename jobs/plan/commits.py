@@ -36,6 +36,9 @@ def commit_group(plan: Plan, written: WrittenFiles, record: RunRecord) -> tuple[
         CommitInfo.MODEL_VERSION: plan.model.version,
         CommitInfo.MODEL_SHA256: plan.model.sha256,
         CommitInfo.SPEC_HASH: plan.job.spec_hash,
+        CommitInfo.COST: f"{record.cost['total']:.6f} {record.cost['currency']}"
+        if record.cost and record.cost["total"] is not None
+        else None,
     }
     replaced = plan.replaced_partitions()
     quarantine_version = None
@@ -88,6 +91,7 @@ def run_record(
     code_sha256: str,
     engine: str,
     monitoring: dict | None = None,
+    cost: dict | None = None,
 ) -> RunRecord:
     """The lineage of one group of a run as its output commit will record it."""
     spec, model, contract = plan.job.spec, plan.model, plan.contract
@@ -144,6 +148,7 @@ def run_record(
         engine=engine,
         devices=dict(written.devices),
         monitoring=monitoring,
+        cost=cost,
     )
 
 

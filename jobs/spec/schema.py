@@ -209,6 +209,14 @@ class MonitoringSpec(_Strict):
         return self.thresholds.get(column, self.threshold)
 
 
+class CostSpec(_Strict):
+    """Prices per hour of one CPU and one GPU: with them a run reports what its work cost (jobs.commands.cost)."""
+
+    cpu_hour: float | None = Field(None, ge=0)
+    gpu_hour: float | None = Field(None, ge=0)
+    currency: str = "USD"
+
+
 def baseline_of(value: str) -> tuple[str | None, int | None]:
     """`monitoring.baseline` as (table, version): (None, None) for previous, (None, N) for `version N`, (TABLE, N)
     for `TABLE@N`."""
@@ -286,6 +294,7 @@ class JobSpec(_Strict):
     scoring: ScoringSpec = ScoringSpec()
     output: OutputSpec
     monitoring: MonitoringSpec = MonitoringSpec()
+    cost: CostSpec = CostSpec()
     engine: EngineSpec = EngineSpec()
     tracking: TrackingSpec
     warehouse: WarehouseSpec

@@ -42,6 +42,7 @@ class CommitInfo:
     REASON = "score.reason"
     USER = "score.user"
     TARGET_FILE_MB = "score.target_file_mb"
+    COST = "score.cost"  # what the commit's work cost (`cost.cpu_hour`, `cost.gpu_hour` set): "0.0123 USD"
 
 
 class Role:
@@ -106,6 +107,7 @@ class RunRecord:
     # monitoring.drift: {baseline: {table, version}, drift: [ColumnDrift.to_dict(), ...]}; the profiles are in
     # `<table>__profiles` (jobs.tables.profile_table), under this commit's version
     monitoring: dict[str, Any] | None = None
+    cost: dict[str, Any] | None = None  # the commit's CPU- and GPU-seconds by stage and its cost (jobs.commands.cost)
     table_version: int | None = field(default=None, compare=False)  # filled in when read from the log
 
     def to_json(self) -> str:

@@ -129,13 +129,14 @@ def recorded_drift(table_uri: str, version: int | None = None) -> dict:
             f"drift: {which} was not committed by a run that measured drift (monitoring.drift: true profiles the "
             "rows each run scores); `score history` lists the versions and their runs"
         )
-    drift = run.monitoring["drift"]
+    monitoring = run.monitoring or {}
+    drift = monitoring["drift"]
     return {
         "table": redact_uri(table_uri),
         "version": run.table_version,
         "run_id": run.run_id,
         "partitions": [r.partition for r in run.inputs],
-        "baseline": run.monitoring["baseline"],
+        "baseline": monitoring["baseline"],
         "columns": drift,
         "drifted": [c["column"] for c in drift if c["drifted"]],
     }

@@ -106,6 +106,7 @@ def versions(uri: str, limit: int | None = None) -> list[dict[str, Any]]:
                 "rows": int(commit[CommitInfo.ROWS]) if CommitInfo.ROWS in commit else metrics.get("num_added_rows"),
                 "restored_version": restored_version(commit),
                 "reason": commit.get(CommitInfo.REASON),
+                "cost": commit.get(CommitInfo.COST),
                 "by": commit.get(CommitInfo.USER),
             }
         )

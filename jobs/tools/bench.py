@@ -58,6 +58,7 @@ from jobs.plan.samples import write_sample
 from jobs.spec.load import load_spec
 from jobs.spec.schema import ActorsSpec, JobSpec, TrackingSpec
 from jobs.stages.scoring import build_feeds
+from jobs.tables.profile_table import profiles_table
 from jobs.tools.bare_loop import Task
 from jobs.tracking.connect import connect
 from jobs.tracking.registry import resolve_model
@@ -69,6 +70,8 @@ SAMPLE_INTERVAL_S = 0.2
 NEAR_BEST = 0.9  # settings this close to the fastest count as equally fast: the bigger batch is recommended
 JOB = "job"  # the name of the full job's variant; `bench_job(variants=...)` may add others
 WITHOUT_CONTRACT = "job_without_contract"
+WITHOUT_MONITORING = "job_without_monitoring"
+BASELINE = "baseline"  # the warehouse of the untimed run whose profiles every timed run measures drift against
 UNBOUNDED = 2**62  # the inline engine's limit where Ray never paid
 ON_ENGINE = "job_{engine}"  # the job on the engine it would not choose at this size
 
@@ -132,6 +135,11 @@ def bench_job(
         if variants is None:
             empty = None if sample["source"] == "generated" else work / "no_expectations.json"
             variants = default_variants(spec, sample["rows"], empty)
+        if spec.monitoring.drift:  # every timed run then pays for the whole of drift: profiles, comparison, report
+            run_job_process(
+                loaded.file, [*job_overrides, f"warehouse.uri={work / 'warehouse' / BASELINE}"], loaded.root
+            )
+            job_overrides.append("monitoring.baseline=version 0")
 
         alone_runtime = _open(model, use_gpu, loop_threads)
         feeds = [
@@ -151,10 +159,12 @@ def bench_job(
             timings["bare_loop"].append(seconds)
             gpu["bare_loop"].append(sampled)
             for name, extra in variants.items():
+                warehouse = work / "warehouse" / f"{name}-{r}"
+                if spec.monitoring.drift:
+                    profiles = profiles_table(spec.output.table)
+                    shutil.copytree(work / "warehouse" / BASELINE / profiles, warehouse / profiles)
                 done = run_job_process(
-                    loaded.file,
-                    [*job_overrides, f"warehouse.uri={work / 'warehouse' / f'{name}-{r}'}", *extra],
-                    cwd=loaded.root,
+                    loaded.file, [*job_overrides, f"warehouse.uri={warehouse}", *extra], cwd=loaded.root
                 )
                 timings[name].append(done["wall_s"])
                 jobs[name].append(done)
@@ -216,6 +226,9 @@ def bench_job(
     if WITHOUT_CONTRACT in report["variants"]:
         with_it, without = report["variants"][JOB]["median_s"], report["variants"][WITHOUT_CONTRACT]["median_s"]
         report["contract_cost"] = round(with_it / without - 1, 4)
+    if WITHOUT_MONITORING in report["variants"]:
+        with_it, without = report["variants"][JOB]["median_s"], report["variants"][WITHOUT_MONITORING]["median_s"]
+        report["monitoring_cost"] = round(with_it / without - 1, 4)
     report["trials"] = trials
     report["recommendation"] = recommend(trials, spec, report["machine"]["cpus"], report["machine"]["gpus"])
     report["engine_crossover"] = crossover(report["variants"])
@@ -268,6 +281,8 @@ def default_variants(spec: JobSpec, rows: int, no_expectations: Path | None) -> 
     if no_expectations is not None and spec.contract is not None:
         no_expectations.write_text(json.dumps({"name": "no_expectations", "expectations": []}))
         variants[WITHOUT_CONTRACT] = [f"contract.suite={no_expectations}"]
+    if spec.monitoring.drift:
+        variants[WITHOUT_MONITORING] = ["monitoring.drift=false"]
     if spec.engine.address is None and spec.scoring.gpus_per_actor == 0:
         other = "ray" if runs_inline(spec, rows) else "inline"
         variants[ON_ENGINE.format(engine=other)] = [f"engine.inline_max_rows={0 if other == 'ray' else rows}"]
@@ -581,6 +596,11 @@ def format_report(report: dict) -> str:
     lines.append(f"(peak memory: {report['memory_metric'].upper()} summed over the job's process tree)")
     if "contract_cost" in report:
         lines.append(f"the contract costs {report['contract_cost']:+.0%} of the job's wall time without it")
+    if "monitoring_cost" in report:
+        lines.append(
+            f"monitoring (drift: profiles, comparison, report) costs {report['monitoring_cost']:+.0%} of the job's "
+            "wall time without it"
+        )
     lines += ["", "where the time goes (medians, s): the driver's phases | the stages' workers, busy seconds summed"]
     for name, v in report["variants"].items():
         if "seconds" in v:

@@ -177,13 +177,17 @@ def test_tables_lists_versions_rows_and_watermarks(demo):
     proc = project.score("tables", "--json")
     assert proc.returncode == 0, proc.stderr
     tables = {t["name"]: t for t in json.loads(proc.stdout)}
-    assert set(tables) == {TABLE, f"{TABLE}__quarantine"}
+    assert set(tables) == {TABLE, f"{TABLE}__quarantine", f"{TABLE}__profiles"}
+    assert tables[f"{TABLE}__profiles"]["rows"] > 0
     current = DeltaTable(runs[-1]["table_uri"])
     assert tables[TABLE]["version"] == current.version()
     assert tables[TABLE]["rows"] == current.to_pyarrow_table().num_rows
     assert tables[TABLE]["newest_partition"] == f"ds={DAYS[-1].isoformat()}"
     proc = project.score("history", "nope")
-    assert proc.returncode == 2 and f"tables in {project.warehouse}: {TABLE}, {TABLE}__quarantine" in proc.stderr
+    assert (
+        proc.returncode == 2
+        and f"tables in {project.warehouse}: {TABLE}, {TABLE}__profiles, {TABLE}__quarantine" in proc.stderr
+    )
 
 
 def test_analysts_read_a_job_table_with_polars_and_duckdb(demo):

@@ -50,13 +50,26 @@ def test_the_sample_has_exactly_the_rows_asked_from_every_selected_partition(ben
 def test_rates_and_ratios_agree(benched):
     _, _, report = benched
     variants = report["variants"]
-    assert set(variants) == {"model_alone", "bare_loop", "job", "job_without_contract", "job_inline"}
+    assert set(variants) == {
+        "model_alone",
+        "bare_loop",
+        "job",
+        "job_without_contract",
+        "job_without_monitoring",
+        "job_inline",
+    }
     assert variants["job"]["engine"] == "ray" and variants["job_inline"]["engine"] == "inline"
     np.testing.assert_allclose(
         report["contract_cost"],
         variants["job"]["median_s"] / variants["job_without_contract"]["median_s"] - 1,
         atol=1e-3,
     )
+    np.testing.assert_allclose(
+        report["monitoring_cost"],
+        variants["job"]["median_s"] / variants["job_without_monitoring"]["median_s"] - 1,
+        atol=1e-3,
+    )
+    assert "monitor" in variants["job"]["seconds"] and "monitor" not in variants["job_without_monitoring"]["seconds"]
     for name in ("job", "job_inline"):  # where the time went: the driver's phases and the stages' busy seconds
         phases = variants[name]["seconds"]
         assert {"plan", "track", "pipeline", "commit"} <= phases.keys()
