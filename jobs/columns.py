@@ -17,6 +17,14 @@ SOURCE_FILE = "_source_file"  # the row's input file (quarantine on): where the 
 SOURCE_ROW = "_source_row"  # the row's position in its file
 DEVICE = "_device"  # where the row's actor ran its model ("cpu", "cuda:0 (NVIDIA H200)"): the writer counts rows by it
 
+CHALLENGER = "_challenger."  # + an output column: the challenger model's value of it (model.challenger)
+
+
+def challenger_column(column: str) -> str:
+    """The column the scoring stage puts the challenger's value of output `column` in, for the writer."""
+    return f"{CHALLENGER}{column}"
+
+
 # Every column a stage adds for the next one: no model output may take one of these names.
 STAGE_COLUMNS = (PIECE_INDEX, REASONS, EVENT_TIME, SOURCE_FILE, SOURCE_ROW, DEVICE)
 

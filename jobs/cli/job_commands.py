@@ -1,6 +1,6 @@
-"""What `score run | init | plan | submit | validate | bench | register-model` print: each command's handler
-calls the function that does the work (`jobs.commands`, `jobs.tools`, `jobs.tracking.registry`) and shows its
-result, on stderr for a person and, with `--json`, as one JSON object on stdout (`args.stdout`).
+"""What `score run | init | plan | submit | validate | bench | register-model | promote` print: each command's
+handler calls the function that does the work (`jobs.commands`, `jobs.tools`, `jobs.tracking.registry`) and shows
+its result, on stderr for a person and, with `--json`, as one JSON object on stdout (`args.stdout`).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from jobs.storage import write_text
 from jobs.tables.delta import quarantine_table
 from jobs.tools.bench import DEFAULT_ROWS, bench_job, format_report
 from jobs.tools.init import init_project
+from jobs.tracking.registry import promote_model
 from jobs.tracking.registry import register_model as register
 
 
@@ -222,4 +223,19 @@ def register_model(args: argparse.Namespace) -> int:
             flush=True,
         )
     print(f"registered {args.path} as models:/{args.name}/{version}{alias} in {tracking.uri}", file=sys.stderr)
+    return 0
+
+
+def promote(args: argparse.Namespace) -> int:
+    tracking = load_tracking()
+    done = promote_model(args.name, args.from_alias, args.to_alias, args.reason, tracking)
+    if args.json:
+        print(json.dumps(done), file=args.stdout, flush=True)
+    previous = done["previous_version"]
+    was = "newly set" if previous is None else "unchanged" if previous == done["version"] else f"was version {previous}"
+    print(
+        f"promoted models:/{args.name}/{done['version']} from @{args.from_alias} to @{args.to_alias} ({was}) "
+        f"by {done['by']}: {args.reason}",
+        file=sys.stderr,
+    )
     return 0

@@ -12,7 +12,18 @@ import argparse
 from importlib.metadata import PackageNotFoundError, version
 
 # The commands that read or change the warehouse's tables (`jobs.cli.table_commands`).
-TABLE_COMMANDS = ("tables", "history", "query", "rollback", "vacuum", "optimize", "lineage", "freshness", "drift")
+TABLE_COMMANDS = (
+    "tables",
+    "history",
+    "query",
+    "rollback",
+    "vacuum",
+    "optimize",
+    "lineage",
+    "freshness",
+    "drift",
+    "compare",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -153,6 +164,12 @@ def build_parser() -> argparse.ArgumentParser:
     register.add_argument("--name", required=True)
     register.add_argument("--alias", help="e.g. champion")
 
+    promote = command("promote", "move a registry alias to the version another alias names, recording who and why")
+    promote.add_argument("name", help="a registered model name, e.g. churn")
+    promote.add_argument("--from", dest="from_alias", required=True, metavar="ALIAS", help="e.g. challenger")
+    promote.add_argument("--to", dest="to_alias", required=True, metavar="ALIAS", help="e.g. champion")
+    promote.add_argument("--reason", required=True, help="recorded on the model version, with who promoted it")
+
     command("tables", "list the tables in the warehouse with version, rows and freshness", warehouse)
     history = command("history", "list a table's versions: run, time, job, model, partitions, rows", warehouse)
     history.add_argument("table", help="a table name in the warehouse, or a table path or URI")
@@ -207,6 +224,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     drift.add_argument("table")
     drift.add_argument("--version", type=int, help="a table version a run committed (default: the latest)")
+    compare = command(
+        "compare", "how a version's challenger scores agreed with the champion's, overall and per segment", warehouse
+    )
+    compare.add_argument("table", help="the champion's table")
+    compare.add_argument("--version", type=int, help="a table version a run committed (default: the latest)")
     freshness = command(
         "freshness", "exit 0 when the newest partition is younger than --max-age, 4 when not", warehouse
     )

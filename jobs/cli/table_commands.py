@@ -21,7 +21,7 @@ from jobs.storage import delta_table, join_uri
 from jobs.tables import freshness as freshness_check
 from jobs.tables.charts import history_plot
 from jobs.tables.delta import optimize as compact
-from jobs.tables.lineage import parse_time, table_state
+from jobs.tables.lineage import parse_time, recorded_run, table_state
 from jobs.tables.profile_table import recorded_drift
 from jobs.tables.query import run_query
 from jobs.tables.warehouse import describe, table_names, table_uri, versions
@@ -259,6 +259,40 @@ def drift(args: argparse.Namespace) -> int:
     ]
     _print_rows(rows, ["column", "method", "statistic", "threshold", "psi", "nulls", "drifted"], out)
     return 0
+
+
+def compare(args: argparse.Namespace) -> int:
+    run = recorded_run(_table(args), args.version, "challenger", "scored a challenger (model.challenger)")
+    challenger = run.challenger or {}
+    result = {
+        "table": args.table,
+        "version": run.table_version,
+        "run_id": run.run_id,
+        "champion": run.model,
+        **challenger,
+    }
+    if args.json:
+        _print_json(result, args.stdout)
+        return 0
+    out = args.stdout
+    print(
+        f"{args.table} version {run.table_version} (run {run.run_id}): champion {run.model['resolved_uri']} "
+        f"(sha256 {run.model['sha256'][:12]}) against challenger {challenger['model']['resolved_uri']} (sha256 "
+        f"{challenger['model']['sha256'][:12]}), scores in {challenger['table']} version {challenger['version']}",
+        file=out,
+    )
+    rows = [
+        {"segment": segment, "column": column, **{k: _figure(v) for k, v in figures.items()}}
+        for segment, columns in challenger["agreement"].items()
+        for column, figures in columns.items()
+    ]
+    names = ["segment", "column", "rows", "label_agreement", "mean_abs_diff", "max_abs_diff", "correlation"]
+    _print_rows(rows, names, out)
+    return 0
+
+
+def _figure(value) -> str | None:
+    return f"{value:.6g}" if isinstance(value, float) else value
 
 
 def _warehouse(args: argparse.Namespace) -> str:

@@ -25,16 +25,17 @@ from jobs.engines.execute import execute
 from jobs.engines.inline import InlineStages, inline_limit, runs_inline
 from jobs.errors import EXIT_INTERRUPTED, ContractFailure, DriftFailure, RuntimeFailure, ScoreError, one_line
 from jobs.faults import inject
+from jobs.monitoring.agreement import agreement_figures
 from jobs.monitoring.drift import ColumnDrift
 from jobs.monitoring.profiles import ColumnProfile, merge_profiles
 from jobs.plan.baseline import Baseline, load_baseline, measure_drift
-from jobs.plan.commits import commit_group, run_record
+from jobs.plan.commits import commit_group, model_record, run_record
 from jobs.plan.plan import NothingToScore, Plan, Progress, make_plan, progress_of
 from jobs.plan.samples import sample_job
 from jobs.spec.load import LoadedSpec, load_spec
 from jobs.stages.sink import WrittenFiles
 from jobs.storage import redact_uri
-from jobs.tables.delta import discard_run_files
+from jobs.tables.delta import CHALLENGER_SUFFIX, current_version, discard_run_files
 from jobs.tables.lineage import parse_time
 from jobs.tables.profile_table import profiles_table, store_profiles
 from jobs.tracking.code_version import package_digest
@@ -288,15 +289,31 @@ def _track_and_score(
                             merge_profiles(current, profiles)
                         recording.record_soon("drift", summary.drift, baseline.profiles, current)
                     _check_drift(group, drift, baseline, summary)
+                if plan.challenger is not None:
+                    summary.challenger = _challenger_summary(plan, checked, summary.challenger)
+                    with summary.timed("record"):
+                        recording.record("challenger", summary.challenger)
                 scored_at = dt.datetime.now(dt.UTC)
                 with summary.timed("commit"):
                     cost = run_cost(spec, written.seconds, group.selection.num_rows)
+                    challenger = _challenger_summary(plan, written, None) if plan.challenger is not None else None
                     record = run_record(
-                        group, written, run_id, experiment_id, scored_at, code_sha256, summary.engine, monitoring, cost
+                        group,
+                        written,
+                        run_id,
+                        experiment_id,
+                        scored_at,
+                        code_sha256,
+                        summary.engine,
+                        monitoring,
+                        cost,
+                        challenger,
                     )
                     marks += [r.watermark for r in record.outputs if r.watermark]
                     inject("commit")
                     summary.table_version, summary.quarantine_version = commit_group(group, written, record)
+                if summary.challenger is not None:
+                    summary.challenger["version"] = current_version(plan.challenger.target.uri)
                 if baseline is not None:
                     with summary.timed("monitor"):
                         _store_profiles(group, written, run_id, summary)
@@ -350,7 +367,7 @@ def _discard_files(plan: Plan, run_id: str) -> str | None:
     """Delete the files a failed run wrote (never a file a landed commit added); what could not be deleted
     (a warehouse that turned read-only), for the message."""
     failures = []
-    for target in (plan.output, plan.quarantine):
+    for target in (plan.output, plan.quarantine, plan.challenger.target if plan.challenger else None):
         if target is None:
             continue
         try:
@@ -363,6 +380,17 @@ def _discard_files(plan: Plan, run_id: str) -> str | None:
         f"its uncommitted files could not all be deleted ({'; '.join(failures)}): no version names them, and "
         "`score vacuum` deletes them once they are older than the table's retention"
     )
+
+
+def _challenger_summary(plan: Plan, written: WrittenFiles, before: dict | None) -> dict[str, Any]:
+    """The challenger, its table and how its scores agree with the champion's on `written`'s rows."""
+    challenger = plan.challenger
+    return {
+        "model": model_record(challenger.model),
+        "table": plan.job.spec.output.table + CHALLENGER_SUFFIX,
+        "version": (before or {}).get("version"),
+        "agreement": agreement_figures(written.agreement),
+    }
 
 
 def _drift_summary(baseline: Baseline, drift: list[ColumnDrift]) -> dict[str, Any]:

@@ -44,6 +44,9 @@ class RunSummary:
     # monitoring.drift: {baseline: {table, version}, columns: [ColumnDrift.to_dict(), ...] (most drifted first),
     # drifted: [column, ...], profiles_version, profiles_error}; None when drift is off
     drift: dict[str, Any] | None = None
+    # model.challenger: {model, table, version, agreement: {segment: {column: {rows, label_agreement,
+    # mean_abs_diff, max_abs_diff, correlation}}}}, the whole ("(all)") first
+    challenger: dict[str, Any] | None = None
     duration_s: float = 0.0
     # where the run's time went: the driver's phases (plan, track, start, pipeline, commit, record; they add up
     # to about duration_s), and in busy_seconds the seconds the pipeline's workers spent in each stage (tally,

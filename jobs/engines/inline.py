@@ -86,7 +86,7 @@ class InlineStages:
 
     def __init__(self, plan: Plan, on_progress: Callable[[dict[str, int]], None] | None = None) -> None:
         cores = os.cpu_count() or 1
-        scorer = ScoreBatches(plan.scoring_task(cores, use_gpu=False), plan.model.files())
+        scorer = ScoreBatches(plan.scoring_task(cores, use_gpu=False), *plan.model_files())
         tokenize = Tokenize(plan.binding.text, cores) if plan.binding.text is not None else None
         self.seconds = dict.fromkeys(("check", "score"), 0.0)
         seconds = self.seconds

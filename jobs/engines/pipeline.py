@@ -140,8 +140,8 @@ class _CountedScoreBatches(ScoreBatches):
     """The scoring actors: the model arrives as an object-store ref (each node holds one shared copy), and
     each actor counts the rows that passed through it (scored, or set aside as failing)."""
 
-    def __init__(self, task: ScoringTask, model: ray.ObjectRef, progress: str) -> None:
-        super().__init__(task, ray.get(model))
+    def __init__(self, task: ScoringTask, models: ray.ObjectRef, progress: str) -> None:
+        super().__init__(task, *ray.get(models))
         self.progress = progress
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -181,7 +181,7 @@ def execute(
             rows = tokenized(rows, plan.binding.text, pool.max_actors * pool.cpus_per_actor)
         scored = rows.map_batches(
             _CountedScoreBatches,
-            fn_constructor_args=(task, ray.put(plan.model.files()), progress),
+            fn_constructor_args=(task, ray.put(plan.model_files()), progress),
             batch_size=spec.scoring.batch_size,
             batch_format="pyarrow",
             compute=ActorPoolStrategy(min_size=pool.min_actors, max_size=pool.max_actors),

@@ -12,10 +12,12 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 from dataclasses import replace
+from pathlib import Path
 
 from jobs.errors import ScoreError
 from jobs.hive import PartitionValue
 from jobs.inputs import fingerprint, partition_label
+from jobs.models.artifacts import ModelArtifact
 from jobs.plan.plan import Plan
 from jobs.stages.sink import WrittenFiles
 from jobs.storage import redact_uri
@@ -41,7 +43,7 @@ def commit_group(plan: Plan, written: WrittenFiles, record: RunRecord) -> tuple[
         else None,
     }
     replaced = plan.replaced_partitions()
-    quarantine_version = None
+    quarantine_version = challenger_version = None
     if plan.quarantine is not None:
         dead = [
             run_id
@@ -56,6 +58,31 @@ def commit_group(plan: Plan, written: WrittenFiles, record: RunRecord) -> tuple[
             discard_runs=dead,
         )
     try:
+        if plan.challenger is not None and record.challenger is not None:
+            challenger = plan.challenger
+            mine = replace(
+                record,
+                table=Path(challenger.target.uri).name,
+                model=model_record(challenger.model),
+                quarantine_table=None,
+                challenger=None,
+                monitoring=None,
+                outputs=[replace(o, rows_scored=n) for o, n in _rows_of(record.outputs, written.challenger_files)],
+            )
+            challenger_version = delta.commit(
+                challenger.target,
+                written.challenger_files,
+                replaced,
+                {
+                    **info,
+                    CommitInfo.MODEL_VERSION: challenger.model.version,
+                    CommitInfo.MODEL_SHA256: challenger.model.sha256,
+                    CommitInfo.ROWS: sum(f["rows"] for f in written.challenger_files),
+                    CommitInfo.ROLE: Role.CHALLENGER,
+                    CommitInfo.LINEAGE: mine.to_json(),
+                },
+            )
+            record = replace(record, challenger={**record.challenger, "version": challenger_version})
         record = replace(record, quarantine_version=quarantine_version)
         version = delta.commit(
             plan.output,
@@ -70,12 +97,20 @@ def commit_group(plan: Plan, written: WrittenFiles, record: RunRecord) -> tuple[
             run_key=plan.run_key,
         )
     except (Exception, KeyboardInterrupt) as exc:
-        if plan.quarantine is not None and quarantine_version is not None:
-            # The run's output files go first: on a full disk they free the room the undo's own commit needs.
-            with contextlib.suppress(OSError):
-                delta.discard_run_files(plan.output.uri, record.run_id, plan.output.read_version)
-            previous = quarantine_version - 1 if quarantine_version > 0 else None  # None: this run created it
-            stuck = delta.undo_commit(plan.quarantine.uri, quarantine_version, previous, record.run_id)
+        # The run's output files go first: on a full disk they free the room the undos' own commits need.
+        with contextlib.suppress(OSError):
+            delta.discard_run_files(plan.output.uri, record.run_id, plan.output.read_version)
+        committed = [
+            (target.uri, v)
+            for target, v in (
+                (plan.quarantine, quarantine_version),
+                (plan.challenger.target if plan.challenger else None, challenger_version),
+            )
+            if target is not None and v is not None
+        ]
+        for uri, committed_version in committed:
+            previous = committed_version - 1 if committed_version > 0 else None  # None: this run created it
+            stuck = delta.undo_commit(uri, committed_version, previous, record.run_id)
             if stuck and isinstance(exc, ScoreError):
                 raise type(exc)(f"{exc}; {stuck}") from None
         raise
@@ -92,6 +127,7 @@ def run_record(
     engine: str,
     monitoring: dict | None = None,
     cost: dict | None = None,
+    challenger: dict | None = None,
 ) -> RunRecord:
     """The lineage of one group of a run as its output commit will record it."""
     spec, model, contract = plan.job.spec, plan.model, plan.contract
@@ -119,16 +155,7 @@ def run_record(
         spec_hash=plan.job.spec_hash,
         spec_yaml=plan.job.to_yaml(),
         code_version=code_version(),
-        model={
-            "uri": redact_uri(model.uri),
-            "version": model.version,
-            "sha256": model.sha256,
-            "registry_name": model.registry_name,
-            "runtime": model.runtime,
-            "resolved_uri": redact_uri(
-                f"models:/{model.registry_name}/{model.version}" if model.registry_name else model.path
-            ),
-        },
+        model=model_record(model),
         contract={
             "path": redact_uri(plan.job.project_path(contract.path)),
             "sha256": contract.sha256,
@@ -149,7 +176,28 @@ def run_record(
         devices=dict(written.devices),
         monitoring=monitoring,
         cost=cost,
+        challenger=challenger,
     )
+
+
+def model_record(model: ModelArtifact) -> dict:
+    """A concrete model as lineage records it."""
+    return {
+        "uri": redact_uri(model.uri),
+        "version": model.version,
+        "sha256": model.sha256,
+        "registry_name": model.registry_name,
+        "runtime": model.runtime,
+        "resolved_uri": redact_uri(
+            f"models:/{model.registry_name}/{model.version}" if model.registry_name else model.path
+        ),
+    }
+
+
+def _rows_of(outputs: list, files: list[dict]) -> list[tuple]:
+    """Each output partition's record with the rows `files` hold of it."""
+    rows = _rows_by_partition(files)
+    return [(o, rows.get(o.partition, 0)) for o in outputs]
 
 
 def _rows_by_partition(files: list[dict]) -> dict[str, int]:

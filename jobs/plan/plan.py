@@ -34,15 +34,16 @@ from jobs.models.artifacts import (
     precision_warnings,
 )
 from jobs.models.precision import with_precision
+from jobs.models.runtimes import ModelFiles
 from jobs.monitoring.profiles import Profiling
 from jobs.spec.durations import parse_duration
 from jobs.spec.load import LoadedSpec
 from jobs.spec.schema import JobSpec
 from jobs.stages.checking import CheckTask
-from jobs.stages.scoring import ScoringTask
+from jobs.stages.scoring import ChallengerTask, ScoringTask
 from jobs.stages.sink import TableWriter
-from jobs.storage import is_remote
-from jobs.tables.delta import TableTarget, quarantine_table, settled
+from jobs.storage import is_remote, redact_uri
+from jobs.tables.delta import TableTarget, challenger_table, quarantine_table, settled
 from jobs.tables.lineage import RunRecord, commits_of_run_key, table_state
 from jobs.tracking.registry import resolve_model
 
@@ -53,6 +54,15 @@ class NothingToScore(Exception):
     def __init__(self, message: str, model: ModelArtifact, table_version: int) -> None:
         super().__init__(message)
         self.model, self.table_version = model, table_version
+
+
+@dataclass(frozen=True)
+class Challenger:
+    """`model.challenger`: a second model scoring the same batches, into a table of its own."""
+
+    model: ModelArtifact
+    binding: ModelBinding
+    target: TableTarget
 
 
 @dataclass(frozen=True)
@@ -67,6 +77,7 @@ class Plan:
     drifted: dict[str, list[dict[str, str]]]  # file -> schema reasons: these files skip the pipeline
     run_key: str  # the logical run: a retry with the same key is a no-op once it committed
     checks: CheckTask  # what the check stage reads and judges, partition by partition
+    challenger: Challenger | None = None
 
     @property
     def table_uri(self) -> str:
@@ -120,8 +131,28 @@ class Plan:
             use_gpu=use_gpu,
             on_error=spec.scoring.on_error,
             sources=self.checks.partitions,
-            carried=self.profiling().inputs if spec.monitoring.drift else (),
+            carried=self.carried(),
+            challenger=ChallengerTask(
+                self.challenger.model.runtime,
+                Path(self.challenger.model.path).suffix,
+                self.challenger.model.version,
+                self.challenger.binding,
+            )
+            if self.challenger
+            else None,
         )
+
+    def model_files(self) -> tuple[ModelFiles, ModelFiles | None]:
+        """The champion's files and the challenger's, for the scoring actors (`ScoreBatches`)."""
+        return self.model.files(), self.challenger.model.files() if self.challenger else None
+
+    def carried(self) -> tuple[str, ...]:
+        """Input columns the scoring stage passes to the writer: those it profiles, and the challenger's segments."""
+        spec = self.job.spec
+        columns = list(self.profiling().inputs) if spec.monitoring.drift else []
+        if self.challenger:
+            columns += spec.monitoring.segments
+        return tuple(dict.fromkeys(columns))
 
     def table_writer(self, run_id: str) -> TableWriter:
         """The write stage's writer: output rows to the output table, failing rows to the quarantine table."""
@@ -134,6 +165,8 @@ class Plan:
             self.checks.file_schema,
             spec.output.target_file_mb,
             self.profiling() if spec.monitoring.drift else None,
+            (self.challenger.target, self.challenger.model.version) if self.challenger else None,
+            tuple(spec.monitoring.segments),
         )
 
     def profiling(self) -> Profiling:
@@ -220,11 +253,44 @@ def make_plan(job: LoadedSpec, partitions: str | list[str] | None = None, run_ke
         )
         # the input columns it copies, as the run reads them
         quarantine = settled(quarantine, inputs.checks.file_schema)
-    key = run_key or default_run_key(job, selection, model, contract)
+    challenger = _challenger(job, binding, inputs, output) if spec.model.challenger else None
+    key = run_key or default_run_key(job, selection, model, contract, challenger)
     check_shared_storage(job)
     # Last, once everything else holds: an ONNX fp16/int8 conversion is made here (once, then cached).
     model = with_precision(model, spec.scoring.precision, job.root, where=f"{job.file}: scoring.precision")
-    return Plan(job, selection, model, binding, contract, output, quarantine, inputs.drifted, key, inputs.checks)
+    if challenger:
+        where = f"{job.file}: scoring.precision (model.challenger)"
+        challenger = replace(
+            challenger, model=with_precision(challenger.model, spec.scoring.precision, job.root, where)
+        )
+    return Plan(
+        job, selection, model, binding, contract, output, quarantine, inputs.drifted, key, inputs.checks, challenger
+    )
+
+
+def _challenger(job: LoadedSpec, binding: ModelBinding, inputs: _Inputs, output: TableTarget) -> Challenger:
+    """The challenger resolved and bound like the champion; it must give the same output columns and types."""
+    spec = job.spec
+    model_spec = spec.model.model_copy(update={"uri": spec.model.challenger})
+    model = resolve_model(model_spec, spec.tracking)
+    where = f"model.challenger {redact_uri(spec.model.challenger)} against input {spec.input.path}"
+    try:
+        bound = bind_model(model, model_spec, inputs.selection.schema, where)
+    except UsageError as exc:  # the champion's mapping, which the challenger must also fit
+        raise UsageError(f"{job.file}: model.challenger {redact_uri(spec.model.challenger)}: {exc}") from None
+    if bound.output_fields() != binding.output_fields():
+        raise UsageError(
+            f"{job.file}: model.challenger: its outputs {[str(f) for f in bound.output_fields()]} differ from the "
+            f"champion's {[str(f) for f in binding.output_fields()]}: a challenger must map to the same columns "
+            "with the same types"
+        )
+    target = TableTarget(
+        spec.table_uri(challenger_table(spec.output.table)),
+        output.schema,
+        output.partition_by,
+        output.input_partitioning,
+    )
+    return Challenger(model, bound, settled(target, pa.schema([output.schema.field(spec.input.id_column)])))
 
 
 @dataclass(frozen=True)
@@ -274,7 +340,10 @@ def _plan_inputs(job: LoadedSpec, selector: str | list[str]) -> _Inputs:
                     "missing value: use null_inputs reject, or a float input"
                 )
 
-    wanted = [spec.input.id_column, spec.input.event_time_column, *binding.input_columns]
+    unknown = [c for c in spec.monitoring.segments if c not in schema.names and c not in spec.input.partitioning]
+    if unknown:
+        raise UsageError(f"monitoring.segments: {unknown} are not columns of {where} ({', '.join(schema.names)})")
+    wanted = [spec.input.id_column, spec.input.event_time_column, *binding.input_columns, *spec.monitoring.segments]
     wanted += [c for c in (contract.columns if contract else []) if c in schema.names]
     read_columns = list(dict.fromkeys(c for c in wanted if c and c not in spec.input.partitioning))
     read_columns += list(spec.input.partitioning)
@@ -368,8 +437,14 @@ def _unscored(selector: str | list[str]) -> bool:
     return UNSCORED in selector_terms(selector)
 
 
-def default_run_key(job: LoadedSpec, selection: InputSelection, model: ModelArtifact, contract: Contract | None) -> str:
-    """The same work gets the same key: job, spec, the input files (fingerprint), model and contract."""
+def default_run_key(
+    job: LoadedSpec,
+    selection: InputSelection,
+    model: ModelArtifact,
+    contract: Contract | None,
+    challenger: Challenger | None = None,
+) -> str:
+    """The same work gets the same key: job, spec, the input files (fingerprint), model, contract (and challenger)."""
     parts = [
         job.spec.name,
         job.spec.output.table,
@@ -378,6 +453,8 @@ def default_run_key(job: LoadedSpec, selection: InputSelection, model: ModelArti
         model.sha256,
         contract.sha256 if contract else "",
     ]
+    if challenger:
+        parts.append(challenger.model.sha256)
     return f"{job.spec.name}/{hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]}"
 
 

@@ -344,12 +344,15 @@ def _resolve_paths(spec: JobSpec, root: Path, origins: _Origins) -> JobSpec:
         must_exist(contract.suite, key, "contract file")
     model_uri = local(spec.model.uri)
     must_exist(model_uri, ("model", "uri"), "model file")
+    challenger = local(spec.model.challenger) if spec.model.challenger else None
+    if challenger:
+        must_exist(challenger, ("model", "challenger"), "challenger model file")
 
     return spec.model_copy(
         update={
             "input": spec.input.model_copy(update={"path": input_path}),
             "contract": contract,
-            "model": spec.model.model_copy(update={"uri": model_uri}),
+            "model": spec.model.model_copy(update={"uri": model_uri, "challenger": challenger}),
             "tracking": _resolve_tracking(spec.tracking, root),
             "warehouse": spec.warehouse.model_copy(update={"uri": _local_path(spec.warehouse.uri, root)}),
         }

@@ -107,6 +107,10 @@ class ModelSpec(_Strict):
     tokenizer: TokenizerSpec | None = None
     # ... and token states [N, T, D] become one vector per row: mean over the attention mask, or the first token.
     pooling: Literal["mean", "cls"] | None = None
+    # A second model (file or models:/...) with the same inputs and outputs, scoring the same batches on the same
+    # actors: its scores go to `<table>__challenger` with the same keys and lineage, and the run reports how they
+    # agree with this model's (overall and per monitoring.segments).
+    challenger: str | None = None
 
     @field_validator("outputs")
     @classmethod
@@ -198,6 +202,8 @@ class MonitoringSpec(_Strict):
     # its threshold: `threshold` for every column, `thresholds` per column.
     threshold: float = Field(0.1, gt=0)
     thresholds: dict[str, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)
+    # Input columns whose values split the challenger's agreement figures (model.challenger), e.g. [region].
+    segments: list[str] = Field(default_factory=list)
 
     @field_validator("baseline")
     @classmethod

@@ -41,6 +41,7 @@ from jobs.columns import (
     SCORED_AT,
     SOURCE_FILE,
     SOURCE_ROW,
+    challenger_column,
 )
 from jobs.errors import ERROR_LINE
 from jobs.faults import inject
@@ -53,6 +54,16 @@ from jobs.storage import redact_uri
 MAX_ROW_ERRORS = 1000  # more failing rows in one batch is a broken model, not bad rows: the run fails
 ERROR_CHARS = 300  # of an error message kept in a reason or a failure message
 SHOWN_ROWS = 5  # row ids a failure message names
+
+
+@dataclass(frozen=True)
+class ChallengerTask:
+    """`model.challenger` as the actors need it: scored on the same batches as the champion."""
+
+    model_runtime: str
+    model_suffix: str
+    model_version: str
+    binding: ModelBinding
 
 
 @dataclass(frozen=True)
@@ -77,6 +88,7 @@ class ScoringTask:
     sources: tuple[tuple[Partition, tuple[str, ...]], ...] = ()
     # Input columns passed on to the writer, which profiles them (monitoring.drift) and does not store them.
     carried: tuple[str, ...] = ()
+    challenger: ChallengerTask | None = None
 
 
 class ModelRowError(Exception):
@@ -216,7 +228,7 @@ class ScoreBatches:
     """A Ray Data callable class: one model session per actor, opened from `model` (its file and its ONNX
     external data)."""
 
-    def __init__(self, task: ScoringTask, model: ModelFiles) -> None:
+    def __init__(self, task: ScoringTask, model: ModelFiles, challenger: ModelFiles | None = None) -> None:
         inject("open_model")
         self.task = task
         self.runtime = open_runtime(
@@ -228,6 +240,17 @@ class ScoreBatches:
             task.threads,
             spinning=False,
         )
+        self.challenger = None
+        if task.challenger is not None and challenger is not None:
+            self.challenger = open_runtime(
+                task.challenger.model_runtime,
+                challenger,
+                task.challenger.model_suffix,
+                [o.name for o in task.challenger.binding.outputs],
+                task.use_gpu,
+                task.threads,
+                spinning=False,
+            )
         self.oom_at: int | None = None  # the smallest batch that ran out of memory: larger ones are split first
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -274,7 +297,30 @@ class ScoreBatches:
                 reasons[valid_positions[position]] = [failure.reason()]
             columns[REASONS] = pa.array(reasons, REASON_TYPE)
         columns[DEVICE] = pa.DictionaryArray.from_arrays(pa.array(np.zeros(rows, np.int8)), [self.runtime.device])
+        if self.challenger is not None:
+            columns.update(self._challenge(passed, valid_positions, rows, failures or {}))
         return pa.table(columns)
+
+    def _challenge(
+        self, passed: pa.Table, positions: np.ndarray, rows: int, failures: dict[int, RowFailure]
+    ) -> dict[str, pa.Array]:
+        """The challenger's outputs for the rows the champion scored (`challenger_column`s, null elsewhere). A
+        batch the challenger raises on leaves its values null: the champion's run goes on, and the agreement
+        figures count only the rows both scored."""
+        binding = self.task.challenger.binding
+        if failures:  # rows the champion could not score are not compared
+            keep = np.setdiff1d(np.arange(passed.num_rows), np.fromiter(failures, dtype=np.int64))
+            passed, positions = passed.take(pa.array(keep)), positions[keep]
+        scores: dict[str, pa.Array] = {}
+        if passed.num_rows:
+            try:
+                scores = score_table(self.challenger, binding, passed)
+            except Exception:  # noqa: BLE001 - the challenger never fails the champion's run
+                scores = {}
+        return {
+            challenger_column(f.name): _spread(scores.get(f.name), positions, rows, f.type)
+            for f in binding.output_fields()
+        }
 
     def _check_finite(
         self, passed: pa.Table, scores: dict[str, pa.Array], failures: dict[int, RowFailure]

@@ -30,10 +30,21 @@ import pyarrow.parquet as pq
 
 from jobs import hive
 from jobs.column_types import conform, stored
-from jobs.columns import DEVICE, EVENT_TIME, QUARANTINED_AT, REASONS, RUN_ID, SOURCE_FILE, SOURCE_ROW
+from jobs.columns import (
+    CHALLENGER,
+    DEVICE,
+    EVENT_TIME,
+    MODEL_VERSION,
+    QUARANTINED_AT,
+    REASONS,
+    RUN_ID,
+    SOURCE_FILE,
+    SOURCE_ROW,
+)
 from jobs.contracts.suite import expectation_key
 from jobs.hive import PartitionValue
 from jobs.inputs import partition_label, read_columns
+from jobs.monitoring.agreement import Agreement, batch_agreement, merge_agreement
 from jobs.monitoring.profiles import ColumnProfile, Profiling, merge_profiles
 from jobs.spec.schema import TARGET_FILE_MB
 from jobs.storage import filesystem
@@ -57,10 +68,15 @@ class WrittenFiles:
     seconds: dict[str, float] = field(default_factory=dict)  # stage -> seconds its workers spent on it, summed
     # input partition label -> column -> profile of the scored rows' model inputs and outputs (monitoring.drift)
     profiles: dict[str, dict[str, ColumnProfile]] = field(default_factory=dict)
+    challenger_files: list[dict] = field(default_factory=list)  # model.challenger's scores, for its own table
+    # segment -> output column -> sums of the challenger's agreement with the champion (jobs.monitoring.agreement)
+    agreement: dict[str, dict[str, Agreement]] = field(default_factory=dict)
 
     def merge(self, other: WrittenFiles) -> None:
         self.files += other.files
         self.quarantine_files += other.quarantine_files
+        self.challenger_files += other.challenger_files
+        merge_agreement(self.agreement, other.agreement)
         self.rows_seen += other.rows_seen
         self.rows_scored += other.rows_scored
         self.rows_failed += other.rows_failed
@@ -124,6 +140,8 @@ class TableWriter:
         file_schema: pa.Schema | None = None,
         target_file_mb: float = TARGET_FILE_MB,
         profiling: Profiling | None = None,
+        challenger: tuple[TableTarget, str] | None = None,
+        segments: tuple[str, ...] = (),
     ) -> None:
         self.output = output
         self.quarantine = quarantine
@@ -132,6 +150,8 @@ class TableWriter:
         self.file_schema = file_schema or pa.schema([])  # how a failing row is read back, whole, for the quarantine
         self.target_file_bytes = max(1, int(target_file_mb * 2**20))
         self.profiling = profiling
+        self.challenger = challenger  # model.challenger's table and model version
+        self.segments = segments
 
     def write(self, blocks: Iterable[pa.Table], task: int, in_order: bool = False) -> WrittenFiles:
         """Write `blocks` (task `task`'s share of the scored rows) and describe what was written. `in_order`:
@@ -139,6 +159,7 @@ class TableWriter:
         partition's last file is written when the next partition begins, not held until the end."""
         written = WrittenFiles()
         scored_rows = _PartitionRows(self.output.input_partitioning, self.target_file_bytes, in_order)
+        challenged = _PartitionRows(self.output.input_partitioning, self.target_file_bytes, in_order)
         failing: list[pa.Table] = []
         for block in blocks:
             if block.num_rows == 0:
@@ -152,6 +173,8 @@ class TableWriter:
                 failed = block.filter(failed_mask)
                 scored = block if self.on_failure == "warn" else block.filter(pc.invert(failed_mask))
             written.count_failed(failed)
+            if self.challenger is not None:
+                scored = self._compare(written, scored, challenged, task)
             if self.profiling is not None:
                 scored = self._profile(written, scored)
             for values, rows in scored_rows.add(scored):
@@ -162,8 +185,34 @@ class TableWriter:
                     self._quarantine(written, failing, task)
         for values, rows in scored_rows.drain():
             self._write_scored(written, values, rows, task)
+        for values, rows in challenged.drain():
+            self._write_challenger(written, values, rows, task)
         self._quarantine(written, failing, task)
         return written
+
+    def _compare(self, written: WrittenFiles, scored: pa.Table, challenged: _PartitionRows, task: int) -> pa.Table:
+        """Add up the challenger's agreement with the champion, gather its scores (the champion's rows with the
+        challenger's values and version) for its table; return the rows without the challenger's columns."""
+        pairs = {c[len(CHALLENGER) :]: c for c in scored.column_names if c.startswith(CHALLENGER)}
+        merge_agreement(written.agreement, batch_agreement(scored, pairs, list(self.segments)))
+        target, version = self.challenger
+        version_type = target.schema.field(MODEL_VERSION).type
+        replaced = {column: scored.column(other) for column, other in pairs.items()}
+        replaced[MODEL_VERSION] = pa.repeat(pa.scalar(version, version_type), scored.num_rows)
+        rows = scored.drop_columns(list(pairs.values()))
+        for column, values in replaced.items():
+            rows = rows.set_column(rows.schema.get_field_index(column), column, values)
+        for values, part in challenged.add(rows):
+            self._write_challenger(written, values, part, task)
+        return scored.drop_columns(list(pairs.values()))
+
+    def _write_challenger(
+        self, written: WrittenFiles, partition: dict[str, PartitionValue], rows: pa.Table, task: int
+    ) -> None:
+        target = self.challenger[0]
+        run_id = pa.scalar(self.run_id, target.schema.field(RUN_ID).type)
+        rows = rows.append_column(RUN_ID, pa.repeat(run_id, rows.num_rows))
+        written.challenger_files.append(write_file(target, partition, rows, self.run_id, task))
 
     def _profile(self, written: WrittenFiles, scored: pa.Table) -> pa.Table:
         """Profile the model inputs and outputs of the rows to write, per input partition; return the rows without

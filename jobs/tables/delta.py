@@ -51,6 +51,14 @@ class TableTarget:
 QUARANTINE_SUFFIX = "__quarantine"
 
 
+CHALLENGER_SUFFIX = "__challenger"
+
+
+def challenger_table(table: str) -> str:
+    """The name of the table that holds the scores of `table`'s challenger model (model.challenger)."""
+    return f"{table}{CHALLENGER_SUFFIX}"
+
+
 def quarantine_table(table: str) -> str:
     """The name of the table that holds the failing rows of `table`'s runs."""
     return f"{table}{QUARANTINE_SUFFIX}"

@@ -19,7 +19,7 @@ from typing import Any
 from deltalake.exceptions import TableNotFoundError
 
 from jobs.errors import UsageError
-from jobs.storage import delta_table
+from jobs.storage import delta_table, redact_uri
 
 
 class CommitInfo:
@@ -49,6 +49,7 @@ class Role:
     """`score.role` of the commits that are not a run's output commit."""
 
     QUARANTINE = "quarantine"  # a run's commit to its quarantine table
+    CHALLENGER = "challenger"  # a run's commit of its challenger model's scores (model.challenger)
     UNDO = "undo"  # a run taking back its own commit (the quarantine one, when the output commit failed)
     ROLLBACK = "rollback"
     VACUUM = "vacuum"
@@ -108,6 +109,8 @@ class RunRecord:
     # `<table>__profiles` (jobs.tables.profile_table), under this commit's version
     monitoring: dict[str, Any] | None = None
     cost: dict[str, Any] | None = None  # the commit's CPU- and GPU-seconds by stage and its cost (jobs.commands.cost)
+    # model.challenger: {model: {...as `model`}, table, version, agreement: {segment: {column: figures}}}
+    challenger: dict[str, Any] | None = None
     table_version: int | None = field(default=None, compare=False)  # filled in when read from the log
 
     def to_json(self) -> str:
@@ -186,6 +189,19 @@ def table_state(table_uri: str, version: int | None = None, commits: list[dict] 
                 state.outputs.setdefault(wrote.partition, (wrote, run))
         current -= 1
     return state
+
+
+def recorded_run(table_uri: str, version: int | None, has: str, what: str) -> RunRecord:
+    """The run that committed `version` (default: the newest run whose record has `has` set), refused in one line
+    naming `what` it lacks."""
+    state = table_state(table_uri, version)
+    run = next((r for r in state.walked if getattr(r, has)), None)
+    if run is None or (version is not None and run.table_version != version):
+        which = f"version {version} of {redact_uri(table_uri)}" if version is not None else redact_uri(table_uri)
+        raise UsageError(
+            f"{which} was not committed by a run that {what}; `score history` lists the versions and their runs"
+        )
+    return run
 
 
 def require_version(commits: list[dict[str, Any]], version: int | None, what: str) -> None:

@@ -14,10 +14,9 @@ import pyarrow.compute as pc
 from deltalake import CommitProperties, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
-from jobs.errors import UsageError
 from jobs.monitoring.profiles import ColumnProfile, merge_profiles
 from jobs.storage import delta_options, delta_table, redact_uri
-from jobs.tables.lineage import LOG_RETENTION, CommitInfo, table_state
+from jobs.tables.lineage import LOG_RETENTION, CommitInfo, recorded_run
 
 PROFILES_SUFFIX = "__profiles"
 TABLE_VERSION = "table_version"
@@ -121,14 +120,7 @@ def read_profiles(uri: str, table_version: int) -> tuple[dict[str, ColumnProfile
 def recorded_drift(table_uri: str, version: int | None = None) -> dict:
     """The drift the run that committed `version` (default: the latest version a run committed) measured, as
     its lineage records it (`score drift`)."""
-    state = table_state(table_uri, version)
-    run = next((r for r in state.walked if r.monitoring), None)
-    if run is None or (version is not None and run.table_version != version):
-        which = f"version {version} of {redact_uri(table_uri)}" if version is not None else redact_uri(table_uri)
-        raise UsageError(
-            f"drift: {which} was not committed by a run that measured drift (monitoring.drift: true profiles the "
-            "rows each run scores); `score history` lists the versions and their runs"
-        )
+    run = recorded_run(table_uri, version, "monitoring", "measured drift (monitoring.drift)")
     monitoring = run.monitoring or {}
     drift = monitoring["drift"]
     return {

@@ -151,6 +151,28 @@ def record_drift(drift: dict[str, Any], baseline: dict[str, ColumnProfile], curr
         log.warning("drift chart not recorded: %s: %s", type(exc).__name__, exc)
 
 
+def record_challenger(challenger: dict[str, Any]) -> None:
+    """The challenger's agreement with the champion: metrics for the whole (`challenger/<column>/<figure>`), the
+    figures per segment as `challenger/agreement.json`, and the challenger's version as tags."""
+    mlflow.log_dict(challenger, "challenger/agreement.json")
+    whole: dict[str, dict] = next(iter(challenger["agreement"].values()), {})
+    mlflow.log_metrics(
+        {
+            f"challenger/{column}/{name}": value
+            for column, figures in whole.items()
+            for name, value in figures.items()
+            if value is not None
+        }
+    )
+    mlflow.set_tags(
+        {
+            Tag.CHALLENGER_URI: challenger["model"]["uri"],
+            Tag.CHALLENGER_VERSION: challenger["model"]["version"],
+            Tag.CHALLENGER_SHA256: challenger["model"]["sha256"],
+        }
+    )
+
+
 def record_commit(versions: list[int]) -> None:
     """The table versions the run has committed so far: its last, and all of them."""
     mlflow.set_tags({Tag.TABLE_VERSION: str(versions[-1]), Tag.TABLE_VERSIONS: ",".join(map(str, versions))})

@@ -1,4 +1,5 @@
-"""The MLflow model registry: `model.uri` resolved to one concrete, hashed model, and `score register-model`.
+"""The MLflow model registry: `model.uri` resolved to one concrete, hashed model, `score register-model` and
+`score promote`.
 
 A registry URI (`models:/name@alias`, `models:/name/3`) is resolved once, on the driver, to one version whose
 files are downloaded and checked against the sha256 recorded when `score register-model` registered them; a
@@ -9,6 +10,8 @@ local path is taken as it is. Either way the run scores, and lineage records, ex
 from __future__ import annotations
 
 import atexit
+import datetime as dt
+import getpass
 import logging
 import re
 import shutil
@@ -118,3 +121,49 @@ def register_model(path: str | Path, name: str, alias: str | None, tracking: Tra
     if alias:
         client.set_registered_model_alias(name, alias, version)
     return str(version)
+
+
+def promote_model(name: str, from_alias: str, to_alias: str, reason: str, tracking: TrackingSpec) -> dict:
+    """Point `to_alias` at the version `from_alias` names, and tag that version with who did it, when and why.
+
+    The registry keeps no history of its aliases, so the tags (`Tag.PROMOTED_*`) are what answers "who put this
+    version in production, and what did it replace". Promoting to an alias already on the version is allowed
+    and records the tags again.
+    """
+    from mlflow.exceptions import MlflowException
+
+    client = connect(tracking)
+    try:
+        model = client.get_registered_model(name)
+    except MlflowException as exc:
+        raise UsageError(f"promote: no registered model {name!r} in {tracking.uri} ({exc.message})") from None
+    aliases = dict(model.aliases or {})
+    try:
+        version = str(client.get_model_version_by_alias(name, from_alias).version)
+    except MlflowException:
+        known = ", ".join(f"@{a} (version {v})" for a, v in sorted(aliases.items())) or "none"
+        raise UsageError(f"promote: model {name!r} has no alias @{from_alias}; its aliases: {known}") from None
+    previous = str(aliases[to_alias]) if to_alias in aliases else None
+    by = getpass.getuser()
+    at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    tags = {
+        Tag.PROMOTED_TO: to_alias,
+        Tag.PROMOTED_FROM: from_alias,
+        Tag.PROMOTED_BY: by,
+        Tag.PROMOTED_AT: at,
+        Tag.PROMOTED_REASON: reason,
+        Tag.REPLACED_VERSION: previous or "",
+    }
+    for key, value in tags.items():  # before the move: the alias never names a version without its record
+        client.set_model_version_tag(name, version, key, value)
+    client.set_registered_model_alias(name, to_alias, version)
+    return {
+        "name": name,
+        "version": version,
+        "from": from_alias,
+        "to": to_alias,
+        "previous_version": previous,
+        "by": by,
+        "at": at,
+        "reason": reason,
+    }

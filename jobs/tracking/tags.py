@@ -6,7 +6,8 @@ from __future__ import annotations
 
 
 class Tag:
-    """The tags of a scoring run's MLflow run (`score.*`), which searches and `score lineage` read."""
+    """The tags of a scoring run's MLflow run (`score.*`), which searches and `score lineage` read, and those
+    `score promote` sets on a model version."""
 
     JOB = "score.job"
     TABLE = "score.table"
@@ -29,9 +30,19 @@ class Tag:
     QUARANTINE_VERSION = "score.quarantine_version"
     INPUT_WATERMARK = "score.input_watermark"
     DEVICES = "score.devices"  # rows by the device the model ran on, as JSON
+    CHALLENGER_URI = "score.challenger_uri"  # model.challenger, as configured
+    CHALLENGER_VERSION = "score.challenger_version"
+    CHALLENGER_SHA256 = "score.challenger_sha256"
     KIND = "score.kind"  # "model-registration" on the MLflow run that registered a model version
     REGISTERED_SHA256 = "model.sha256"  # on that run: the sha256 of the files it registered
     ERROR = "error"
     ERROR_TYPE = "error.type"
     DRIVER = "score.driver"  # host, pid and start time of the run's driver process (`jobs.tracking.orphans`)
     READ_VERSIONS = "score.read_versions"  # table URI -> the version the run's plan read (null: a new table)
+    # On a registered model version, by `score promote`: who moved which alias to it, when and why.
+    PROMOTED_TO = "score.promoted_to"  # the alias now naming the version
+    PROMOTED_FROM = "score.promoted_from"  # the alias that named it first
+    PROMOTED_BY = "score.promoted_by"  # the user who ran `score promote`
+    PROMOTED_AT = "score.promoted_at"  # UTC, ISO 8601, seconds
+    PROMOTED_REASON = "score.promoted_reason"
+    REPLACED_VERSION = "score.replaced_version"  # the version the alias named before ("" if none)
