@@ -28,6 +28,9 @@ def challenger_column(column: str) -> str:
 # Every column a stage adds for the next one: no model output may take one of these names.
 STAGE_COLUMNS = (PIECE_INDEX, REASONS, EVENT_TIME, SOURCE_FILE, SOURCE_ROW, DEVICE)
 
+INPUT_HASH = "input_hash"  # scoring.reuse: a hash of the row's model input values, stored with its scores
+REUSED = "reused"  # the `DEVICE` of a row whose earlier score was reused (scoring.reuse): no model saw it
+
 RUN_ID = "run_id"
 MODEL_VERSION = "model_version"
 SCORED_AT = "scored_at"

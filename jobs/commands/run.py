@@ -15,6 +15,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
+from jobs.columns import REUSED
 from jobs.commands.console import Console, Counts, describe_model, describe_selection, versions_text
 from jobs.commands.cost import run_cost
 from jobs.commands.locks import job_lock
@@ -322,6 +323,7 @@ def _track_and_score(
                 summary.rows_quarantined += written.rows_quarantined
                 devices.update(written.devices)
                 summary.devices = dict(devices)
+                summary.rows_reused = devices.get(REUSED, 0)
                 with summary.timed("record"):
                     recording.record("commit", summary.table_versions)
                 inject("committed")

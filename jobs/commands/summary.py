@@ -30,6 +30,7 @@ class RunSummary:
     rows_in: int = 0
     rows_scored: int = 0
     rows_quarantined: int = 0
+    rows_reused: int = 0  # scoring.reuse: rows whose earlier score was kept (no model saw them)
     quarantine_version: int | None = None
     model_uri: str | None = None
     model_version: str | None = None
@@ -78,6 +79,7 @@ class RunSummary:
             "rows_in": self.rows_in,
             "rows_scored": self.rows_scored,
             "rows_quarantined": self.rows_quarantined,
+            "rows_reused": self.rows_reused,
             "rows_failed_contract": (self.contract or {}).get("rows_failed", 0),
             "duration_s": self.duration_s,
         }

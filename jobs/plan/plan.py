@@ -20,7 +20,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from jobs.column_types import stored_type
-from jobs.columns import LINEAGE_FIELDS, STAGE_COLUMNS, quarantine_schema
+from jobs.columns import INPUT_HASH, LINEAGE_FIELDS, STAGE_COLUMNS, quarantine_schema
 from jobs.contracts.suite import Contract, check_arguments, check_columns, file_failures, load_contract
 from jobs.errors import UsageError
 from jobs.hive import PartitionValue
@@ -40,6 +40,7 @@ from jobs.spec.durations import parse_duration
 from jobs.spec.load import LoadedSpec
 from jobs.spec.schema import JobSpec
 from jobs.stages.checking import CheckTask
+from jobs.stages.reuse import ReuseTask
 from jobs.stages.scoring import ChallengerTask, ScoringTask
 from jobs.stages.sink import TableWriter
 from jobs.storage import is_remote, redact_uri
@@ -132,6 +133,8 @@ class Plan:
             on_error=spec.scoring.on_error,
             sources=self.checks.partitions,
             carried=self.carried(),
+            hashed=tuple(self.binding.input_columns) if spec.scoring.reuse else (),
+            reuse=self.reuse_task(),
             challenger=ChallengerTask(
                 self.challenger.model.runtime,
                 Path(self.challenger.model.path).suffix,
@@ -141,6 +144,24 @@ class Plan:
             if self.challenger
             else None,
         )
+
+    def reuse_task(self) -> ReuseTask | None:
+        """scoring.reuse: the selected partitions whose rows in the version the plan read were scored by this model
+        (same sha256), with input hashes; None when there are none."""
+        if not self.job.spec.scoring.reuse or self.output.read_version is None:
+            return None
+        if INPUT_HASH not in self.output.schema.names:
+            return None
+        state = table_state(self.output.uri, self.output.read_version)
+        same = frozenset(
+            label
+            for label in self.selection.labels
+            if label in state.inputs and state.inputs[label][1].model["sha256"] == self.model.sha256
+        )
+        if not same:
+            return None
+        outputs = tuple(f.name for f in self.binding.output_fields())
+        return ReuseTask(self.output.uri, self.output.read_version, same, self.job.spec.input.id_column, outputs)
 
     def model_files(self) -> tuple[ModelFiles, ModelFiles | None]:
         """The champion's files and the challenger's, for the scoring actors (`ScoreBatches`)."""
@@ -230,6 +251,8 @@ def make_plan(job: LoadedSpec, partitions: str | list[str] | None = None, run_ke
     fields = [stored.field(spec.input.id_column)]
     fields += [pa.field(c, pa.string()) for c in spec.input.partitioning]
     fields += binding.output_fields()
+    if spec.scoring.reuse:
+        fields.append(pa.field(INPUT_HASH, pa.int64()))
     fields += LINEAGE_FIELDS
     names = [f.name for f in fields]
     clashes = sorted({n for n in names if names.count(n) > 1} | {n for n in names if n in STAGE_COLUMNS})

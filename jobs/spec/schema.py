@@ -158,6 +158,10 @@ class ScoringSpec(_Strict):
     # `quarantine`: they go to the quarantine table with the reason model_error (needs contract.on_failure
     # quarantine, which creates that table and bounds the rows a run may set aside).
     on_error: Literal["fail", "quarantine"] = "fail"
+    # Re-scoring a partition with the same model (same sha256) reuses the earlier score of every row whose model
+    # inputs are unchanged (the same `input_hash`, a column the table then holds): only new or changed rows go
+    # to the model (jobs.stages.reuse). Needs output.mode overwrite_partitions.
+    reuse: bool = False
 
     @field_validator("resources")
     @classmethod
@@ -324,6 +328,20 @@ class JobSpec(_Strict):
                 ("output", "commit_every"),
                 "needs output.mode overwrite_partitions: a re-run of an appending job could not tell which of its "
                 "groups' rows to keep; an append commits in one version (drop commit_every)",
+            )
+        if self.scoring.reuse and self.output.mode != "overwrite_partitions":
+            raise KeyedValueError(
+                ("scoring", "reuse"),
+                "needs output.mode overwrite_partitions: reused scores come from the rows a re-run replaces",
+            )
+        if self.scoring.reuse and self.model.tokenizer:
+            raise KeyedValueError(
+                ("scoring", "reuse"), "does not support text models (model.tokenizer) yet: drop one of them"
+            )
+        if self.scoring.reuse and self.model.challenger:
+            raise KeyedValueError(
+                ("scoring", "reuse"),
+                "cannot go with model.challenger: the challenger would see only the changed rows; drop one of them",
             )
         if self.scoring.on_error == "quarantine" and self.on_failure != "quarantine":
             policy = (

@@ -30,6 +30,7 @@ from jobs import hive
 from jobs.columns import (
     DEVICE,
     EVENT_TIME,
+    INPUT_HASH,
     LINEAGE_TYPES,
     MODEL_ERROR,
     MODEL_VERSION,
@@ -38,6 +39,7 @@ from jobs.columns import (
     OUTPUT_NOT_FINITE,
     REASON_TYPE,
     REASONS,
+    REUSED,
     SCORED_AT,
     SOURCE_FILE,
     SOURCE_ROW,
@@ -49,6 +51,7 @@ from jobs.inputs import Partition, partition_label, read_columns
 from jobs.models.artifacts import InputBinding, ModelBinding, OutputBinding
 from jobs.models.runtimes import ModelFiles, open_runtime
 from jobs.models.text import ATTENTION_MASK, pool, token_matrix
+from jobs.stages.reuse import EarlierScores, ReuseTask, input_hash
 from jobs.storage import redact_uri
 
 MAX_ROW_ERRORS = 1000  # more failing rows in one batch is a broken model, not bad rows: the run fails
@@ -89,6 +92,9 @@ class ScoringTask:
     # Input columns passed on to the writer, which profiles them (monitoring.drift) and does not store them.
     carried: tuple[str, ...] = ()
     challenger: ChallengerTask | None = None
+    # scoring.reuse: the model input columns each row's INPUT_HASH covers, and where the earlier scores are
+    hashed: tuple[str, ...] = ()
+    reuse: ReuseTask | None = None
 
 
 class ModelRowError(Exception):
@@ -252,6 +258,7 @@ class ScoreBatches:
                 spinning=False,
             )
         self.oom_at: int | None = None  # the smallest batch that ran out of memory: larger ones are split first
+        self.earlier = EarlierScores(task.reuse) if task.reuse is not None else None
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         inject("score_batch")
@@ -260,6 +267,14 @@ class ScoreBatches:
         skipped = pc.is_valid(batch.column(REASONS)).to_numpy(zero_copy_only=False)
         if task.on_failure == "warn":  # failing rows are scored too, unless their inputs cannot be
             skipped = _unscorable(batch)
+        hashes = input_hash(batch, task.hashed) if task.hashed else None
+        reused, earlier = np.array([], dtype=np.int64), None
+        if self.earlier is not None and hashes is not None:
+            reused, earlier = self.earlier.match(batch, hashes, task.partition_columns)
+            scorable = ~skipped[reused]
+            reused, earlier = reused[scorable], earlier.filter(pa.array(scorable))
+            skipped = skipped.copy()
+            skipped[reused] = True  # not for the model: their earlier scores stand
         passed = batch.filter(pa.array(~skipped)) if skipped.any() else batch
         scores, failures = {}, None
         if passed.num_rows:
@@ -287,6 +302,11 @@ class ScoreBatches:
             columns[field.name] = _spread(scores.get(field.name), valid_positions, rows, field.type)
         columns[MODEL_VERSION] = pa.repeat(pa.scalar(task.model_version, LINEAGE_TYPES[MODEL_VERSION]), rows)
         columns[SCORED_AT] = pa.repeat(pa.scalar(dt.datetime.now(dt.UTC), LINEAGE_TYPES[SCORED_AT]), rows)
+        if hashes is not None:
+            columns[INPUT_HASH] = hashes
+        if len(reused):
+            for name in (*[f.name for f in task.binding.output_fields()], SCORED_AT):
+                columns[name] = _placed(columns[name], reused, earlier.column(name))
         # RUN_ID: the writer stamps it (this stage may run before the run has an id)
         if task.event_time_column:
             columns[EVENT_TIME] = batch.column(task.event_time_column)
@@ -296,7 +316,9 @@ class ScoreBatches:
             for position, failure in failures.items():
                 reasons[valid_positions[position]] = [failure.reason()]
             columns[REASONS] = pa.array(reasons, REASON_TYPE)
-        columns[DEVICE] = pa.DictionaryArray.from_arrays(pa.array(np.zeros(rows, np.int8)), [self.runtime.device])
+        devices = np.zeros(rows, np.int8)
+        devices[reused] = 1
+        columns[DEVICE] = pa.DictionaryArray.from_arrays(pa.array(devices), [self.runtime.device, REUSED])
         if self.challenger is not None:
             columns.update(self._challenge(passed, valid_positions, rows, failures or {}))
         return pa.table(columns)
@@ -541,6 +563,14 @@ def _output_columns(binding: OutputBinding, values: np.ndarray, rows: int) -> di
             "column (a list of columns, or a list column, takes several); nothing was committed"
         )
     return {binding.columns[0]: pa.array(values.reshape(rows))}
+
+
+def _placed(values: pa.Array, positions: np.ndarray, replacement: pa.ChunkedArray) -> pa.Array:
+    """`values` with `replacement` (one value per position) at `positions`."""
+    index = np.arange(len(values))
+    index[positions] = len(values) + np.arange(len(positions))
+    joined = pa.concat_arrays([values, replacement.cast(values.type).combine_chunks()])
+    return pc.take(joined, pa.array(index))
 
 
 def _spread(values: pa.Array | None, positions: np.ndarray, rows: int, type_: pa.DataType) -> pa.Array:
