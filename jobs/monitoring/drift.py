@@ -3,7 +3,7 @@ default (the reference open-source tool), with scipy's own functions:
 
 - numbers: the Wasserstein distance (earth mover's) normed by the baseline's standard deviation (at least
   0.001), `scipy.stats.wasserstein_distance` over the two sketches' quantile functions (QUANTILE_POINTS
-  evenly spaced ranks: the sketch's ~0.7% rank error is the only approximation);
+  evenly spaced ranks: the sketch's ~0.3% rank error is the only approximation);
 - categories: the Jensen-Shannon distance of the two value distributions (`scipy.spatial.distance.jensenshannon`,
   natural log), over the union of values seen (`other` as one more value);
 - both: PSI alongside, over the same categories, or for numbers over the baseline's deciles (PSI_BINS bins

@@ -1,6 +1,6 @@
 """A column's profile: what drift is measured from, made batch by batch inside the stages and merged exactly.
 
-- Numbers: a KLL quantile sketch (Apache DataSketches; k=400, about 0.7% rank error at any size, ~8 KB), plus
+- Numbers: a KLL quantile sketch (Apache DataSketches; k=1000, about 0.3% rank error at any size, ~21 KB), plus
   the exact count, sum and sum of squares, so that the mean and the standard deviation that norm the
   Wasserstein distance are exact.
 - Categories (strings, booleans, dictionary columns): exact counts of each value, up to TOP_VALUES distinct
@@ -22,7 +22,9 @@ import pyarrow.compute as pc
 from datasketches import kll_doubles_sketch
 
 NUMBER, CATEGORY = "number", "category"
-KLL_K = 400
+# k=400 (0.7% rank error, 8 KB) measured up to 0.058 normed Wasserstein between two samples of one lognormal
+# distribution (exact: 0.003; 200,000 rows, 100 trials), too near the 0.1 threshold; k=1000: 0.030, for +10% time.
+KLL_K = 1000
 TOP_VALUES = 1_000  # distinct values counted exactly per column; rarer ones count as `other`
 
 
