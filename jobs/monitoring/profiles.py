@@ -58,7 +58,8 @@ class ColumnProfile:
         if kind == NUMBER:
             values = column.to_numpy(zero_copy_only=False) if column.null_count == 0 else _non_null(column)
             values = values.astype(np.float64, copy=False)
-            finite = values[~np.isnan(values)]
+            floats = pa.types.is_floating(column.type)  # only they hold NaN
+            finite = values[~np.isnan(values)] if floats else values
             profile.nulls = len(column) - len(finite)
             profile.total, profile.squares = float(finite.sum()), float(np.square(finite).sum())
             sketch = kll_doubles_sketch(KLL_K)
@@ -170,7 +171,10 @@ def merge_profiles(into: dict[str, ColumnProfile], more: dict[str, ColumnProfile
 
 
 INPUT, OUTPUT = "input", "output"  # a profiled column's role: a model input, or a model output
-SKETCH_ROWS = 65_536  # values a partition's sketch takes at least: bigger partitions are sampled (`stride`)
+# Values a partition's sketches take at least: bigger partitions are sampled every `stride`-th row. Sampling 16,384
+# values adds about 0.01 to the normed Wasserstein between two samples of one distribution (threshold 0.1), and
+# profiling a 65,536-row batch of the demo's 29 inputs took 65 ms with every value, 25 ms with every 4th (measured).
+SKETCH_ROWS = 16_384
 
 
 @dataclass(frozen=True)
