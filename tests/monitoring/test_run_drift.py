@@ -17,7 +17,7 @@ from scipy.spatial.distance import jensenshannon
 from scipy.stats import wasserstein_distance
 
 from jobs.monitoring.drift import JENSEN_SHANNON, WASSERSTEIN, table_drift
-from jobs.tables.profile_table import read_profiles
+from jobs.tables.profile_table import profiled_versions, read_profiles
 from tests.conftest import DAYS, ROWS_PER_DAY
 from tests.monitoring.test_drift import ABS_SKETCH
 
@@ -147,6 +147,11 @@ def test_an_unchanged_day_drifts_nowhere_and_a_missing_baseline_is_a_usage_error
     assert code == 0 and summary["drift"]["baseline"]["version"] == 0
     assert summary["drift"]["drifted"] == [], summary["drift"]["columns"][:3]
     assert len(summary["drift"]["columns"]) == 31  # 29 model inputs, the probability and the label
+
+    profiles = str(project.warehouse / "drifting__profiles")
+    assert profiled_versions(profiles) == [0, 1]  # from the files' statistics: one version per file
+    DeltaTable(profiles).optimize.compact()  # one file of both versions: read from the column instead
+    assert len(DeltaTable(profiles).file_uris()) == 1 and profiled_versions(profiles) == [0, 1]
 
     code, refused = project.run(job, f"ds={DAYS[2]}", (INLINE, "monitoring.baseline=version 7"))
     assert code == 2
