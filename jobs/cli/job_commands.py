@@ -71,7 +71,9 @@ def _summary_rows(summary: RunSummary) -> list[tuple[str, str]]:
         if len(summary.partitions) == 1
         else (f"{summary.partitions[0]} .. {summary.partitions[-1]} ({len(summary.partitions)})")
     )
-    return [
+    if summary.rows_reused:
+        rows += f", {summary.rows_reused:,} of them reused (scoring.reuse)"
+    shown = [
         ("partitions", span),
         ("rows", rows),
         (
@@ -85,6 +87,36 @@ def _summary_rows(summary: RunSummary) -> list[tuple[str, str]]:
         ("MLflow run", f"{summary.run_id} ({summary.tracking_uri})"),
         ("time", f"{summary.duration_s:.1f} s, {summary.rows_per_s:,.0f} rows/s ({summary.engine})"),
     ]
+    if summary.drift is not None:
+        shown.append(("drift", _drift_line(summary.drift, summary.table)))
+    if summary.challenger is not None:
+        whole: dict[str, dict] = next(iter(summary.challenger["agreement"].values()), {})
+        figures = "; ".join(
+            f"{column} agreement {f['label_agreement']:.4f}"
+            + (f", mean |diff| {f['mean_abs_diff']:.4g}" if f.get("mean_abs_diff") is not None else "")
+            for column, f in whole.items()
+            if f["label_agreement"] is not None
+        )
+        shown.append(("challenger", f"{summary.challenger['model']['resolved_uri']}: {figures} (score compare)"))
+    if summary.cost and summary.cost["total"] is not None:
+        cost = summary.cost
+        shown.append(
+            ("cost", f"{cost['total']:.4g} {cost['currency']}, {cost['per_million_rows']:.4g} per million rows")
+        )
+    return shown
+
+
+def _drift_line(drift: dict, table: str | None) -> str:
+    baseline = drift["baseline"]
+    if baseline["version"] is None:
+        return "no baseline yet (the first profiled run); profiles stored for the next run to compare with"
+    drifted = drift["drifted"]
+    against = f"against {baseline['table']} v{baseline['version']}"
+    if not drifted:
+        return f"no column drifted {against} ({len(drift['columns'])} compared)"
+    top = {c["column"]: c for c in drift["columns"]}
+    named = ", ".join(f"{c} {top[c]['statistic']:.3f}" for c in drifted[:5])
+    return f"{len(drifted)} of {len(drift['columns'])} columns drifted {against}: {named} (score drift {table})"
 
 
 def init(args: argparse.Namespace) -> int:

@@ -184,15 +184,19 @@ class Profiling:
 
     roles: dict[str, str]
     strides: dict[str, int]
+    labels: tuple[str, ...] = ()  # integer outputs: class labels, profiled as categories
 
     @classmethod
-    def of(cls, inputs: list[str], outputs: list[str], partition_rows: dict[str, int]) -> Profiling:
+    def of(
+        cls, inputs: list[str], outputs: list[str], partition_rows: dict[str, int], labels: tuple[str, ...] = ()
+    ) -> Profiling:
         roles = {**{c: INPUT for c in inputs}, **{c: OUTPUT for c in outputs}}
-        return cls(roles, {label: max(1, rows // SKETCH_ROWS) for label, rows in partition_rows.items()})
+        return cls(roles, {label: max(1, rows // SKETCH_ROWS) for label, rows in partition_rows.items()}, labels)
 
     @property
     def inputs(self) -> tuple[str, ...]:
         return tuple(c for c, role in self.roles.items() if role == INPUT)
 
     def profile(self, rows: pa.Table, label: str) -> dict[str, ColumnProfile]:
-        return profile_table(rows, list(self.roles), self.strides.get(label, 1))
+        stride = self.strides.get(label, 1)
+        return {c: ColumnProfile.of(rows.column(c), CATEGORY if c in self.labels else None, stride) for c in self.roles}

@@ -192,12 +192,15 @@ class Plan:
 
     def profiling(self) -> Profiling:
         """What the writer profiles for drift: the columns the model reads (token inputs aside: a text's tokens
-        have no distribution worth comparing) and its scalar outputs, of every input partition."""
+        have no distribution worth comparing) and its scalar outputs (integer ones are class labels: categories),
+        of every input partition."""
         inputs = [c for b in self.binding.inputs if not b.tokens for c in b.columns]
-        outputs = [f.name for f in self.binding.output_fields() if not pa.types.is_nested(f.type)]
+        fields = [f for f in self.binding.output_fields() if not pa.types.is_nested(f.type)]
+        outputs = [f.name for f in fields]
         inputs = [c for c in dict.fromkeys(inputs) if c not in outputs]
         rows = {label: sum(f.num_rows for f in files) for label, files in self.selection.by_partition().items()}
-        return Profiling.of(inputs, outputs, rows)
+        labels = tuple(f.name for f in fields if pa.types.is_integer(f.type) or pa.types.is_boolean(f.type))
+        return Profiling.of(inputs, outputs, rows, labels)
 
     def warnings(self) -> list[str]:
         """What the run will do that the user may not expect, though no row fails for it."""
