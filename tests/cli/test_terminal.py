@@ -18,7 +18,7 @@ from deltalake import DeltaTable
 from tests.conftest import DAYS, ROWS_PER_DAY
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-SUMMARY_ROWS = ("partitions", "rows", "model", "table", "MLflow run", "time")
+SUMMARY_ROWS = ("partitions", "rows", "model", "table", "MLflow run", "time", "drift")
 PROGRESS = re.compile(r"^scoring [\d,]+ of [\d,]+ rows")
 
 
@@ -72,6 +72,7 @@ def test_a_run_on_a_terminal_shows_only_our_lines_and_a_summary(fresh_project):
     assert set(summary) == set(SUMMARY_ROWS), lines
     assert "tty v0" in summary["table"]
     assert f"{3 * ROWS_PER_DAY:,} in, {3 * ROWS_PER_DAY:,} scored" in summary["rows"]
+    assert "no baseline yet (the first profiled run)" in summary["drift"]
     strangers = [
         line
         for line in lines
