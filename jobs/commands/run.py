@@ -28,7 +28,7 @@ from jobs.errors import EXIT_INTERRUPTED, ContractFailure, DriftFailure, Runtime
 from jobs.faults import inject
 from jobs.monitoring.agreement import agreement_figures
 from jobs.monitoring.drift import ColumnDrift
-from jobs.monitoring.profiles import ColumnProfile, merge_profiles
+from jobs.monitoring.profiles import across_partitions
 from jobs.plan.baseline import Baseline, load_baseline, measure_drift
 from jobs.plan.commits import commit_group, model_record, run_record
 from jobs.plan.plan import NothingToScore, Plan, Progress, make_plan, progress_of
@@ -36,7 +36,7 @@ from jobs.plan.samples import sample_job
 from jobs.spec.load import LoadedSpec, load_spec
 from jobs.stages.sink import WrittenFiles
 from jobs.storage import redact_uri
-from jobs.tables.delta import CHALLENGER_SUFFIX, current_version, discard_run_files
+from jobs.tables.delta import challenger_table, current_version, discard_run_files
 from jobs.tables.lineage import parse_time
 from jobs.tables.profile_table import profiles_table, store_profiles
 from jobs.tracking.code_version import package_digest
@@ -281,13 +281,11 @@ def _track_and_score(
                 monitoring = None
                 if baseline is not None:
                     with summary.timed("monitor"):
-                        drift = measure_drift(group, baseline, checked.profiles)
+                        current = across_partitions(checked.profiles)
+                        drift = measure_drift(group, baseline, current)
                         summary.drift = _drift_summary(baseline, drift)
                         monitoring = {"baseline": baseline.to_dict(), "drift": summary.drift["columns"]}
                     with summary.timed("record"):
-                        current: dict[str, ColumnProfile] = {}
-                        for profiles in checked.profiles.values():
-                            merge_profiles(current, profiles)
                         recording.record_soon("drift", summary.drift, baseline.profiles, current)
                     _check_drift(group, drift, baseline, summary)
                 if plan.challenger is not None:
@@ -389,7 +387,7 @@ def _challenger_summary(plan: Plan, written: WrittenFiles, before: dict | None) 
     challenger = plan.challenger
     return {
         "model": model_record(challenger.model),
-        "table": plan.job.spec.output.table + CHALLENGER_SUFFIX,
+        "table": challenger_table(plan.job.spec.output.table),
         "version": (before or {}).get("version"),
         "agreement": agreement_figures(written.agreement),
     }

@@ -170,6 +170,14 @@ def merge_profiles(into: dict[str, ColumnProfile], more: dict[str, ColumnProfile
         into[column] = into[column].merge(profile) if column in into else profile
 
 
+def across_partitions(profiles: dict[str, dict[str, ColumnProfile]]) -> dict[str, ColumnProfile]:
+    """Column -> one profile of every partition's rows (partition label -> column -> profile)."""
+    merged: dict[str, ColumnProfile] = {}
+    for columns in profiles.values():
+        merge_profiles(merged, columns)
+    return merged
+
+
 INPUT, OUTPUT = "input", "output"  # a profiled column's role: a model input, or a model output
 # Values a partition's sketches take at least: bigger partitions are sampled every `stride`-th row. Sampling 16,384
 # values adds about 0.01 to the normed Wasserstein between two samples of one distribution (threshold 0.1), and

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from jobs.errors import UsageError
 from jobs.monitoring.drift import ColumnDrift, table_drift
-from jobs.monitoring.profiles import ColumnProfile, merge_profiles
+from jobs.monitoring.profiles import ColumnProfile
 from jobs.plan.plan import Plan
 from jobs.spec.schema import baseline_of
 from jobs.storage import redact_uri
@@ -48,11 +48,8 @@ def load_baseline(plan: Plan) -> Baseline:
     return Baseline(table, version, read_profiles(uri, version)[0])
 
 
-def measure_drift(plan: Plan, baseline: Baseline, profiles: dict[str, dict[str, ColumnProfile]]) -> list[ColumnDrift]:
-    """The drift of the rows a group scored (input partition -> column -> profile), merged, against `baseline`."""
+def measure_drift(plan: Plan, baseline: Baseline, current: dict[str, ColumnProfile]) -> list[ColumnDrift]:
+    """The drift of the scored rows' profiles (column -> profile, every partition merged) against `baseline`."""
     if baseline.version is None:
         return []
-    current: dict[str, ColumnProfile] = {}
-    for columns in profiles.values():
-        merge_profiles(current, columns)
     return table_drift(baseline.profiles, current, plan.job.spec.monitoring.threshold_of)
