@@ -53,19 +53,6 @@ class ColumnDrift:
         out.update(statistic=_number(self.statistic), psi=_number(self.psi), null_fraction=list(self.null_fraction))
         return {**out, "drifted": self.drifted}
 
-    @classmethod
-    def from_dict(cls, data: dict) -> ColumnDrift:
-        nan = float("nan")
-        statistic, psi_ = data["statistic"], data["psi"]
-        return cls(
-            data["column"],
-            data["method"],
-            nan if statistic is None else statistic,
-            nan if psi_ is None else psi_,
-            data["threshold"],
-            tuple(data["null_fraction"]),
-        )
-
 
 def _number(value: float) -> float | None:
     return None if np.isnan(value) else float(value)
