@@ -23,6 +23,7 @@ import pyarrow as pa
 from jobs.columns import PIECE_INDEX, REASONS
 from jobs.contracts.suite import Verdict, cache_dir
 from jobs.models.text import Tokenize
+from jobs.monitoring.profiles import ColumnProfile
 from jobs.plan.plan import Plan
 from jobs.spec.schema import JobSpec
 from jobs.stages.checking import check_pieces, partition_verdicts, streams_with_verdicts
@@ -90,6 +91,8 @@ class InlineStages:
         tokenize = Tokenize(plan.binding.text, cores) if plan.binding.text is not None else None
         self.seconds = dict.fromkeys(("check", "score"), 0.0)
         seconds = self.seconds
+        self.row_profiles = plan.row_profiles()
+        self.profiles: dict[str, dict[str, ColumnProfile]] = {}  # partition label -> column -> profile
         quarantining = plan.job.spec.on_failure == "quarantine"
 
         def checked() -> Iterator[pa.Table]:
@@ -114,6 +117,10 @@ class InlineStages:
                 started = time.perf_counter()
                 out = scorer(tokenize(batch) if tokenize else batch)
                 seconds["score"] += time.perf_counter() - started
+                if self.row_profiles is not None:
+                    started = time.perf_counter()
+                    out = self.row_profiles.profile(out, self.profiles)
+                    seconds["write"] = seconds.get("write", 0.0) + time.perf_counter() - started  # the writer's work
                 rows += batch.num_rows
                 failing += batch.num_rows - batch.column(REASONS).null_count if quarantining else 0
                 if on_progress:
@@ -139,10 +146,12 @@ def execute_inline(
     stages = started or InlineStages(plan, on_progress)
     begun = time.perf_counter()
     try:
-        written = plan.table_writer(run_id).write(iter(stages.outputs), task=0, in_order=True)
+        written = plan.table_writer(run_id, profiled=True).write(iter(stages.outputs), task=0, in_order=True)
     finally:
         stages.close()
-    written.add_seconds({**stages.seconds, "write": time.perf_counter() - begun - stages.outputs.waited})
+    written.merge(WrittenFiles(profiles=stages.profiles))
+    writing = time.perf_counter() - begun - stages.outputs.waited
+    written.add_seconds({**stages.seconds, "write": stages.seconds.get("write", 0.0) + writing})
     return written
 
 

@@ -42,7 +42,7 @@ from jobs.spec.schema import JobSpec
 from jobs.stages.checking import CheckTask
 from jobs.stages.reuse import ReuseTask
 from jobs.stages.scoring import ChallengerTask, ScoringTask
-from jobs.stages.sink import TableWriter
+from jobs.stages.sink import RowProfiles, TableWriter
 from jobs.storage import is_remote, redact_uri
 from jobs.tables.delta import TableTarget, challenger_table, quarantine_table, settled
 from jobs.tables.lineage import RunRecord, commits_of_run_key, table_state
@@ -175,8 +175,9 @@ class Plan:
             columns += spec.monitoring.segments
         return tuple(dict.fromkeys(columns))
 
-    def table_writer(self, run_id: str) -> TableWriter:
-        """The write stage's writer: output rows to the output table, failing rows to the quarantine table."""
+    def table_writer(self, run_id: str, profiled: bool = False) -> TableWriter:
+        """The write stage's writer: output rows to the output table, failing rows to the quarantine table.
+        `profiled`: the rows come profiled already (`row_profiles`, applied by the inline engine's scoring thread)."""
         spec = self.job.spec
         return TableWriter(
             self.output,
@@ -185,10 +186,21 @@ class Plan:
             run_id,
             self.checks.file_schema,
             spec.output.target_file_mb,
-            self.profiling() if spec.monitoring.drift else None,
+            None if profiled else self.row_profiles(),
             (self.challenger.target, self.challenger.model.version) if self.challenger else None,
             tuple(spec.monitoring.segments),
         )
+
+    def row_profiles(self) -> RowProfiles | None:
+        """The profiling of the rows written (monitoring.drift), which then drops the carried inputs that nothing
+        later reads (the challenger's segments are read by the writer)."""
+        spec = self.job.spec
+        if not spec.monitoring.drift:
+            return None
+        profiling = self.profiling()
+        kept = {*self.output.schema.names, *(spec.monitoring.segments if self.challenger else ())}
+        dropped = tuple(c for c in profiling.inputs if c not in kept)
+        return RowProfiles(profiling, self.output.input_partitioning, spec.on_failure == "warn", dropped)
 
     def profiling(self) -> Profiling:
         """What the writer profiles for drift: the columns the model reads (token inputs aside: a text's tokens

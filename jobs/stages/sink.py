@@ -139,7 +139,7 @@ class TableWriter:
         run_id: str,
         file_schema: pa.Schema | None = None,
         target_file_mb: float = TARGET_FILE_MB,
-        profiling: Profiling | None = None,
+        profiles: RowProfiles | None = None,
         challenger: tuple[TableTarget, str] | None = None,
         segments: tuple[str, ...] = (),
     ) -> None:
@@ -149,7 +149,7 @@ class TableWriter:
         self.run_id = run_id
         self.file_schema = file_schema or pa.schema([])  # how a failing row is read back, whole, for the quarantine
         self.target_file_bytes = max(1, int(target_file_mb * 2**20))
-        self.profiling = profiling
+        self.profiles = profiles  # None: monitoring is off, or the rows come profiled (the inline engine)
         self.challenger = challenger  # model.challenger's table and model version
         self.segments = segments
 
@@ -175,8 +175,8 @@ class TableWriter:
             written.count_failed(failed)
             if self.challenger is not None:
                 scored = self._compare(written, scored, challenged, task)
-            if self.profiling is not None:
-                scored = self._profile(written, scored)
+            if self.profiles is not None:
+                scored = self.profiles.profile(scored, written.profiles)
             for values, rows in scored_rows.add(scored):
                 self._write_scored(written, values, rows, task)
             if self.quarantine is not None and failed.num_rows:
@@ -213,14 +213,6 @@ class TableWriter:
         run_id = pa.scalar(self.run_id, target.schema.field(RUN_ID).type)
         rows = rows.append_column(RUN_ID, pa.repeat(run_id, rows.num_rows))
         written.challenger_files.append(write_file(target, partition, rows, self.run_id, task))
-
-    def _profile(self, written: WrittenFiles, scored: pa.Table) -> pa.Table:
-        """Profile the model inputs and outputs of the rows to write, per input partition; return the rows without
-        the input columns the scoring stage carried here for it."""
-        for values, rows in _groups(scored, self.output.input_partitioning):
-            label = partition_label(tuple(values.items()))
-            merge_profiles(written.profiles.setdefault(label, {}), self.profiling.profile(rows, label))
-        return scored.drop_columns([c for c in self.profiling.inputs if c not in self.output.schema.names])
 
     def _write_scored(
         self, written: WrittenFiles, partition: dict[str, PartitionValue], rows: pa.Table, task: int
@@ -420,6 +412,31 @@ class _PartitionRows:
         step = -(-rows.num_rows // count)
         for offset in range(0, rows.num_rows, step):
             yield values, rows.slice(offset, step)
+
+
+@dataclass(frozen=True)
+class RowProfiles:
+    """Profiles the rows the writer writes (monitoring.drift): their model inputs and outputs per input partition,
+    then lets go of the input columns the scoring stage carried for it. The write tasks apply it on Ray; the
+    inline engine applies it in its scoring thread, before the rows queue for the writer, which waits for the
+    MLflow run: carried there, the inputs held 200 MB more at 800,000 rows and cost the run 0.5 s of system
+    time (measured)."""
+
+    profiling: Profiling
+    partitioning: tuple[str, ...]
+    every_row: bool  # on_failure: warn writes the failing rows too; else only the passing ones are written
+    dropped: tuple[str, ...]  # carried input columns that no later step reads
+
+    def profile(self, block: pa.Table, into: dict[str, dict[str, ColumnProfile]]) -> pa.Table:
+        """Add the profiles of `block`'s rows to write into `into` (partition label -> column -> profile)."""
+        rows = block
+        if not self.every_row and block.column(REASONS).null_count < block.num_rows:
+            wanted = list(dict.fromkeys([*self.profiling.roles, *self.partitioning]))
+            rows = block.select(wanted).filter(pc.is_null(block.column(REASONS)))
+        for values, group in _groups(rows, self.partitioning):
+            label = partition_label(tuple(values.items()))
+            merge_profiles(into.setdefault(label, {}), self.profiling.profile(group, label))
+        return block.drop_columns([c for c in self.dropped if c in block.column_names])
 
 
 def _groups(table: pa.Table, partition_by: tuple[str, ...]):
