@@ -125,9 +125,13 @@ def convert(
         staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=cache_dir))
         try:
             started = time.perf_counter()
-            _CONVERTERS[precision](source, staging / MODEL_FILE, bool(external), where)
+            given = source  # the quantizer writes `<model>-inferred.onnx` beside the model it is given:
+            if precision == "int8":
+                given = _copied(source, external, staging / "source")
+            _CONVERTERS[precision](given, staging / MODEL_FILE, bool(external), where)
             _check_loadable(staging, where)
             (staging / "conversion.json").write_text(json.dumps(_provenance(source, sha256, precision)))
+            shutil.rmtree(staging / "source", ignore_errors=True)
             os.rename(staging, folder)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -140,6 +144,16 @@ def convert(
         folder,
     )
     return _cached(folder)
+
+
+def _copied(source: Path, external: tuple[str, ...], into: Path) -> Path:
+    """`source` and its external-data files, copied `into` the cache's staging folder, for a converter that
+    writes beside the model it converts: nothing is written next to the user's files, whose folder may be
+    read-only. Copied, not linked: onnx refuses external data behind a symbolic or hard link."""
+    for name in (source.name, *external):
+        (into / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source.parent / name, into / name)
+    return into / source.name
 
 
 def _cached(folder: Path) -> Converted:

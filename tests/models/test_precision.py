@@ -149,6 +149,25 @@ def test_a_model_with_external_data_converts(tmp_path, sample):
         np.testing.assert_allclose(got["probabilities"], base["probabilities"], atol=atol)
 
 
+@pytest.mark.parametrize("external", [False, True])
+def test_conversions_write_nothing_beside_the_model(tmp_path, external):
+    """The README promises that nothing is written next to a model's files (its folder may be read-only):
+    ONNX Runtime's quantizer writes `<model>-inferred.onnx` beside the path it is given, then deletes it, which
+    changes the folder's modification time."""
+    folder = tmp_path / "models"
+    folder.mkdir()
+    source = _mlp(folder / "mlp.onnx", external=external)
+    names = (f"{source.name}.weights",) if external else ()
+    before = sorted(p.name for p in folder.iterdir()), folder.stat().st_mtime_ns
+    for precision in ("fp16", "int8"):
+        convert(source, _sha256(source), precision, names, tmp_path / "cache")
+    assert (sorted(p.name for p in folder.iterdir()), folder.stat().st_mtime_ns) == before
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir() if p.is_dir()) == [
+        f"{_sha256(source)}-fp16",
+        f"{_sha256(source)}-int8",
+    ]
+
+
 def _convert_in_child(args):
     source, sha256, cache = args
     converted = convert(source, sha256, "int8", cache_dir=cache)
