@@ -206,8 +206,9 @@ def format_preview(preview: dict[str, Any]) -> str:
             f"           cast value by value, a value that does not fit fails its row: {path} ({', '.join(casts)})"
         )
     name = f"{model['registry_name']} v{model['version']}" if model["registry_name"] else model["path"]
+    named = model["uri"] if name == model["uri"] else f"{model['uri']} = {name}"  # a registry URI, or a local path
     lines.append(
-        f"model      {model['uri']} = {name}, sha256 {model['sha256']} ({model['runtime']}, "
+        f"model      {named}, sha256 {model['sha256']} ({model['runtime']}, "
         f"{model['precision']}); outputs {', '.join(model['outputs'])}"
     )
     lines += [f"           warning: {warning}" for warning in model["warnings"]]

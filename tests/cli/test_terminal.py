@@ -140,6 +140,8 @@ def test_plan_shows_what_a_run_would_do_and_the_run_does_it(fresh_project, tmp_p
     ] * 2
     text = project.score("plan", str(job), "-p", days)
     assert text.returncode == 0 and f"committed as planned v0 by run {run['run_id']}" in text.stdout
+    model_line = next(line for line in text.stdout.splitlines() if line.startswith("model "))
+    assert model_line.split()[1:3] == [plan["model"]["uri"] + ",", "sha256"]  # a file is named once, not `P = P`
 
     picture = tmp_path / "history.png"
     proc = project.score("history", "planned", "--plot", str(picture))
