@@ -1,10 +1,12 @@
-"""The writer's gathering of scored rows into files (`jobs.stages.sink._PartitionRows`)."""
+"""The writer's gathering of scored rows into files (`jobs.stages.sink._PartitionRows`) and its counting of
+failing rows' reasons (`WrittenFiles`)."""
 
 from __future__ import annotations
 
 import pyarrow as pa
 
-from jobs.stages.sink import _PartitionRows
+from jobs.columns import NULL_INPUT, REASON_TYPE, REASONS
+from jobs.stages.sink import WrittenFiles, _PartitionRows
 
 
 def block(day: str, ids: range) -> pa.Table:
@@ -34,3 +36,20 @@ def test_in_order_writes_a_partition_when_the_next_begins_and_loses_no_row():
         ({"ds": "2026-12-01"}, 9),
         ({"ds": "2026-12-02"}, 3),
     ]
+
+
+def test_a_null_the_contract_and_the_model_both_refuse_counts_once():
+    """A null boolean that breaks the contract's not-null expectation also carries the model's null rule; the
+    summary listed it twice (issue 25). Each is counted alone where the other does not apply."""
+    not_null = {"expectation": "expect_column_values_to_not_be_null", "column": "auto_pay", "value": "None"}
+    model_rule = {"expectation": NULL_INPUT, "column": "auto_pay", "value": "null"}
+    other_column = {"expectation": NULL_INPUT, "column": "tenure", "value": "null"}
+    reasons = [[not_null, model_rule], [model_rule], [not_null, model_rule, other_column]]
+    written = WrittenFiles()
+    written.count_failed(pa.table({REASONS: pa.array(reasons, REASON_TYPE)}))
+    assert written.rows_failed == 3
+    assert dict(written.reasons) == {
+        "expect_column_values_to_not_be_null(auto_pay)": 2,
+        f"{NULL_INPUT}(auto_pay)": 1,
+        f"{NULL_INPUT}(tenure)": 1,
+    }
