@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 
 DEFAULT_INLINE_MAX_ROWS = 200_000  # `engine.inline_max_rows: measured` before `score bench` measured the job
+UNBOUNDED = 2**62  # the measured limit where Ray never paid
 
 
 def runs_inline(spec: JobSpec, rows: int) -> bool:
@@ -49,7 +50,7 @@ def inline_limit(spec: JobSpec) -> int:
     if spec.engine.inline_max_rows != "measured":
         return spec.engine.inline_max_rows
     try:
-        saved = json.loads(_crossovers().read_text()).get(spec.name, {})
+        saved = json.loads(_crossovers().read_text()).get(_crossover_key(spec), {})
     except (OSError, ValueError):
         return DEFAULT_INLINE_MAX_ROWS
     if saved.get("cpus") != os.cpu_count():  # measured on another machine (the cache folder travelled)
@@ -57,19 +58,34 @@ def inline_limit(spec: JobSpec) -> int:
     return saved.get("inline_max_rows", DEFAULT_INLINE_MAX_ROWS)
 
 
-def save_crossover(job: str, rows: int, measured: dict) -> None:
-    """Remember `rows` as where Ray starts to pay for `job` on this machine (what `score bench` measured)."""
+def inline_reason(spec: JobSpec) -> str:
+    """Why a run scores in this process, as the run's log line says it."""
+    limit = inline_limit(spec)
+    if limit >= UNBOUNDED:
+        return "engine.inline_max_rows: measured: `score bench` found Ray no faster for this job on this machine"
+    return f"at most engine.inline_max_rows {limit:,} rows"
+
+
+def save_crossover(spec: JobSpec, rows: int | None, measured: dict) -> None:
+    """Remember `rows` (None: Ray never paid) as where Ray starts to pay for the job `spec` on this machine, as
+    `score bench` measured it. Keyed by the job's name and input folder: another project's job of the same name
+    (`score init` makes the same starter job everywhere) keeps its own."""
     path = _crossovers()
     try:
         saved = json.loads(path.read_text()) if path.exists() else {}
     except ValueError:
         saved = {}
-    saved[job] = {"inline_max_rows": rows, "cpus": os.cpu_count(), **measured}
+    saved[_crossover_key(spec)] = {"inline_max_rows": UNBOUNDED if rows is None else rows, "cpus": os.cpu_count()}
+    saved[_crossover_key(spec)].update(measured)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(saved, indent=1))
     except OSError as exc:  # a read-only home: runs keep the default
         log.warning("engine crossover not saved to %s: %s", path, exc)
+
+
+def _crossover_key(spec: JobSpec) -> str:
+    return f"{spec.name} {spec.input.path}"
 
 
 def _crossovers() -> Path:

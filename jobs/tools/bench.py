@@ -72,7 +72,6 @@ JOB = "job"  # the name of the full job's variant; `bench_job(variants=...)` may
 WITHOUT_CONTRACT = "job_without_contract"
 WITHOUT_MONITORING = "job_without_monitoring"
 BASELINE = "baseline"  # the warehouse of the untimed run whose profiles every timed run measures drift against
-UNBOUNDED = 2**62  # the inline engine's limit where Ray never paid
 ON_ENGINE = "job_{engine}"  # the job on the engine it would not choose at this size
 
 
@@ -234,8 +233,7 @@ def bench_job(
     report["engine_crossover"] = crossover(report["variants"])
     if report["engine_crossover"] is not None:  # `engine.inline_max_rows: measured` runs use it from now on
         cross = report["engine_crossover"]
-        rows = cross["inline_max_rows"] if cross["inline_max_rows"] is not None else UNBOUNDED
-        save_crossover(spec.name, rows, {"fixed_s": cross["fixed_s"], "rows_per_s": cross["rows_per_s"]})
+        save_crossover(spec, cross["inline_max_rows"], {"fixed_s": cross["fixed_s"], "rows_per_s": cross["rows_per_s"]})
     report["precision"] = precision
     return report
 

@@ -120,3 +120,20 @@ def test_prefetched_close_stops_its_producer():
     ahead.close()
     assert stopped.wait(timeout=30)
     assert len(made) <= 4  # at most the queue's depth ahead, and the one that found it closed
+
+
+def test_a_measured_crossover_belongs_to_one_project_s_job(fresh_project, tmp_path, monkeypatch):
+    """`score bench` saves where Ray starts to pay per job; `score init` makes the same starter job (same name)
+    in every project, and benching one moved the others' engine and printed the 2**62 sentinel as a limit."""
+    from jobs.engines.inline import DEFAULT_INLINE_MAX_ROWS, inline_limit, inline_reason, save_crossover
+    from jobs.spec.load import load_spec
+
+    monkeypatch.setenv("SCORE_CACHE_DIR", str(tmp_path / "cache"))
+    here = load_spec(fresh_project.job("twin", engine={"inline_max_rows": "measured"})).spec
+    elsewhere = here.model_copy(update={"input": here.input.model_copy(update={"path": str(tmp_path / "other")})})
+    save_crossover(here, 123_456, {"fixed_s": {}, "rows_per_s": {}})
+    assert (inline_limit(here), inline_limit(elsewhere)) == (123_456, DEFAULT_INLINE_MAX_ROWS)
+    assert inline_reason(here) == "at most engine.inline_max_rows 123,456 rows"
+    save_crossover(here, None, {"fixed_s": {}, "rows_per_s": {}})  # Ray never paid
+    assert inline_reason(here).endswith("found Ray no faster for this job on this machine")
+    assert inline_limit(elsewhere) == DEFAULT_INLINE_MAX_ROWS
