@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 import psutil
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from jobs.engines.inline import runs_inline, save_crossover
@@ -171,7 +172,8 @@ def bench_job(
         if loop_rows != sample["rows"]:
             raise RuntimeFailure(f"bench: the bare loop read {loop_rows} rows of a {sample['rows']}-row sample")
         trials = try_settings(model, binding, table, spec.scoring.batch_size, use_gpu)
-        precision = precision_comparison(model, binding, feeds[0], cache_folder(loaded.root), use_gpu)
+        scorable = build_feeds(binding, _scorable(table, binding).slice(0, spec.scoring.batch_size))
+        precision = precision_comparison(model, binding, scorable, cache_folder(loaded.root), use_gpu)
 
     report = {
         "job": spec.name,
@@ -229,7 +231,11 @@ def bench_job(
         with_it, without = report["variants"][JOB]["median_s"], report["variants"][WITHOUT_MONITORING]["median_s"]
         report["monitoring_cost"] = round(with_it / without - 1, 4)
     report["trials"] = trials
-    report["recommendation"] = recommend(trials, spec, report["machine"]["cpus"], report["machine"]["gpus"])
+    machine = report["machine"]
+    if report["variants"][JOB].get("engine") == "inline":
+        report["recommendation"] = recommend_inline(trials, sample["rows"])
+    else:
+        report["recommendation"] = recommend(trials, spec, machine["cpus"], machine["gpus"])
     report["engine_crossover"] = crossover(report["variants"])
     if report["engine_crossover"] is not None:  # `engine.inline_max_rows: measured` runs use it from now on
         cross = report["engine_crossover"]
@@ -490,6 +496,23 @@ def try_settings(
     return trials
 
 
+def recommend_inline(trials: list[dict], rows: int) -> dict:
+    """For a job that runs in this process at the benched size: only the batch size, for its one model session
+    of every core's threads (the inline engine's); actor settings would mean nothing to it."""
+    cores = max(t["threads"] for t in trials)
+    own = [t for t in trials if t["threads"] == cores]
+    fastest = max(t["rows_per_s"] for t in own)
+    trial = max((t for t in own if t["rows_per_s"] >= NEAR_BEST * fastest), key=lambda t: t["batch_size"])
+    return {
+        "scoring.batch_size": trial["batch_size"],
+        "expected_model_rows_per_s": trial["rows_per_s"],
+        "set": [f"scoring.batch_size={trial['batch_size']}"],
+        "why": f"at {rows:,} rows the job runs in this process (engine.inline_max_rows), one model session of "
+        f"{cores} thread(s), where batch size {trial['batch_size']} scored fastest (actors and threads per actor "
+        "apply on Ray only)",
+    }
+
+
 def recommend(trials: list[dict], spec: JobSpec, cpus: int, gpus: int) -> dict:
     """The scoring settings whose model-alone rate times the number of actors is highest on this machine.
 
@@ -549,6 +572,16 @@ def recommend(trials: list[dict], spec: JobSpec, cpus: int, gpus: int) -> dict:
         f"{pool.cpus_per_actor:g} CPU(s), leaving {cpus - pool.max_actors * pool.cpus_per_actor:g} to the "
         "read, check and write tasks",
     }
+
+
+def _scorable(table: pa.Table, binding: ModelBinding) -> pa.Table:
+    """The rows a run gives the model: none with a null or NaN input (the run quarantines those; the model's
+    NaN scores for them made int8's difference from fp32 `nan`)."""
+    mask = None
+    for column in binding.input_columns:
+        valid = pc.invert(pc.is_null(table.column(column), nan_is_null=True))
+        mask = valid if mask is None else pc.and_(mask, valid)
+    return table if mask is None else table.filter(mask)
 
 
 def precision_comparison(

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -25,6 +26,13 @@ def benched(tmp_path_factory, models_dir):
     from tests.conftest import Project
 
     project = Project(tmp_path_factory.mktemp("bench") / "project", models_dir)
+    first = project.data / f"ds={DAYS[0].isoformat()}" / "part-0.parquet"  # a null input, as real samples have
+    rows = pq.read_table(first)
+    charges = rows.column("monthly_charges").to_pylist()
+    charges[:3] = [None] * 3
+    pq.write_table(
+        rows.set_column(rows.schema.get_field_index("monthly_charges"), "monthly_charges", pa.array(charges)), first
+    )
     job = project.job(
         "bench_tiny",
         input__partitions="unscored",
@@ -113,6 +121,22 @@ def test_int8_comparison_is_reported_for_an_onnx_model(benched):
     precision = report["precision"]
     assert precision["precision"] == "int8" and precision["speedup"] > 0
     assert 0 <= precision["label_agreement"] <= 1
+    # on the rows a run scores: the sample's null inputs made both `nan` (issue 25)
+    assert 0 <= precision["mean_abs_diff"] <= precision["max_abs_diff"] < 0.5
+
+
+def test_a_job_that_runs_in_process_is_recommended_a_batch_size_only():
+    from jobs.tools.bench import recommend_inline
+
+    trials = [
+        {"threads": 1, "batch_size": 1024, "rows_per_s": 900_000.0},
+        {"threads": 2, "batch_size": 1024, "rows_per_s": 500_000.0},
+        {"threads": 2, "batch_size": 8192, "rows_per_s": 470_000.0},  # within NEAR_BEST: the bigger batch wins
+        {"threads": 2, "batch_size": 65536, "rows_per_s": 300_000.0},
+    ]
+    rec = recommend_inline(trials, 500_000)
+    assert rec["set"] == ["scoring.batch_size=8192"] and rec["expected_model_rows_per_s"] == 470_000.0
+    assert "runs in this process" in rec["why"] and "2 thread(s)" in rec["why"]
 
 
 def test_the_text_report_names_each_variant_and_the_settings(benched):
