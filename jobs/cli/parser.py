@@ -176,14 +176,25 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("--limit", type=int, help="only the newest N versions")
     history.add_argument("--plot", metavar="PATH.png", help="also write a picture of rows and mean score per version")
     history.add_argument("--column", help="the score column --plot shows (default: the table's first float column)")
-    query = command("query", "run one read-only SQL SELECT over the tables, by name", warehouse)
-    query.add_argument("sql", help='e.g. "SELECT ds, count(*) FROM churn_scores GROUP BY ds"')
+    query = command(
+        "query",
+        "run one read-only SQL SELECT over the tables, by name",
+        warehouse,
+        description="Run one read-only DuckDB SELECT over the warehouse's tables, by name. TABLE@N reads version "
+        "N of a table, so one query can compare two versions: SELECT a.customer_id, b.churn_probability - "
+        "a.churn_probability AS change FROM churn_scores@2 a JOIN churn_scores@3 b USING (customer_id). "
+        "information_schema.tables and information_schema.columns list every table and its columns.",
+    )
+    query.add_argument(
+        "sql", help='e.g. "SELECT ds, count(*) FROM churn_scores GROUP BY ds"; TABLE@N reads version N of a table'
+    )
     query.add_argument(
         "--version",
         action="append",
         default=[],
         metavar="N|TABLE=N",
-        help="read a table as of a version (TABLE=N when the query reads several; repeatable)",
+        help="read a table as of a version (TABLE=N when the query reads several; repeatable); "
+        "TABLE@N in the query reads one version beside another",
     )
     query.add_argument("--format", choices=["table", "csv", "json"], default="table")
     query.add_argument(

@@ -12,6 +12,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
@@ -101,7 +102,7 @@ def query(args: argparse.Namespace) -> int:
     elif args.format == "json" or args.json:
         _print_json(table.to_pylist(), args.stdout)
     else:
-        _print_rows(table.to_pylist(), table.column_names, args.stdout, empty="(no rows)", limit=max(table.num_rows, 1))
+        _print_rows(_text_rows(table), table.column_names, args.stdout, empty="(no rows)", limit=max(table.num_rows, 1))
     if result.truncated:
         print(
             f"score: query: printed the first {args.max_rows} rows; the result has more (narrow the query, "
@@ -109,6 +110,49 @@ def query(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+class _Float32:
+    """A float32 as the shortest text that reads back as the same float32 (0.31478566), as the CSV output prints
+    it, not the float64 it widens to in Python (0.3147856593132019); also inside a printed list or struct."""
+
+    def __init__(self, value: float) -> None:
+        self.text = str(np.float32(value))
+
+    def __str__(self) -> str:
+        return self.text
+
+    __repr__ = __str__
+
+
+def _text_rows(table: pa.Table) -> list[dict]:
+    """The rows of a query's result for the text table, float32 values (also nested) at float32 precision."""
+    rows = table.to_pylist()
+    for field in table.schema:
+        if _has_float32(field.type):
+            for row in rows:
+                row[field.name] = _narrow(row[field.name], field.type)
+    return rows
+
+
+def _has_float32(kind: pa.DataType) -> bool:
+    if pa.types.is_float32(kind):
+        return True
+    if isinstance(kind, (pa.ListType, pa.LargeListType, pa.FixedSizeListType)):
+        return _has_float32(kind.value_type)
+    return pa.types.is_struct(kind) and any(_has_float32(field.type) for field in kind)
+
+
+def _narrow(value, kind: pa.DataType):
+    if value is None:
+        return None
+    if pa.types.is_float32(kind):
+        return _Float32(value)
+    if isinstance(kind, (pa.ListType, pa.LargeListType, pa.FixedSizeListType)):
+        return [_narrow(item, kind.value_type) for item in value]
+    if pa.types.is_struct(kind):
+        return {field.name: _narrow(value[field.name], field.type) for field in kind}
+    return value
 
 
 def rollback(args: argparse.Namespace) -> int:
