@@ -26,7 +26,7 @@ from jobs.models.text import Tokenize
 from jobs.monitoring.profiles import ColumnProfile
 from jobs.plan.plan import Plan
 from jobs.spec.schema import JobSpec
-from jobs.stages.checking import check_pieces, partition_verdicts, streams_with_verdicts
+from jobs.stages.checking import CheckTask, check_pieces, partition_verdicts, streams_with_verdicts
 from jobs.stages.scoring import ScoreBatches
 from jobs.stages.sink import WrittenFiles
 
@@ -111,25 +111,9 @@ class InlineStages:
         self.profiles: dict[str, dict[str, ColumnProfile]] = {}  # partition label -> column -> profile
         quarantining = plan.job.spec.on_failure == "quarantine"
 
-        def checked() -> Iterator[pa.Table]:
-            verdicts: dict[int, Verdict] | None = {} if streams_with_verdicts(plan.checks) else None
-            for index, piece in enumerate(plan.checks.pieces):
-                if verdicts is not None and piece.partition not in verdicts:
-                    started = time.perf_counter()
-                    verdicts.update(partition_verdicts(plan.checks, piece.partition))
-                    seconds["tally"] = seconds.get("tally", 0.0) + time.perf_counter() - started
-                batches = check_pieces(pa.table({PIECE_INDEX: [index]}), plan.checks, verdicts)
-                while True:
-                    started = time.perf_counter()
-                    batch = next(batches, None)
-                    seconds["check"] += time.perf_counter() - started
-                    if batch is None:
-                        break
-                    yield batch
-
         def scored() -> Iterator[pa.Table]:
             rows = failing = 0
-            for batch in Prefetched(checked()):
+            for batch in Prefetched(checked_inline(plan.checks, seconds)):
                 started = time.perf_counter()
                 out = scorer(tokenize(batch) if tokenize else batch)
                 seconds["score"] += time.perf_counter() - started
@@ -147,6 +131,25 @@ class InlineStages:
 
     def close(self) -> None:
         self.outputs.close()
+
+
+def checked_inline(checks: CheckTask, seconds: dict[str, float]) -> Iterator[pa.Table]:
+    """The check stage in this process: each piece's rows with `_reasons`, piece after piece, the partition-wide
+    verdicts tallied first where the contract streams with them. Adds its busy seconds to `seconds`."""
+    verdicts: dict[int, Verdict] | None = {} if streams_with_verdicts(checks) else None
+    for index, piece in enumerate(checks.pieces):
+        if verdicts is not None and piece.partition not in verdicts:
+            started = time.perf_counter()
+            verdicts.update(partition_verdicts(checks, piece.partition))
+            seconds["tally"] = seconds.get("tally", 0.0) + time.perf_counter() - started
+        batches = check_pieces(pa.table({PIECE_INDEX: [index]}), checks, verdicts)
+        while True:
+            started = time.perf_counter()
+            batch = next(batches, None)
+            seconds["check"] = seconds.get("check", 0.0) + time.perf_counter() - started
+            if batch is None:
+                break
+            yield batch
 
 
 def execute_inline(
