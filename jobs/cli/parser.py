@@ -17,6 +17,7 @@ TABLE_COMMANDS = (
     "history",
     "query",
     "rollback",
+    "drop",
     "vacuum",
     "optimize",
     "lineage",
@@ -170,7 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument("--to", dest="to_alias", required=True, metavar="ALIAS", help="e.g. champion")
     promote.add_argument("--reason", required=True, help="recorded on the model version, with who promoted it")
 
-    command("tables", "list the tables in the warehouse with version, rows and freshness", warehouse)
+    tables = command("tables", "list the tables in the warehouse with version, rows and freshness", warehouse)
+    tables.add_argument("--all", action="store_true", help="also list empty quarantine tables (hidden by default)")
     history = command("history", "list a table's versions: run, time, job, model, partitions, rows", warehouse)
     history.add_argument("table", help="a table name in the warehouse, or a table path or URI")
     history.add_argument("--limit", type=int, help="only the newest N versions")
@@ -209,6 +211,13 @@ def build_parser() -> argparse.ArgumentParser:
     rollback.add_argument("table")
     rollback.add_argument("version", type=int)
     rollback.add_argument("--reason", required=True, help="recorded in the table's history")
+    drop = command(
+        "drop",
+        "delete a table with its quarantine, profiles and challenger tables (refused while a job reads it)",
+        warehouse,
+    )
+    drop.add_argument("table", help="a table of the warehouse, by name")
+    drop.add_argument("--force", action="store_true", help="drop it even though a job of the project reads it")
     vacuum = command("vacuum", "delete files no version within the retention period needs", warehouse)
     vacuum.add_argument("table")
     vacuum.add_argument("--retention", help="e.g. 240h or 30d; never shorter than the table promises (default 7d)")

@@ -17,15 +17,18 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from jobs.errors import SpecError, UsageError
-from jobs.spec.load import load_tracking, load_warehouse
+from jobs.spec.load import LoadedSpec, load_tracking, load_warehouse, project_jobs
+from jobs.spec.schema import baseline_of
 from jobs.storage import delta_table, join_uri
 from jobs.tables import freshness as freshness_check
 from jobs.tables.charts import history_plot
+from jobs.tables.delta import QUARANTINE_SUFFIX, challenger_table, quarantine_table
 from jobs.tables.delta import optimize as compact
 from jobs.tables.lineage import parse_time, recorded_run, table_state
-from jobs.tables.profile_table import recorded_drift
+from jobs.tables.profile_table import profiles_table, recorded_drift
 from jobs.tables.query import run_query
 from jobs.tables.warehouse import describe, table_names, table_uri, versions
+from jobs.tables.warehouse import drop as drop_tables
 from jobs.tables.warehouse import rollback as restore
 from jobs.tables.warehouse import vacuum as clean
 from jobs.tracking.connect import connect
@@ -36,6 +39,8 @@ def tables(args: argparse.Namespace) -> int:
     _reap_dead_runs()
     warehouse = _warehouse(args)
     rows = [asdict(describe(name, join_uri(warehouse, name))) for name in table_names(warehouse)]
+    empty = [] if args.all else [r["name"] for r in rows if r["name"].endswith(QUARANTINE_SUFFIX) and not r["rows"]]
+    rows = [r for r in rows if r["name"] not in empty]
     if args.json:
         _print_json(rows, args.stdout)
     else:
@@ -45,6 +50,8 @@ def tables(args: argparse.Namespace) -> int:
             args.stdout,
             empty=f"no tables in {warehouse}",
         )
+    if empty:  # every run creates its table's quarantine twin; one that never held a row is noise here
+        print(f"score: {len(empty)} empty quarantine table(s) not shown (--all shows them)", file=sys.stderr)
     return 0
 
 
@@ -333,6 +340,51 @@ def compare(args: argparse.Namespace) -> int:
     names = ["segment", "column", "rows", "label_agreement", "mean_abs_diff", "max_abs_diff", "correlation"]
     _print_rows(rows, names, out)
     return 0
+
+
+def drop(args: argparse.Namespace) -> int:
+    """Delete a table and its twins (quarantine, profiles, challenger). Refused while a job of the project reads
+    it (or cannot be loaded to tell) unless --force; never, even with --force, when it lies inside a job's input
+    folder: input data is not ours to delete."""
+    warehouse, name = _warehouse(args), args.table
+    if "/" in name or "://" in name:
+        raise UsageError(f"drop {name}: name a table of the warehouse ({warehouse}), not a path")
+    uri = table_uri(name, warehouse)
+    jobs, unloadable = project_jobs()
+    inside = [job for job in jobs if _within(uri, job.spec.input.path) and not _within(job.spec.input.path, uri)]
+    if inside:
+        raise UsageError(
+            f"drop {name}: {uri} lies inside the input folder of {_named(inside)}: score drop never deletes input data"
+        )
+    readers = [job for job in jobs if _reads(job, name, uri)]
+    if (readers or unloadable) and not args.force:
+        why = [f"read by {_named(readers)}"] if readers else []
+        why += [f"{exc.file} does not load, so whether it reads the table is unknown" for exc in unloadable]
+        raise UsageError(f"drop {name}: {'; '.join(why)}: change or remove those jobs first, or drop it with --force")
+    dropped = drop_tables(warehouse, [name, quarantine_table(name), profiles_table(name), challenger_table(name)])
+    if args.json:
+        _print_json({"dropped": dropped, "readers": [str(job.file) for job in readers]}, args.stdout)
+    else:
+        for table in dropped:
+            line = f"dropped {table['table']} (v{table['version']}, {table['files']} files): {table['uri']}"
+            print(line, file=args.stdout)
+    return 0
+
+
+def _reads(job: LoadedSpec, name: str, uri: str) -> bool:
+    """Whether `job` reads the table: as its input (the table's folder, or a folder inside it), or as the
+    baseline its drift is measured against."""
+    baseline, _ = baseline_of(job.spec.monitoring.baseline)
+    return _within(job.spec.input.path, uri) or (baseline == name and job.spec.output.table != name)
+
+
+def _within(path: str, folder: str) -> bool:
+    path, folder = path.rstrip("/"), folder.rstrip("/")
+    return path == folder or path.startswith(folder + "/")
+
+
+def _named(jobs: list[LoadedSpec]) -> str:
+    return ", ".join(f"job {job.spec.name} ({job.file})" for job in jobs)
 
 
 def _figure(value) -> str | None:

@@ -182,6 +182,21 @@ class _Origins:
         return str(self.job), None
 
 
+def project_jobs(start: str | Path = ".") -> tuple[list[LoadedSpec], list[SpecError]]:
+    """Every job of the project around `start` (conf/jobs/*.yaml and .yml), and the errors of those that do not
+    load: what a command that must know who reads a table (`score drop`) looks through."""
+    defaults_path, root = _find_defaults(Path(start).resolve() / "_")
+    if defaults_path is None:
+        raise SpecError(str(Path(start).resolve()), None, "no conf/defaults.yaml in this folder or above it")
+    loaded, failed = [], []
+    for file in sorted([*(root / "conf" / "jobs").glob("*.yaml"), *(root / "conf" / "jobs").glob("*.yml")]):
+        try:
+            loaded.append(load_spec(file))
+        except SpecError as exc:
+            failed.append(exc)
+    return loaded, failed
+
+
 def load_tracking(start: str | Path = ".", environ: dict[str, str] | None = None) -> TrackingSpec:
     """The `tracking:` settings of the project around `start`, for commands that run no job."""
     tracking, root = _defaults_section("tracking", TrackingSpec, start, environ)

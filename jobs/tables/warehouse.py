@@ -154,6 +154,22 @@ def rollback(uri: str, version: int, reason: str) -> dict[str, Any]:
     return done
 
 
+def drop(warehouse: str, names: list[str]) -> list[dict[str, Any]]:
+    """Delete the tables `names` of the warehouse, folders and logs, each only if it holds a Delta log (nothing
+    else is ever deleted): what was dropped, each with its last version and file count."""
+    fs, root = filesystem(warehouse)
+    dropped = []
+    for name in names:
+        uri = join_uri(warehouse, name)
+        version = current_version(uri)
+        if version is None:
+            continue
+        files = len(delta_table(uri).file_uris())
+        fs.delete_dir(f"{root.rstrip('/')}/{name}")
+        dropped.append({"table": name, "uri": uri, "version": version, "files": files})
+    return dropped
+
+
 def vacuum(uri: str, retention: str | None, dry_run: bool) -> dict[str, Any]:
     """Delete files no version within the retention period needs: files removed from the table longer
     ago than the retention, and files never committed (a killed run's) older than it.
