@@ -40,6 +40,7 @@ from jobs.tables.delta import challenger_table, current_version, discard_run_fil
 from jobs.tables.lineage import parse_time
 from jobs.tables.profile_table import profiles_table, store_profiles
 from jobs.tracking.code_version import package_digest
+from jobs.tracking.openlineage import RunEvents
 from jobs.tracking.recorder import Recorder, recorder
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,8 @@ def _run(
         table_uri=redact_uri(spec.table_uri()),
         tracking_uri=redact_uri(spec.tracking.uri),
     )
+    # OpenLineage: START once planned, then COMPLETE, FAIL or ABORT; nothing at all unless a transport is configured
+    lineage = RunEvents(console.say if console is not None else None)
     try:
         try:
             with summary.timed("plan"):
@@ -148,7 +151,9 @@ def _run(
         )
         for warning in plan.warnings():
             say(f"{spec.name}: warning: {warning}")
+        lineage.start(plan)
         _score(plan, summary, started, console, recording)
+        lineage.end(summary)
     except (Exception, KeyboardInterrupt) as exc:  # every failure carries its summary: `--json` prints it
         summary.exit_code = (
             exc.exit_code
@@ -158,6 +163,7 @@ def _run(
         summary.error = str(exc) if isinstance(exc, ScoreError) else f"{type(exc).__name__}: {exc}"
         summary.duration_s = round(time.monotonic() - started, 3)
         exc.summary = summary  # type: ignore[union-attr]  # any exception leaving a run carries its summary
+        lineage.end(summary, exc)
         raise
     return summary
 

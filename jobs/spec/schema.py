@@ -283,6 +283,34 @@ class EngineSpec(_Strict):
         return None if address in (None, "local") else address
 
 
+class OpenLineageSpec(_Strict):
+    """OpenLineage run events (jobs.tracking.openlineage): START, then COMPLETE, FAIL or ABORT, sent through the
+    openlineage-python client. Where they go is the client's own configuration (OPENLINEAGE_URL, OPENLINEAGE_CONFIG
+    or openlineage.yml, OPENLINEAGE__TRANSPORT__*) unless `transport` names one here; with neither, nothing is sent."""
+
+    enabled: bool = True
+    # The jobs' namespace; None: $OPENLINEAGE_NAMESPACE (the one Airflow's integration uses too), else `score`.
+    namespace: str | None = None
+    # The client's `transport` section, as openlineage.yml would hold it: {type: http, url: ..., auth: ...},
+    # {type: file, log_file_path: ...} (relative to the project root), {type: console}, {type: kafka, ...}.
+    transport: dict[str, Any] | None = None
+
+    @field_validator("transport")
+    @classmethod
+    def _typed(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None and not isinstance(value.get("type"), str):
+            raise ValueError(
+                "name the transport's type (http, file, console, kafka, ...): the client ignores one without"
+            )
+        return value
+
+
+class LineageSpec(_Strict):
+    """Lineage sent out through standards, beside the table's own history and MLflow."""
+
+    openlineage: OpenLineageSpec = OpenLineageSpec()
+
+
 class TrackingSpec(_Strict):
     uri: str
     experiment: str = "scoring"
@@ -308,6 +336,9 @@ class JobSpec(_Strict):
     engine: EngineSpec = EngineSpec()
     tracking: TrackingSpec
     warehouse: WarehouseSpec
+    # Where lineage is sent does not change what a run computes: it is left out of the spec hash (so of the run key),
+    # and a transport's substituted credentials with it.
+    lineage: LineageSpec = Field(LineageSpec(), exclude=True)
 
     @model_validator(mode="after")
     def _partition_by_is_input_partitioning(self) -> JobSpec:
