@@ -23,8 +23,16 @@ from jobs.commands.summary import RunSummary
 from jobs.contracts import reports
 from jobs.engines.endpoints import check_job
 from jobs.engines.execute import execute
-from jobs.engines.inline import InlineStages, inline_limit, runs_inline
-from jobs.errors import EXIT_INTERRUPTED, ContractFailure, DriftFailure, RuntimeFailure, ScoreError, one_line
+from jobs.engines.inline import InlineStages, inline_reason, runs_inline
+from jobs.errors import (
+    EXIT_INTERRUPTED,
+    ContractFailure,
+    DriftFailure,
+    RetryableFailure,
+    RuntimeFailure,
+    ScoreError,
+    one_line,
+)
 from jobs.faults import inject
 from jobs.monitoring.agreement import agreement_figures
 from jobs.monitoring.drift import ColumnDrift
@@ -73,8 +81,13 @@ def run_job(
     loaded = job if isinstance(job, LoadedSpec) else load_spec(job, overrides)
     spec = loaded.spec
     if lock:
-        with job_lock(loaded.root, spec.name):
-            return run_job(loaded, partitions, overrides, run_key, force, console, limit, table)
+        try:
+            with job_lock(loaded.root, spec.name):
+                return run_job(loaded, partitions, overrides, run_key, force, console, limit, table)
+        except RetryableFailure as exc:  # the lock refused: its summary names the job, as every run's does
+            if getattr(exc, "summary", None) is None:
+                exc.summary = RunSummary(status="failed", job=spec.name, table=spec.output.table)  # type: ignore[attr-defined]
+            raise
     with recorder() as recording:  # the `score` command's sidecar, which imported MLflow meanwhile, or this process
         return _run(loaded, partitions, run_key, force, console, limit, table, started, recording)
 
@@ -175,7 +188,7 @@ def _score(plan: Plan, summary: RunSummary, started: float, console: Console | N
     inline = runs_inline(spec, plan.selection.num_rows)
     summary.engine = "inline" if inline else "ray"
     say(
-        f"{spec.name}: scoring in this process (at most engine.inline_max_rows {inline_limit(spec):,} rows)"
+        f"{spec.name}: scoring in this process ({inline_reason(spec)})"
         if inline
         else f"{spec.name}: starting Ray" + (f" on {spec.engine.address}" if spec.engine.address else "")
     )

@@ -135,6 +135,16 @@ def test_cron_runs_one_at_a_time_and_a_killed_run_never_leaves_the_job_locked(tm
     second = subprocess.run(["sh", "-c", line], env=env, timeout=120)
     assert second.returncode == 75
     assert f"job churn_daily is already running here (pid {score.pid}, started " in log.read_text()
+    refused = subprocess.run(
+        [SCORE, "run", "conf/jobs/churn_daily.yaml", "--lock", "--json"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert refused.returncode == 75, refused.stderr
+    assert (json.loads(refused.stdout)["job"], json.loads(refused.stdout)["exit_code"]) == ("churn_daily", 75)
 
     started = score.children(recursive=True)
     score.kill()
