@@ -120,6 +120,14 @@ def test_adhoc_notebook_runs_in_a_kernel_from_the_notebooks_folder(fresh_project
     assert run["engine"] == "inline"
     assert run["model_version"] and run["model_version"] != "None"
     assert not (project.warehouse / "notebook").exists()  # the job's own table is untouched
+    # run_job without a console, in a kernel: its own lines and progress on stderr, the summary as HTML
+    shown = [o for o in cells["run"].outputs if o.output_type == "stream" and o.name == "stderr"]
+    assert any("score: notebook: scoring in this process" in o.text for o in shown), shown
+    (table,) = [o.data["text/html"] for o in cells["run"].outputs if "text/html" in o.get("data", {})]
+    assert "<strong>score run notebook</strong>: succeeded" in table
+    assert (
+        f"<th style='text-align:left;padding-right:1em'>table</th><td style='text-align:left'>{TABLE} v0</td>" in table
+    )
 
     tracked = _values(_text(cells["mlflow"]))
     assert tracked["run_id"] == run["run_id"]

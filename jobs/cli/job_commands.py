@@ -10,15 +10,14 @@ import json
 import sys
 
 from jobs.commands.console import Console, versions_text
+from jobs.commands.display import summary_rows
 from jobs.commands.plan import format_preview, preview
 from jobs.commands.run import run_job
-from jobs.commands.summary import RunSummary
 from jobs.contracts.reports import to_html
 from jobs.errors import ContractFailure, UsageError
 from jobs.plan.plan import NothingToScore
 from jobs.spec.load import load_tracking
 from jobs.storage import write_text
-from jobs.tables.delta import quarantine_table
 from jobs.tools.bench import DEFAULT_ROWS, bench_job, format_report
 from jobs.tools.init import init_project
 from jobs.tracking.registry import promote_model
@@ -48,75 +47,8 @@ def run(args: argparse.Namespace) -> int:
         console.say(f"{summary.job}: {summary.status}: {summary.message}")
         return 0
     console.say(f"{summary.job}: {summary.status}")
-    failures = sorted((summary.contract or {}).get("failures", {}).items(), key=lambda kv: -kv[1]["rows"])
-    console.table(
-        _summary_rows(summary)
-        + [
-            ("" if n else "contract", f"{key}: {failure['rows']:,} rows, e.g. {', '.join(failure['examples'])}")
-            for n, (key, failure) in enumerate(failures)
-        ]
-    )
+    console.table(summary_rows(summary))
     return 0
-
-
-def _summary_rows(summary: RunSummary) -> list[tuple[str, str]]:
-    """The end-of-run summary: what was scored, with what, into which version, how fast."""
-    rows = f"{summary.rows_in:,} in, {summary.rows_scored:,} scored"
-    if summary.rows_quarantined:
-        rows += f", {summary.rows_quarantined:,} quarantined"
-        if summary.quarantine_version is not None:
-            rows += f" ({quarantine_table(summary.table)} v{summary.quarantine_version})"
-    span = (
-        summary.partitions[0]
-        if len(summary.partitions) == 1
-        else (f"{summary.partitions[0]} .. {summary.partitions[-1]} ({len(summary.partitions)})")
-    )
-    if summary.rows_reused:
-        rows += f", {summary.rows_reused:,} of them reused (scoring.reuse)"
-    shown = [
-        ("partitions", span),
-        ("rows", rows),
-        (
-            "model",
-            f"{summary.model_uri} (sha256 {summary.model_sha256[:12]})"
-            if summary.model_version.startswith("sha256:")
-            # a file, not a registered version
-            else f"{summary.model_uri} = version {summary.model_version} (sha256 {summary.model_sha256[:12]})",
-        ),
-        ("table", f"{summary.table} {versions_text(summary.table_versions)}"),
-        ("MLflow run", f"{summary.run_id} ({summary.tracking_uri})"),
-        ("time", f"{summary.duration_s:.1f} s, {summary.rows_per_s:,.0f} rows/s ({summary.engine})"),
-    ]
-    if summary.drift is not None:
-        shown.append(("drift", _drift_line(summary.drift, summary.table)))
-    if summary.challenger is not None:
-        whole: dict[str, dict] = next(iter(summary.challenger["agreement"].values()), {})
-        figures = "; ".join(
-            f"{column} agreement {f['label_agreement']:.4f}"
-            + (f", mean |diff| {f['mean_abs_diff']:.4g}" if f.get("mean_abs_diff") is not None else "")
-            for column, f in whole.items()
-            if f["label_agreement"] is not None
-        )
-        shown.append(("challenger", f"{summary.challenger['model']['resolved_uri']}: {figures} (score compare)"))
-    if summary.cost and summary.cost["total"] is not None:
-        cost = summary.cost
-        shown.append(
-            ("cost", f"{cost['total']:.4g} {cost['currency']}, {cost['per_million_rows']:.4g} per million rows")
-        )
-    return shown
-
-
-def _drift_line(drift: dict, table: str | None) -> str:
-    baseline = drift["baseline"]
-    if baseline["version"] is None:
-        return "no baseline yet (the first profiled run); profiles stored for the next run to compare with"
-    drifted = drift["drifted"]
-    against = f"against {baseline['table']} v{baseline['version']}"
-    if not drifted:
-        return f"no column drifted {against} ({len(drift['columns'])} compared)"
-    top = {c["column"]: c for c in drift["columns"]}
-    named = ", ".join(f"{c} {top[c]['statistic']:.3f}" for c in drifted[:5])
-    return f"{len(drifted)} of {len(drift['columns'])} columns drifted {against}: {named} (score drift {table})"
 
 
 def init(args: argparse.Namespace) -> int:

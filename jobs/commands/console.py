@@ -131,6 +131,17 @@ class Console:
         return f"{dt.datetime.now(dt.UTC).isoformat(timespec='seconds')} {text}"
 
 
+def notebook_console() -> Console | None:
+    """The console of a Jupyter kernel, whose cells show stderr: `run_job` called there without one still shows
+    its lines, progress (redrawn in place: Jupyter honours the carriage return) and summary. None elsewhere: a
+    script or a library calling `run_job` gets log records only."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None and hasattr(ipython, "get_ipython") else None
+    if shell is None or type(shell).__name__ != "ZMQInteractiveShell":
+        return None
+    return Console(sys.stderr, tty=True)
+
+
 def progress_text(counts: Counts, total: int, elapsed_s: float) -> str:
     """e.g. "scoring 1,200,000 of 2,800,000 rows (43%), 95,000 rows/s, 0:17 left, 12 quarantined"."""
     done = counts.done

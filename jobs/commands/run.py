@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from jobs.columns import REUSED
-from jobs.commands.console import Console, Counts, describe_model, describe_selection, versions_text
+from jobs.commands.console import Console, Counts, describe_model, describe_selection, notebook_console, versions_text
 from jobs.commands.cost import run_cost
 from jobs.commands.locks import job_lock
 from jobs.commands.summary import RunSummary
@@ -78,6 +78,7 @@ def run_job(
     start while another run of the job holds its lock on this host (RetryableFailure; `jobs.commands.locks`).
     """
     started = time.monotonic()
+    console = console if console is not None else notebook_console()
     loaded = job if isinstance(job, LoadedSpec) else load_spec(job, overrides)
     spec = loaded.spec
     if lock:

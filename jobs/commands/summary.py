@@ -73,6 +73,12 @@ class RunSummary:
     def to_json(self) -> str:
         return json.dumps(asdict(self))
 
+    def _repr_html_(self) -> str:
+        """A notebook shows the summary as the table `score run` prints at the end (`jobs.commands.display`)."""
+        from jobs.commands.display import summary_html  # display reads this class's fields: imported late
+
+        return summary_html(self)
+
     def metrics(self) -> dict[str, float]:
         """The run's MLflow metrics: its counts; once it succeeded, its throughput, version and lag too."""
         metrics: dict[str, float] = {
