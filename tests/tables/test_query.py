@@ -114,7 +114,7 @@ def test_limit_on_multi_file_tables_exits_cleanly_in_every_format(warehouse, wor
         "json": ["--format", "json"],
         "--json": ["--json"],
     }
-    for attempt in range(4):
+    for attempt in range(2):
         for table in ("churn_scores", "scores_flat"):
             for name, flags in formats.items():
                 try:
