@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -23,11 +24,20 @@ from pyarrow import fs as pafs
 
 from jobs import hive
 from jobs.column_types import SCHEMA, castable, normal, run_type, widens
-from jobs.errors import UsageError
+from jobs.errors import RetryableFailure, UsageError
 from jobs.hive import PartitionValue
 from jobs.storage import filesystem, uri_of
 
 Partition = tuple[tuple[str, PartitionValue], ...]  # (column, decoded value) in partitioning order; None is null
+
+
+class PartitionNotFound(UsageError):
+    """A selected partition is not under the input path (yet): exit 2 as any usage error, unless the run waits for
+    late data (`await_partitions`), which looks again until it lands."""
+
+    def __init__(self, message: str, missing: Sequence[str], base: str) -> None:
+        super().__init__(message)
+        self.missing, self.base = tuple(missing), base
 
 
 @dataclass(frozen=True)
@@ -169,9 +179,11 @@ def select_input(
     partitioning = tuple(partitioning)
     fs, root = filesystem(base)
     available = _list_files(fs, root, partitioning, base)
-    if not available:
-        raise UsageError(f"input {base}: no Parquet files found")
     terms = selector_terms(selector)
+    if not available:
+        raise PartitionNotFound(
+            f"input {base}: no Parquet files found", [t for t in terms if t != UNSCORED] or ["any partition"], base
+        )
     if UNSCORED in terms:
         terms.remove(UNSCORED)
         scored = scored or {}
@@ -191,6 +203,62 @@ def select_input(
         files=tuple(files),
         schema=_run_schema(files),
     )
+
+
+FIRST_LOOK_S, LONGEST_LOOK_S = 1.0, 60.0  # late data: looked for again after 1 s, 2 s, 4 s ... then every minute
+
+
+def await_partitions(
+    base: str,
+    partitioning: Iterable[str],
+    selector: str | list[str],
+    within_s: float,
+    say: Callable[[str], None],
+    sleep: Callable[[float], None] = time.sleep,
+) -> float:
+    """Wait up to `within_s` seconds for late data: the selected partitions exist and hold rows. Returns the
+    seconds waited; says one line per look that finds them missing.
+
+    Looks exactly as `select_input` does (`unscored` as `all` within its terms), so what it would refuse as not
+    there is what is waited for; whatever else it refuses is raised at once. A partition that has not landed by
+    the deadline is retry-safe, not a usage error: RetryableFailure (exit 75) naming what is missing and where.
+    """
+    terms = [t for t in selector_terms(selector) if t != UNSCORED] or ["all"]
+    started, pause = time.monotonic(), FIRST_LOOK_S
+    while True:
+        missing = _not_landed(base, tuple(partitioning), terms)
+        waited = time.monotonic() - started
+        if missing is None:
+            return waited
+        left = within_s - waited
+        if left <= 0:
+            raise RetryableFailure(
+                f"{missing}; still missing after waiting {_span(waited)}: nothing was read or written, "
+                "retry once it lands"
+            )
+        pause = min(pause, left)
+        say(f"waiting for late data: {missing}; next look in {_span(pause)}, {_span(left)} left")
+        sleep(pause)
+        pause = min(pause * 2, LONGEST_LOOK_S)
+
+
+def _not_landed(base: str, partitioning: tuple[str, ...], terms: list[str]) -> str | None:
+    """Why the selection is not there yet (the detection's own message), or None once its files hold rows."""
+    try:
+        selection = select_input(base, partitioning, terms)
+    except PartitionNotFound as exc:
+        return str(exc)
+    if selection.num_rows:
+        return None
+    return f"{', '.join(selection.labels)} under {base}: its files hold no rows yet"
+
+
+def _span(seconds: float) -> str:
+    """`42s` under two minutes, else `1h 59m` (`format_duration`'s form, written out here: spec sits above)."""
+    if seconds < 120:
+        return f"{max(seconds, 0):.0f}s"
+    minutes = round(seconds / 60)
+    return " ".join(f"{n}{unit}" for n, unit in ((minutes // 60, "h"), (minutes % 60, "m")) if n)
 
 
 def _in_order(partition: Partition) -> tuple:
@@ -275,9 +343,10 @@ def _choose(available: list[Partition], partitioning: tuple[str, ...], terms: li
 
     for col, conds in wanted.items():
         present = {dict(p)[col] for p in available}
-        for low, _, is_range in conds:
-            if not is_range and low not in present:
-                raise UsageError(f"partition {col}={hive.encode(low)} not found under {base}; {_listing(col, present)}")
+        absent = [f"{col}={hive.encode(low)}" for low, _, is_range in conds if not is_range and low not in present]
+        if absent:
+            named = f"partition {absent[0]}" if len(absent) == 1 else f"partitions {', '.join(absent)}"
+            raise PartitionNotFound(f"{named} not found under {base}; {_listing(col, present)}", absent, base)
 
     def matches(p: Partition) -> bool:
         values = dict(p)
@@ -286,8 +355,10 @@ def _choose(available: list[Partition], partitioning: tuple[str, ...], terms: li
     chosen = [p for p in available if matches(p)]
     if not chosen:
         col = next(iter(wanted))
-        raise UsageError(
-            f"no partition under {base} matches {','.join(terms)}; {_listing(col, {dict(p)[col] for p in available})}"
+        raise PartitionNotFound(
+            f"no partition under {base} matches {','.join(terms)}; {_listing(col, {dict(p)[col] for p in available})}",
+            terms,
+            base,
         )
     return chosen
 

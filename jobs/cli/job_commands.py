@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from jobs.commands.console import Console, versions_text
 from jobs.commands.display import summary_rows
@@ -16,10 +17,11 @@ from jobs.commands.run import run_job
 from jobs.contracts.reports import to_html
 from jobs.errors import ContractFailure, UsageError
 from jobs.plan.plan import NothingToScore
+from jobs.spec.durations import parse_duration
 from jobs.spec.load import load_tracking
 from jobs.storage import write_text
 from jobs.tools.bench import DEFAULT_ROWS, bench_job, format_report
-from jobs.tools.init import init_project
+from jobs.tools.init import init_project, install_dag
 from jobs.tracking.registry import promote_model
 from jobs.tracking.registry import register_model as register
 
@@ -30,6 +32,14 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(
             "--table goes with --limit N (a sample); to score a whole run elsewhere, --set output.table=NAME"
         )
+    wait = None
+    if args.wait_for_partitions is not None:
+        if args.limit is not None:
+            raise UsageError("--wait-for-partitions is for scheduled runs; leave it out with --limit N (a sample)")
+        try:
+            wait = parse_duration(args.wait_for_partitions)
+        except ValueError as exc:
+            raise UsageError(f"--wait-for-partitions: {exc}") from None
     summary = run_job(
         args.job,
         partitions=args.partitions,
@@ -40,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
         limit=args.limit,
         table=args.table,
         lock=args.lock,
+        wait_for_partitions=wait,
     )
     if args.json:
         print(summary.to_json(), file=args.stdout, flush=True)
@@ -52,7 +63,18 @@ def run(args: argparse.Namespace) -> int:
 
 
 def init(args: argparse.Namespace) -> int:
-    created = init_project(args.dir, days=args.days, rows_per_day=args.rows_per_day)
+    dags = args.airflow if isinstance(args.airflow, str) else None
+    if args.dir is None:
+        if dags is None:
+            raise UsageError("score init: give DIR (a new or empty folder), or --airflow DAGS_FOLDER for the DAG alone")
+        dag = install_dag(dags)
+        if args.json:
+            print(json.dumps({"dag": str(dag)}), file=args.stdout, flush=True)
+        print(_dag_next(dag, None), file=sys.stderr)
+        return 0
+    if args.airflow is True:
+        dags = f"{args.dir}/dags"
+    created = init_project(args.dir, days=args.days, rows_per_day=args.rows_per_day, dags=dags)
     if args.json:
         print(
             json.dumps(
@@ -61,6 +83,7 @@ def init(args: argparse.Namespace) -> int:
                     "files": created.files,
                     "rows": created.rows,
                     "days": [d.isoformat() for d in created.days],
+                    **({"dag": str(created.dag)} if created.dag else {}),
                 }
             ),
             file=args.stdout,
@@ -73,10 +96,21 @@ def init(args: argparse.Namespace) -> int:
         "in one day, for the contract to catch)\n"
         f"next:\n  cd {args.dir}\n  score plan conf/jobs/churn_daily.yaml\n  score run conf/jobs/churn_daily.yaml\n"
         '  score query "SELECT ds, count(*) AS customers, avg(churn_probability) AS mean FROM churn_scores '
-        'GROUP BY ds ORDER BY ds"',
+        'GROUP BY ds ORDER BY ds"' + (f"\n{_dag_next(created.dag, created.root)}" if created.dag else ""),
         file=sys.stderr,
     )
     return 0
+
+
+def _dag_next(dag: Path, project: Path | None) -> str:
+    """What to set once `score init --airflow` wrote the DAG (its docstring lists every setting)."""
+    console_script = Path(sys.executable).with_name("score")
+    score_bin = str(console_script) if console_script.exists() else f"{sys.executable} -m jobs.cli"
+    return (
+        f"score: wrote {dag}, the example Airflow DAG: Airflow reads it from its DAGs folder (copy or link it "
+        f"there); set, as Airflow Variables or worker environment variables, SCORE_BIN={score_bin} "
+        f"SCORE_PROJECT={project or 'YOUR_PROJECT'} SCORE_JOB=conf/jobs/churn_daily.yaml"
+    )
 
 
 def plan(args: argparse.Namespace) -> int:

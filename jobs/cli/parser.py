@@ -98,9 +98,23 @@ def build_parser() -> argparse.ArgumentParser:
         "partitions, shared among them (an ad-hoc check; needs --table)",
     )
     run.add_argument("--table", help="with --limit: the table the sample is scored into (not the job's own)")
+    run.add_argument(
+        "--wait-for-partitions",
+        metavar="DURATION",
+        help="late data: wait up to DURATION (e.g. 2h, 90m) for selected partitions that have not landed, "
+        "looking again with backoff; exit 75 (retry-safe) if they still have not (without it: exit 2 at once)",
+    )
 
     init = command("init", "create a new project (conf, an example job, contract, model, sample data) in DIR")
-    init.add_argument("dir", help="a new or empty folder")
+    init.add_argument("dir", nargs="?", help="a new or empty folder")
+    init.add_argument(
+        "--airflow",
+        nargs="?",
+        const=True,
+        metavar="DAGS_FOLDER",
+        help="also write the example Airflow DAG, score_daily.py: into DIR/dags, or into DAGS_FOLDER (then DIR "
+        "may be left out)",
+    )
     init.add_argument("--days", type=int, default=3, help="days of sample input to generate (default %(default)s)")
     init.add_argument(
         "--rows-per-day", type=int, default=20_000, metavar="N", help="sample customers per day (default %(default)s)"

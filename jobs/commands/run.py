@@ -34,6 +34,7 @@ from jobs.errors import (
     one_line,
 )
 from jobs.faults import inject
+from jobs.inputs import await_partitions
 from jobs.monitoring.agreement import agreement_figures
 from jobs.monitoring.drift import ColumnDrift
 from jobs.monitoring.profiles import across_partitions
@@ -64,6 +65,7 @@ def run_job(
     limit: int | None = None,
     table: str | None = None,
     lock: bool = False,
+    wait_for_partitions: dt.timedelta | None = None,
 ) -> RunSummary:
     """Score the selected partitions of one job and commit them as one new table version (one per group of
     `output.commit_every` partitions).
@@ -76,6 +78,8 @@ def run_job(
     does as it goes (the CLI's); without one, those lines are logged at INFO. `limit` scores a sample of that
     many rows of the selected partitions into `table` (never the job's own): an ad-hoc check. `lock` refuses to
     start while another run of the job holds its lock on this host (RetryableFailure; `jobs.commands.locks`).
+    `wait_for_partitions` waits that long for selected partitions that have not landed yet (late data), then
+    raises RetryableFailure instead of the UsageError a missing partition is without it.
     """
     started = time.monotonic()
     console = console if console is not None else notebook_console()
@@ -84,13 +88,15 @@ def run_job(
     if lock:
         try:
             with job_lock(loaded.root, spec.name):
-                return run_job(loaded, partitions, overrides, run_key, force, console, limit, table)
+                return run_job(
+                    loaded, partitions, overrides, run_key, force, console, limit, table, False, wait_for_partitions
+                )
         except RetryableFailure as exc:  # the lock refused: its summary names the job, as every run's does
             if getattr(exc, "summary", None) is None:
                 exc.summary = RunSummary(status="failed", job=spec.name, table=spec.output.table)  # type: ignore[attr-defined]
             raise
     with recorder() as recording:  # the `score` command's sidecar, which imported MLflow meanwhile, or this process
-        return _run(loaded, partitions, run_key, force, console, limit, table, started, recording)
+        return _run(loaded, partitions, run_key, force, console, limit, table, started, recording, wait_for_partitions)
 
 
 def _run(
@@ -103,6 +109,7 @@ def _run(
     table: str | None,
     started: float,
     recording: Recorder,
+    wait_for_partitions: dt.timedelta | None = None,
 ) -> RunSummary:
     """`run_job`'s body: plan, then `_score` what is not committed yet."""
     spec = loaded.spec
@@ -127,6 +134,17 @@ def _run(
     # OpenLineage: START once planned, then COMPLETE, FAIL or ABORT; nothing at all unless a transport is configured
     lineage = RunEvents(console.say if console is not None else None)
     try:
+        if wait_for_partitions is not None:  # late data: wait before anything else is resolved or opened
+            selector = partitions or spec.input.partitions
+            waited = await_partitions(
+                spec.input.path,
+                spec.input.partitioning,
+                selector,
+                wait_for_partitions.total_seconds(),
+                lambda line: say(f"{spec.name}: {line}"),
+            )
+            if waited >= 1:
+                say(f"{spec.name}: {selector} landed after {waited:.0f}s")
         try:
             with summary.timed("plan"):
                 check_job(spec)  # a server that is down fails the run now, not after minutes of retries
