@@ -14,7 +14,7 @@ TORCH_PIP_ARGS ?=
 PIP := $(VENV)/bin/python -m pip
 STAMP := $(VENV)/.installed-$(ACCEL)
 
-.PHONY: install demo lint test test-slow bench bench-peers notebook clean
+.PHONY: install browser demo lint test test-slow bench bench-peers notebook clean
 
 install: $(STAMP)
 
@@ -38,8 +38,16 @@ lint: install
 	$(VENV)/bin/lint-imports --no-logo
 	$(VENV)/bin/mypy
 
-test: lint
+test: lint browser
 	$(VENV)/bin/python -m pytest
+
+# Headless Chromium, from Debian's packages, for tests/tracking/test_mlflow_ui.py (MLflow's UI read in a browser).
+# Installed where `make test` runs as root with apt-get, as CI does; elsewhere without it that test skips, saying so.
+browser:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; \
+	else echo "make: no /usr/bin/chromium, and no root to apt-get it: tests/tracking/test_mlflow_ui.py will skip"; fi
 
 test-slow: install
 	$(VENV)/bin/python -m pytest -m slow

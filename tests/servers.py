@@ -155,9 +155,14 @@ class MlflowServer:
     uri: str
     started: Started
 
+    def wait(self, timeout: float = 120) -> None:
+        """Until the server answers: it takes seconds to start, which a test may spend on something else first."""
+        wait_until(lambda: _answers(f"{self.uri}/health"), "mlflow server", self.started, timeout=timeout)
+
 
 @contextmanager
-def mlflow_server(logs: Path, backend: Path, env: dict[str, str]):
+def mlflow_server(logs: Path, backend: Path, env: dict[str, str], wait: bool = True):
+    """`mlflow server` over a sqlite store, stopped on exit; `wait=False` yields it before it answers (`wait()`)."""
     port = free_port()
     server = start(
         "mlflow",
@@ -177,10 +182,11 @@ def mlflow_server(logs: Path, backend: Path, env: dict[str, str]):
         logs,
         {**os.environ, **env, "MLFLOW_DISABLE_TELEMETRY": "true"},
     )
-    uri = f"http://127.0.0.1:{port}"
+    running = MlflowServer(f"http://127.0.0.1:{port}", server)
     try:
-        wait_until(lambda: _answers(f"{uri}/health"), "mlflow server", server, timeout=120)
-        yield MlflowServer(uri, server)
+        if wait:
+            running.wait()
+        yield running
     finally:
         server.stop()
 

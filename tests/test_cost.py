@@ -27,8 +27,8 @@ def test_a_runs_cost_adds_up_to_its_stage_timings(fresh_project):
     assert cost["per_million_rows"] == pytest.approx(sum(busy.values()) * 0.36 / 3600 / ROWS_PER_DAY * 1e6, abs=1e-6)
 
     run = MlflowClient(project.tracking_uri).get_run(summary["run_id"])
-    assert run.data.metrics["cost"] == pytest.approx(cost["total"])
-    assert run.data.metrics["cost_per_million_rows"] == pytest.approx(cost["per_million_rows"])
+    assert run.data.metrics["Run/cost"] == pytest.approx(cost["total"])
+    assert run.data.metrics["Run/cost_per_million_rows"] == pytest.approx(cost["per_million_rows"])
     assert run.data.metrics["cpu_seconds/score"] == pytest.approx(busy["score"])
     commit = DeltaTable(summary["table_uri"]).history(1)[0]
     assert commit["score.cost"] == f"{cost['total']:.6f} EUR"

@@ -100,10 +100,10 @@ def test_run_scores_every_row_like_the_model_and_records_lineage(fresh_project):
     assert tags["score.input_watermark"] == summary["input_watermark"]
     latest_event = pc.max(source.column("updated_at")).as_py().isoformat()
     assert summary["input_watermark"] == latest_event
-    assert metrics["rows_in"] == metrics["rows_scored"] == 3 * ROWS_PER_DAY
-    assert metrics["rows_quarantined"] == 0
-    assert metrics["freshness_lag_s"] > 0
-    assert metrics["rows_per_s"] > 0
+    assert metrics["Rows/in"] == metrics["Rows/scored"] == 3 * ROWS_PER_DAY
+    assert metrics["Rows/quarantined"] == 0
+    assert metrics["Run/freshness_lag_s"] > 0
+    assert metrics["Run/rows_per_s"] > 0
     assert params["job"] == "churn_e2e" and params["batch_size"] == "4096"
     inputs = run.inputs.dataset_inputs
     assert len(inputs) == 1

@@ -49,6 +49,7 @@ from jobs.tables.delta import challenger_table, current_version, discard_run_fil
 from jobs.tables.lineage import parse_time
 from jobs.tables.profile_table import profiles_table, store_profiles
 from jobs.tracking.code_version import package_digest
+from jobs.tracking.names import run_name
 from jobs.tracking.openlineage import RunEvents
 from jobs.tracking.recorder import Recorder, recorder
 
@@ -262,7 +263,7 @@ def _track_and_score(
             say(f"earlier run {dead.run_id} ({dead.job}): {dead.why}")
     read_versions = {redact_uri(t.uri): t.read_version for t in (plan.output, plan.quarantine) if t is not None}
     opened = time.monotonic()
-    name = f"{spec.name} {plan.selection.labels[0]}"
+    name = run_name(plan.job, plan.selection)
     with recording.run(name, read_versions, os.getpid()) as (run_id, experiment_id):
         summary.run_id = run_id
         try:
@@ -308,6 +309,15 @@ def _track_and_score(
                                 dict(checked.reasons),
                                 checked.examples,
                                 checked.rows_failed,
+                                by_partition=reports.partition_counts(
+                                    {
+                                        label: sum(f.num_rows for f in files)
+                                        for done in groups[: n + 1]
+                                        for label, files in done.selection.by_partition().items()
+                                    },
+                                    checked.rows_failed_by_partition,
+                                    checked.reasons_by_partition,
+                                ),
                                 job=spec.name,
                                 run_id=run_id,
                                 partitions=",".join(plan.selection.labels),

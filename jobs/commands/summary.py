@@ -9,6 +9,8 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from jobs.tracking.tags import Metric
+
 
 @dataclass
 class RunSummary:
@@ -80,14 +82,15 @@ class RunSummary:
         return summary_html(self)
 
     def metrics(self) -> dict[str, float]:
-        """The run's MLflow metrics: its counts; once it succeeded, its throughput, version and lag too."""
+        """The run's MLflow metrics: its counts; once it succeeded, its throughput, version and lag too. The headline
+        ones are `Metric`'s (capitalised sections, which MLflow lists first), the detail lowercase."""
         metrics: dict[str, float] = {
-            "rows_in": self.rows_in,
-            "rows_scored": self.rows_scored,
-            "rows_quarantined": self.rows_quarantined,
-            "rows_reused": self.rows_reused,
-            "rows_failed_contract": (self.contract or {}).get("rows_failed", 0),
-            "duration_s": self.duration_s,
+            Metric.ROWS_IN: self.rows_in,
+            Metric.ROWS_SCORED: self.rows_scored,
+            Metric.ROWS_QUARANTINED: self.rows_quarantined,
+            Metric.ROWS_REUSED: self.rows_reused,
+            Metric.FAILED: (self.contract or {}).get("rows_failed", 0),  # also null model inputs without a contract
+            Metric.DURATION: self.duration_s,
         }
         metrics.update({f"seconds/{phase}": spent for phase, spent in self.seconds.items()})
         metrics.update({f"busy_seconds/{stage}": spent for stage, spent in self.busy_seconds.items()})
@@ -95,13 +98,13 @@ class RunSummary:
             metrics.update({f"cpu_seconds/{stage}": spent for stage, spent in self.cost["cpu_seconds"].items()})
             metrics.update({f"gpu_seconds/{stage}": spent for stage, spent in self.cost["gpu_seconds"].items()})
             if self.cost["total"] is not None:
-                metrics["cost"] = self.cost["total"]
+                metrics[Metric.COST] = self.cost["total"]
             if self.cost["per_million_rows"] is not None:
-                metrics["cost_per_million_rows"] = self.cost["per_million_rows"]
+                metrics[Metric.COST_PER_MILLION_ROWS] = self.cost["per_million_rows"]
         if self.status == "succeeded":
-            metrics["rows_per_s"] = self.rows_per_s
+            metrics[Metric.ROWS_PER_S] = self.rows_per_s
             if self.table_version is not None:
-                metrics["table_version"] = self.table_version
+                metrics[Metric.TABLE_VERSION] = self.table_version
             if self.freshness_lag_s is not None:
-                metrics["freshness_lag_s"] = self.freshness_lag_s
+                metrics[Metric.FRESHNESS_LAG] = self.freshness_lag_s
         return metrics

@@ -47,7 +47,7 @@ def validate_job(
     checked = fail_drifted(list(plan.selection.files), plan.drifted, plan.checks.file_schema, None, "validate")
     for batch in batches:
         checked.rows_seen += batch.num_rows
-        checked.count_failed(batch.filter(pc.is_valid(batch.column(REASONS))))
+        checked.count_failed(batch.filter(pc.is_valid(batch.column(REASONS))), plan.selection.partitioning)
     rows, rows_failed = checked.rows_seen, checked.rows_failed
     report = reports.contract_report(
         plan.contract,
@@ -55,6 +55,11 @@ def validate_job(
         dict(checked.reasons),
         checked.examples,
         rows_failed,
+        by_partition=reports.partition_counts(
+            {label: sum(f.num_rows for f in files) for label, files in plan.selection.by_partition().items()},
+            checked.rows_failed_by_partition,
+            checked.reasons_by_partition,
+        ),
         job=loaded.spec.name,
         partitions=",".join(plan.selection.labels),
         engine="inline" if inline else "ray",

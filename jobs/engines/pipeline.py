@@ -158,7 +158,7 @@ def check(plan: ValidationPlan) -> list[pa.Table]:
     return [
         batch
         for batch in checked(plan.checks)
-        .select_columns([REASONS])
+        .select_columns([REASONS, *plan.selection.partitioning])  # the report counts failures per partition
         .iter_batches(batch_format="pyarrow", batch_size=None)
     ]
 

@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 
 from jobs.column_types import conform
 from jobs.columns import QUARANTINED_AT, REASON_TYPE, REASONS, RUN_ID, SOURCE_FILE
-from jobs.inputs import InputFile, read_columns
+from jobs.inputs import InputFile, partition_label, read_columns
 from jobs.stages.sink import WrittenFiles, quarantine
 from jobs.tables.delta import TableTarget
 
@@ -41,7 +41,7 @@ def fail_drifted(
         for column in drifted_columns:  # for the record: the reason already fails the row
             rows = rows.append_column(column, _as_run_type(raw.column(column), file_schema.field(column).type))
         rows = rows.append_column(REASONS, pa.array([reasons + (more or []) for more in unfit], REASON_TYPE))
-        written.count_failed(rows)
+        written.count_failed(rows, label=partition_label(f.partition))
         if target is not None:
             quarantine(written, target, _columns(rows, f, target.schema), run_id, DRIFT_TASK)
     return written

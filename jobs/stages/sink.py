@@ -65,6 +65,8 @@ class WrittenFiles:
     rows_failed: int = 0
     rows_quarantined: int = 0
     reasons: Counter = field(default_factory=Counter)  # "expectation(column)" -> rows
+    rows_failed_by_partition: Counter = field(default_factory=Counter)  # input partition label -> failing rows
+    reasons_by_partition: dict[str, Counter] = field(default_factory=dict)  # label -> "expectation(column)" -> rows
     examples: dict[str, list[str]] = field(default_factory=dict)  # same key -> up to 3 observed values
     watermarks: dict[str, str] = field(default_factory=dict)  # partition label -> max event time (ISO)
     devices: Counter = field(default_factory=Counter)  # where the actors ran the model -> rows
@@ -85,6 +87,9 @@ class WrittenFiles:
         self.rows_failed += other.rows_failed
         self.rows_quarantined += other.rows_quarantined
         self.reasons.update(other.reasons)
+        self.rows_failed_by_partition.update(other.rows_failed_by_partition)
+        for label, counts in other.reasons_by_partition.items():
+            self.reasons_by_partition.setdefault(label, Counter()).update(counts)
         self.devices.update(other.devices)
         self.add_seconds(other.seconds)
         for key, values in other.examples.items():
@@ -98,18 +103,28 @@ class WrittenFiles:
         for stage, spent in seconds.items():
             self.seconds[stage] = self.seconds.get(stage, 0.0) + spent
 
-    def count_failed(self, failed: pa.Table) -> None:
-        """Count each row's reasons. A null the contract's not-null expectation failed also carries the model's own
-        null rule (`NULL_INPUT`, which keeps the row from the model under on_failure: warn): counted once."""
+    def count_failed(self, failed: pa.Table, partitioning: tuple[str, ...] = (), label: str | None = None) -> None:
+        """Count each row's reasons, in all and per input partition (`label`, else read from the rows' `partitioning`
+        columns), for the contract report. A null the contract's not-null expectation failed also carries the model's
+        own null rule (`NULL_INPUT`, which keeps the row from the model under on_failure: warn): counted once."""
         self.rows_failed += failed.num_rows
-        for row_reasons in failed.column(REASONS).to_pylist():
-            refused = {r["column"] for r in row_reasons if r["expectation"] == NOT_NULL}
-            for reason in row_reasons:
-                if reason["expectation"] == NULL_INPUT and reason["column"] in refused:
-                    continue
-                key = expectation_key(reason["expectation"], reason["column"])
-                self.reasons[key] += 1
-                self.add_examples(key, [reason["value"]])
+        if not failed.num_rows:
+            return
+        groups = [({}, failed)] if label is not None or not partitioning else _groups(failed, partitioning)
+        for values, rows in groups:
+            where = label if label is not None else partition_label(tuple(values.items())) if partitioning else None
+            by_key = self.reasons_by_partition.setdefault(where, Counter()) if where is not None else Counter()
+            if where is not None:
+                self.rows_failed_by_partition[where] += rows.num_rows
+            for row_reasons in rows.column(REASONS).to_pylist():
+                refused = {r["column"] for r in row_reasons if r["expectation"] == NOT_NULL}
+                for reason in row_reasons:
+                    if reason["expectation"] == NULL_INPUT and reason["column"] in refused:
+                        continue
+                    key = expectation_key(reason["expectation"], reason["column"])
+                    self.reasons[key] += 1
+                    by_key[key] += 1
+                    self.add_examples(key, [reason["value"]])
 
     def count_devices(self, block: pa.Table) -> None:
         """Rows by the device their actor scored on (`DEVICE`: one small dictionary per scored batch)."""
@@ -180,7 +195,7 @@ class TableWriter:
                 failed_mask = pc.is_valid(block.column(REASONS))
                 failed = block.filter(failed_mask)
                 scored = block if self.on_failure == "warn" else block.filter(pc.invert(failed_mask))
-            written.count_failed(failed)
+            written.count_failed(failed, self.output.input_partitioning)
             if self.challenger is not None:
                 scored = self._compare(written, scored, challenged, task)
             if self.profiles is not None:

@@ -2,6 +2,7 @@
 
 The embedded default is a sqlite file in the project's state folder. A fresh sqlite store is created and
 migrated under a file lock, because several processes opening it at once can leave a half-migrated schema.
+The experiment is marked as holding model runs (MLflow's `mlflow.experimentKind`), not GenAI traces.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from filelock import FileLock
 
 from jobs.errors import UsageError
 from jobs.spec.schema import TrackingSpec
+from jobs.tracking.tags import EXPERIMENT_KIND, MODEL_DEVELOPMENT
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -39,7 +41,13 @@ def connect(tracking: TrackingSpec) -> MlflowClient:
             client = MlflowClient(tracking.uri, registry_uri=tracking.uri)
             experiment = client.get_experiment_by_name(tracking.experiment)
             if experiment is None:
-                client.create_experiment(tracking.experiment, artifact_location=tracking.artifact_location)
+                client.create_experiment(
+                    tracking.experiment,
+                    artifact_location=tracking.artifact_location,
+                    tags={EXPERIMENT_KIND: MODEL_DEVELOPMENT},
+                )
+            elif EXPERIMENT_KIND not in experiment.tags:  # one made before, or by another tool; a kind chosen stays
+                client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND, MODEL_DEVELOPMENT)
         except Exception as exc:
             if type(exc).__name__ in ("MlflowException", "RestException", "OperationalError"):
                 raise UsageError(f"tracking store {tracking.uri} is not usable: {exc}") from None

@@ -24,6 +24,9 @@ import mlflow
 from mlflow.data.dataset_source_registry import resolve_dataset_source
 from mlflow.data.meta_dataset import MetaDataset
 from mlflow.tracking import MlflowClient
+from mlflow.tracking.context import registry as context_registry
+from mlflow.tracking.fluent import _get_experiment_id
+from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME, MLFLOW_RUN_NOTE, MLFLOW_SOURCE_NAME
 
 from jobs.contracts import reports
 from jobs.contracts.suite import Contract
@@ -38,20 +41,38 @@ from jobs.tables.charts import score_histograms
 from jobs.tables.delta import TableTarget
 from jobs.tables.lineage import describe
 from jobs.tracking.code_version import code_version
+from jobs.tracking.names import run_name, run_roles
 from jobs.tracking.orphans import driver_tags
-from jobs.tracking.tags import Tag
+from jobs.tracking.tags import Metric, Tag
 
 log = logging.getLogger(__name__)
 
+# Each open run's detail metrics (one per drift column, per challenger figure), logged after its counts: MLflow's run
+# page lists a run's metrics in the order they were first logged, and the counts are what a reader looks for first.
+_held: dict[str, dict[str, float]] = {}
+
 
 @contextmanager
-def mlflow_run(name: str, read_versions: dict[str, int | None], driver_pid: int) -> Iterator[tuple[str, str]]:
+def mlflow_run(
+    name: str, read_versions: dict[str, int | None], driver_pid: int, began_ms: int
+) -> Iterator[tuple[str, str]]:
     """The run's MLflow run, tagged with its driver (the process running it, `driver_pid`: the sidecar's
     parent, `jobs.tracking.recorder`) and the table versions its plan read (`jobs.tracking.orphans` finds it by
-    them if the driver is killed); yields its run id and experiment id."""
-    with mlflow.start_run(run_name=name) as run:
-        mlflow.set_tags(driver_tags(read_versions, driver_pid))
-        yield run.info.run_id, run.info.experiment_id
+    them if the driver is killed); yields its run id and experiment id.
+
+    It starts at `began_ms`, when the run began, and ends when this block exits: MLflow's own start time would be
+    when the run is opened, after MLflow loaded and the plan was made (`mlflow.start_run` takes no start time, so
+    the run is created here with MLflow's own default tags and then made the active one)."""
+    tags = context_registry.resolve_tags({MLFLOW_RUN_NAME: name, **driver_tags(read_versions, driver_pid)})
+    experiment_id = _get_experiment_id()  # what `mlflow.start_run` would use: the one `connect` set
+    assert experiment_id is not None, "jobs.tracking.connect sets the experiment before a run opens"
+    created = MlflowClient().create_run(experiment_id, start_time=began_ms, tags=tags, run_name=name)
+    _held[created.info.run_id] = {}
+    try:
+        with mlflow.start_run(run_id=created.info.run_id) as run:
+            yield run.info.run_id, run.info.experiment_id
+    finally:
+        _held.pop(created.info.run_id, None)
 
 
 def record_plan(
@@ -63,7 +84,8 @@ def record_plan(
     quarantine: TableTarget | None,
     run_key: str,
 ) -> None:
-    """What the plan decided: the job's settings, the input (as an MLflow dataset), model, contract, tables."""
+    """What the plan decided: the job's settings, the input (as an MLflow dataset), model, contract, tables; and
+    the run's name and role (`jobs.tracking.names`), source (the job file) and a one-paragraph description."""
     spec = job.spec
     mlflow.log_params(
         {
@@ -93,6 +115,10 @@ def record_plan(
             Tag.CODE_VERSION: code_version(),
             Tag.RUN_KEY: run_key,
             Tag.SPEC_ENV: ",".join(job.env_vars),
+            Tag.ROLE: ",".join(run_roles(job, selection)),
+            MLFLOW_RUN_NAME: run_name(job, selection),
+            MLFLOW_SOURCE_NAME: job.project_path(str(job.file)),
+            MLFLOW_RUN_NOTE: _description(job, selection, model, contract),
         }
     )
     with warnings.catch_warnings():
@@ -118,6 +144,23 @@ def record_plan(
     mlflow.log_text(redact_uri(selection.manifest()), "input/files.json")
 
 
+def _description(job: LoadedSpec, selection: InputSelection, model: ModelArtifact, contract: Contract | None) -> str:
+    """The run in a sentence, for the top of its MLflow page (Markdown)."""
+    spec = job.spec
+    partitions = selection.labels
+    shown = ", ".join(partitions[:3]) + (f" and {len(partitions) - 3} more" if len(partitions) > 3 else "")
+    text = (
+        f"Scores {selection.num_rows:,} rows of `{job.project_path(redact_uri(selection.base))}` ({shown}) with "
+        f"`{job.project_path(redact_uri(model.uri))}` (version {model.version}) into table **{spec.output.table}**"
+    )
+    if contract and spec.contract:
+        text += (
+            f"; contract `{Path(contract.path).name}` ({spec.contract.on_failure}; each expectation in "
+            "`contract/report.html`)"
+        )
+    return text + "."
+
+
 def record_engine(params: dict[str, Any], code_sha256: str) -> None:
     """Where the run scores (`{"engine": "inline"}`, or the Ray actor pool's `PoolSize.params()`) and the
     digest of the code it runs."""
@@ -126,20 +169,29 @@ def record_engine(params: dict[str, Any], code_sha256: str) -> None:
 
 
 def record_contract(report: dict[str, Any]) -> None:
-    """The contract report of every row checked so far (`jobs.contracts.reports`): JSON, HTML and metrics."""
+    """The contract report of every row checked so far (`jobs.contracts.reports`): JSON, HTML and its totals as
+    metrics. Each expectation's count is in the report, not a metric of its own: 33 of them buried the run's
+    figures in MLflow's charts."""
     mlflow.log_dict(report, "contract/report.json")
     mlflow.log_text(reports.to_html(report), "contract/report.html")
-    mlflow.log_metrics(reports.metrics(report))
+    mlflow.log_metrics(
+        {
+            Metric.CHECKED: report["rows_checked"],
+            Metric.FAILED: report["rows_failed"],
+            Metric.EXPECTATIONS_FAILED: sum(1 for e in report["expectations"] if e["rows_failed"]),
+        }
+    )
 
 
 def record_drift(drift: dict[str, Any], baseline: dict[str, ColumnProfile], current: dict[str, ColumnProfile]) -> None:
     """The drift of the rows scored so far against the baseline (`RunSummary.drift`): a metric per column
-    (`drift/<column>`, its statistic), the count drifted, the HTML report and a PNG of the most drifted columns."""
+    (`drift/<column>`, its statistic; logged after the run's counts), the count drifted, the HTML report and a PNG
+    of the most drifted columns."""
     mlflow.log_dict(drift, "drift/drift.json")
     if drift["baseline"]["version"] is None:
         return
-    metrics = {f"drift/{c['column']}": c["statistic"] for c in drift["columns"] if c["statistic"] is not None}
-    mlflow.log_metrics({**metrics, "drift_columns_drifted": len(drift["drifted"])})
+    mlflow.log_metrics({Metric.COLUMNS_DRIFTED: len(drift["drifted"])})
+    _hold({f"drift/{c['column']}": c["statistic"] for c in drift["columns"] if c["statistic"] is not None})
     mlflow.log_text(report.to_html(drift, "Drift of the model's inputs and outputs"), "drift/report.html")
     try:
         image = report.most_drifted_png(drift, baseline, current)
@@ -156,7 +208,7 @@ def record_challenger(challenger: dict[str, Any]) -> None:
     figures per segment as `challenger/agreement.json`, and the challenger's version as tags."""
     mlflow.log_dict(challenger, "challenger/agreement.json")
     whole: dict[str, dict] = next(iter(challenger["agreement"].values()), {})
-    mlflow.log_metrics(
+    _hold(
         {
             f"challenger/{column}/{name}": value
             for column, figures in whole.items()
@@ -187,14 +239,14 @@ def record_failure(error: str, error_type: str, interrupted: bool, metrics: dict
     SIGTERM) ends KILLED: stopped, not broken (a failed one ends FAILED when the `mlflow_run` block exits with
     the exception)."""
     mlflow.set_tags({Tag.ERROR: error[:5000], Tag.ERROR_TYPE: error_type})
-    mlflow.log_metrics(metrics)
+    _log_counts_then_held(metrics)
     if interrupted:
         mlflow.end_run("KILLED")
 
 
 def record_result(metrics: dict[str, float], quarantine_version: int | None, input_watermark: str | None) -> None:
     """A finished run's counts, throughput and freshness."""
-    mlflow.log_metrics(metrics)
+    _log_counts_then_held(metrics)
     mlflow.set_tags(
         {
             Tag.QUARANTINE_VERSION: "" if quarantine_version is None else str(quarantine_version),
@@ -219,6 +271,25 @@ def record_charts(
             mlflow.log_artifacts(folder, "charts")
     except Exception as exc:  # the table and its records are committed; a picture is not worth failing them
         log.warning("score histograms not recorded: %s: %s", type(exc).__name__, exc)
+
+
+def _hold(metrics: dict[str, float]) -> None:
+    """Detail metrics of the open run, logged by `_log_counts_then_held` (at once outside a `mlflow_run`)."""
+    run = mlflow.active_run()
+    held = _held.get(run.info.run_id) if run is not None else None
+    if held is None:
+        mlflow.log_metrics(metrics)
+    else:
+        held.update(metrics)
+
+
+def _log_counts_then_held(metrics: dict[str, float]) -> None:
+    """`metrics`, the headline ones (`Metric`'s, capitalised) first, then the detail held back so far."""
+    run = mlflow.active_run()
+    held = _held.get(run.info.run_id, {}) if run is not None else {}
+    ordered = sorted(metrics.items(), key=lambda item: not item[0][:1].isupper())  # stable: headline first
+    mlflow.log_metrics({**dict(ordered), **held})
+    held.clear()
 
 
 def describe_lineage(table_uri: str, version: int | None = None) -> dict[str, Any]:

@@ -1,5 +1,6 @@
-"""The MLflow tags of a scoring run, named once: the run's flow writes them (`jobs.tracking.records`), the orphan
-reaper and `score lineage` read them back, and so can anyone searching the tracking store.
+"""The MLflow tags and headline metrics of a scoring run, named once: the run's flow writes them
+(`jobs.tracking.records`, `jobs.commands.summary`), the orphan reaper and `score lineage` read the tags back, and so
+can anyone searching the tracking store.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class Tag:
     CODE_VERSION = "score.code_version"
     CODE_SHA256 = "score.code_sha256"
     RUN_KEY = "score.run_key"
+    ROLE = "score.role"  # what kind of run, as its name says: "" (a plain run), or backfill, ad-hoc, dev, challenger
     SPEC_ENV = "score.spec_env"  # the names of the environment variables the spec references, never their values
     TABLE_VERSION = "score.table_version"  # the run's last commit
     TABLE_VERSIONS = "score.table_versions"  # every commit, comma-separated (output.commit_every)
@@ -46,3 +48,31 @@ class Tag:
     PROMOTED_AT = "score.promoted_at"  # UTC, ISO 8601, seconds
     PROMOTED_REASON = "score.promoted_reason"
     REPLACED_VERSION = "score.replaced_version"  # the version the alias named before ("" if none)
+
+
+# MLflow's own experiment tag for what an experiment holds; its UI writes it when someone picks the experiment's type.
+# Ours hold model runs, not GenAI traces. (MLflow 3.17's UI decides its landing page by its own switch instead:
+# README, "Data scientist: the runs in MLflow's UI".)
+EXPERIMENT_KIND = "mlflow.experimentKind"
+MODEL_DEVELOPMENT = "custom_model_development"
+
+
+class Metric:
+    """A run's headline metrics. MLflow charts a metric in the section named by its key up to the last `/`, and
+    lists the sections in code-point order with the unprefixed ones ("Model metrics") last: capitalised sections
+    come before the lowercase detail (`seconds/*`, `drift/*`, ...), so a run's page opens on these."""
+
+    CHECKED = "Contract/rows_checked"
+    FAILED = "Contract/rows_failed"
+    EXPECTATIONS_FAILED = "Contract/expectations_failed"
+    ROWS_IN = "Rows/in"
+    ROWS_SCORED = "Rows/scored"
+    ROWS_QUARANTINED = "Rows/quarantined"
+    ROWS_REUSED = "Rows/reused"
+    DURATION = "Run/duration_s"
+    ROWS_PER_S = "Run/rows_per_s"
+    TABLE_VERSION = "Run/table_version"
+    FRESHNESS_LAG = "Run/freshness_lag_s"
+    COLUMNS_DRIFTED = "Run/columns_drifted"
+    COST = "Run/cost"
+    COST_PER_MILLION_ROWS = "Run/cost_per_million_rows"

@@ -3,6 +3,8 @@ finds exactly what the Ray engine finds, and returns its report to a notebook in
 
 from __future__ import annotations
 
+import collections
+
 import pytest
 
 from tests.conftest import DAYS, ROWS_PER_DAY
@@ -28,6 +30,17 @@ def test_validate_in_process_reports_what_validate_on_ray_reports(fresh_project)
         for engine, r in reports.items()
     }
     assert failing["inline"] == failing["ray"]
+    # the report's per-partition breakdown adds up to its totals, the same on both engines
+    assert inline["by_partition"] == ray["by_partition"]
+    days = [f"ds={d.isoformat()}" for d in DAYS]
+    assert [(p["partition"], p["rows_checked"]) for p in inline["by_partition"]] == [(d, ROWS_PER_DAY) for d in days]
+    assert sum(p["rows_failed"] for p in inline["by_partition"]) == 3
+    totals = collections.Counter()
+    for p in inline["by_partition"]:
+        totals.update(p["failures"])
+    assert dict(totals) == {
+        f"{e['expectation']}({e['column']})": e["rows_failed"] for e in inline["expectations"] if e["rows_failed"]
+    }
 
 
 def test_validate_job_returns_the_report_when_asked_not_to_raise(fresh_project):

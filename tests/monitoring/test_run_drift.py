@@ -97,7 +97,7 @@ def test_a_shifted_number_and_a_new_category_are_flagged_with_scipys_statistics(
     # MLflow: a metric per column, the report and the chart
     run = MlflowClient(project.tracking_uri).get_run(second["run_id"])
     assert run.data.metrics[f"drift/{SHIFTED}"] == pytest.approx(columns[SHIFTED]["statistic"])
-    assert run.data.metrics["drift_columns_drifted"] == len(second["drift"]["drifted"])
+    assert run.data.metrics["Run/columns_drifted"] == len(second["drift"]["drifted"])
     artifacts = {a.path for a in MlflowClient(project.tracking_uri).list_artifacts(second["run_id"], "drift")}
     assert artifacts == {"drift/drift.json", "drift/report.html", "drift/most_drifted.png"}
 

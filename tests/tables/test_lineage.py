@@ -135,7 +135,7 @@ def test_freshness_exits_0_when_fresh_and_4_when_stale(demo):
     assert result["age_s"] == pytest.approx((30 * 60 + 5) * 60)
 
     run = MlflowClient(project.tracking_uri).get_run(runs[-1]["run_id"])
-    assert run.data.metrics["freshness_lag_s"] == pytest.approx(runs[-1]["freshness_lag_s"])
+    assert run.data.metrics["Run/freshness_lag_s"] == pytest.approx(runs[-1]["freshness_lag_s"])
     assert runs[-1]["freshness_lag_s"] > 0
 
 

@@ -45,7 +45,7 @@ def test_a_cli_run_records_through_its_sidecar_which_ends_with_it(fresh_project)
     assert run.info.status == "FINISHED"
     assert json.loads(run.data.tags["score.driver"])["pid"] == pid  # the driver's, not the sidecar's
     assert run.data.tags["score.table_version"] == str(summary["table_version"])
-    assert run.data.metrics["rows_scored"] == 3 * ROWS_PER_DAY
+    assert run.data.metrics["Rows/scored"] == 3 * ROWS_PER_DAY
     artifacts = {a.path for a in MlflowClient(project.tracking_uri).list_artifacts(summary["run_id"], "charts")}
     assert artifacts == {"charts/churn_probability.svg", "charts/churn_label.svg"}
     rows = DeltaTable(summary["table_uri"]).to_pyarrow_table(columns=["run_id"])
