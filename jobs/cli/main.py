@@ -1,8 +1,9 @@
 """`score`: the command line's entry point. Parse, run the command's handler, exit with the documented code.
 
 Exit codes: 0 success, 1 runtime failure, 2 bad spec or usage, 3 data contract failure, 4 stale table,
-75 retry-safe failure (lost a race to another run of the same partitions; nothing committed), 130 interrupted
-(Ctrl-C or SIGTERM; nothing committed).
+5 drift (monitoring.on_drift: fail), 75 retry-safe failure (lost a race to another run of the same partitions, the
+job's lock is held, or a partition did not land within --wait-for-partitions; nothing committed), 130
+interrupted (Ctrl-C or SIGTERM; nothing committed).
 `run` and `validate` report on stderr and keep stdout for `--json` (one JSON object, nothing else); the
 table commands print their result (a table, CSV or JSON) on stdout. Errors always go to stderr.
 """
