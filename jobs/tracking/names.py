@@ -30,7 +30,8 @@ def run_roles(job: LoadedSpec, selection: InputSelection) -> list[str]:
     """ad-hoc (a `--limit` sample), or backfill and dev; then challenger; as they apply; none for a plain run."""
     spec = job.spec
     roles = []
-    if Path(spec.input.path).resolve().is_relative_to((job.root / SAMPLES).resolve()):
+    # no resolve(): a local input path is absolute once loaded, and a driver on a cluster may have no working folder
+    if "://" not in spec.input.path and Path(spec.input.path).is_relative_to(job.root / SAMPLES):
         roles.append("ad-hoc")
     else:
         if len({p[0] for p in selection.partitions if p}) > 1:
