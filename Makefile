@@ -14,7 +14,7 @@ TORCH_PIP_ARGS ?=
 PIP := $(VENV)/bin/python -m pip
 STAMP := $(VENV)/.installed-$(ACCEL)
 
-.PHONY: install browser demo lint test test-slow bench bench-peers notebook clean
+.PHONY: install browser demo lint test test-slow test-cluster bench bench-peers notebook clean
 
 install: $(STAMP)
 
@@ -50,7 +50,10 @@ browser:
 	else echo "make: no /usr/bin/chromium, and no root to apt-get it: tests/tracking/test_mlflow_ui.py will skip"; fi
 
 test-slow: install
-	$(VENV)/bin/python -m pytest -m slow
+	$(VENV)/bin/python -m pytest -m "slow or cluster"
+
+test-cluster: install
+	$(VENV)/bin/python -m pytest -m cluster
 
 # `score bench` on the reference workloads at full size (about 15 minutes on 2 cores): before a release, and
 # after any change to the read, check, score or write path. SCORE_BENCH_SCALE=0.02 checks the suite itself.

@@ -195,6 +195,7 @@ def test_a_killed_driver_leaves_no_version_its_run_is_marked_failed_and_a_rerun_
     assert {Path(p) for p in Path(uri).rglob("*.parquet")} >= {Path(p) for p in DeltaTable(uri).file_uris()}
 
 
+@pytest.mark.slow  # a fault variant CI spares (make test-slow): CI time
 def test_a_run_killed_after_its_first_group_resumes_with_the_groups_it_had_not_committed(
     fresh_project, clean, tmp_path
 ):
@@ -228,6 +229,7 @@ def test_a_run_killed_after_its_first_group_resumes_with_the_groups_it_had_not_c
     assert f"its commit(s) {uri} v0 had landed" in dead.data.tags["error"]
 
 
+@pytest.mark.slow  # a fault variant CI spares (make test-slow): CI time
 def test_a_driver_killed_after_its_commit_keeps_its_version_and_its_run_says_so(fresh_project, clean, tmp_path):
     """SIGKILL of `score run` after its commit landed, before its last MLflow records: the version stays whole
     (no file of it deleted by the clean-up), and `score tables` marks the MLflow run FAILED saying the commit
@@ -303,6 +305,7 @@ def test_an_unreachable_server_fails_the_run_before_any_data_is_read(project, se
         assert _mlflow_runs(project, "tags.`score.job` = 'churn_no_storage'") == []
 
 
+@pytest.mark.slow  # a fault variant CI spares (make test-slow): CI time
 def test_a_run_that_stops_making_progress_fails_naming_the_stuck_stage(fresh_project, tmp_path):
     """A scoring actor whose model call never returns (stalled for real on its 2nd batch): after
     `engine.stall_timeout` without a row checked, scored or written, the run fails (exit 1) naming the
