@@ -110,11 +110,14 @@ class WrittenFiles:
         self.rows_failed += failed.num_rows
         if not failed.num_rows:
             return
-        groups = [({}, failed)] if label is not None or not partitioning else _groups(failed, partitioning)
-        for values, rows in groups:
-            where = label if label is not None else partition_label(tuple(values.items())) if partitioning else None
-            by_key = self.reasons_by_partition.setdefault(where, Counter()) if where is not None else Counter()
+        if label is not None or not partitioning:
+            groups = [(label, failed)]
+        else:
+            groups = [(partition_label(tuple(values.items())), rows) for values, rows in _groups(failed, partitioning)]
+        for where, rows in groups:
+            by_key: Counter = Counter()  # counted per partition only where the partition is known
             if where is not None:
+                by_key = self.reasons_by_partition.setdefault(where, Counter())
                 self.rows_failed_by_partition[where] += rows.num_rows
             for row_reasons in rows.column(REASONS).to_pylist():
                 refused = {r["column"] for r in row_reasons if r["expectation"] == NOT_NULL}
